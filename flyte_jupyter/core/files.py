@@ -1,0 +1,24 @@
+"""Reading source files with errors a user can act on."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from .errors import BundleError
+
+
+def read_bytes(path: Path, display: str) -> bytes:
+    """The file's bytes; an unreadable file is one clear BundleError naming it."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise BundleError(
+            f"cannot read {display}: {exc.strerror or exc}. "
+            "Fix its permissions, or leave it out with an exclude pattern."
+        ) from exc
+
+
+def archive_mode(st_mode: int) -> int:
+    """0o755 for files with any execute bit, else 0o644: the only two modes a bundle holds."""
+    return 0o755 if st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH) else 0o644

@@ -1,0 +1,107 @@
+"""A local cache that makes rebuilding an unchanged tree read no file contents.
+
+Two tables in one SQLite file (safe with concurrent writers thanks to WAL and a busy
+timeout): file hashes keyed by `(path, size, mtime_ns, inode)`, and where each compressed
+archive member already sits in a previously built archive. The cache only ever speeds
+things up: any failure to read or write it is ignored and the work is simply done.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_RACY_NS = 2_000_000_000
+"""A file modified this recently may change again within the same mtime tick: don't cache it."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS file_hashes (
+    path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, inode INTEGER, sha256 TEXT
+);
+CREATE TABLE IF NOT EXISTS members (
+    key TEXT PRIMARY KEY, archive TEXT, offset INTEGER, length INTEGER
+);
+CREATE INDEX IF NOT EXISTS members_archive ON members(archive);
+"""
+
+StatKey = tuple[str, int, int, int]
+"""(absolute path, size, mtime_ns, inode)"""
+
+
+class HashCache:
+    """File-hash and archive-member cache stored at `path` (created on first use)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, timeout=10, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+            self._db = db
+        except (sqlite3.Error, OSError) as exc:
+            log.debug("hash cache %s unavailable: %s", path, exc)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _query(self, sql: str, keys: list[str]) -> list[tuple]:
+        if self._db is None or not keys:
+            return []
+        rows: list[tuple] = []
+        try:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows += self._db.execute(sql.format(marks=marks), chunk).fetchall()
+        except sqlite3.Error as exc:
+            log.debug("hash cache read failed: %s", exc)
+        return rows
+
+    def _write(self, sql: str, rows: list[tuple]) -> None:
+        if self._db is None or not rows:
+            return
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            log.debug("hash cache write failed: %s", exc)
+
+    def file_hashes(self, keys: Iterable[StatKey]) -> dict[str, str]:
+        """sha256 hex of each file whose cached stat still matches, by path."""
+        wanted = {k[0]: k for k in keys}
+        rows = self._query(
+            "SELECT path, size, mtime_ns, inode, sha256 FROM file_hashes WHERE path IN ({marks})",
+            list(wanted),
+        )
+        return {row[0]: row[4] for row in rows if tuple(row[:4]) == wanted[row[0]]}
+
+    def store_file_hashes(self, items: Iterable[tuple[StatKey, str]]) -> None:
+        cutoff = time.time_ns() - _RACY_NS
+        rows = [(*key, sha) for key, sha in items if key[2] < cutoff]
+        self._write("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?, ?)", rows)
+
+    def members(self, keys: Iterable[str]) -> dict[str, tuple[Path, int, int]]:
+        """For each member key already stored in an archive: (archive, offset, length)."""
+        rows = self._query(
+            "SELECT key, archive, offset, length FROM members WHERE key IN ({marks})", list(keys)
+        )
+        return {key: (Path(archive), off, n) for key, archive, off, n in rows}
+
+    def store_members(self, archive: Path, items: Iterable[tuple[str, int, int]]) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO members VALUES (?, ?, ?, ?)",
+            [(key, str(archive), off, n) for key, off, n in items],
+        )
+
+    def forget_archive(self, archive: Path) -> None:
+        self._write("DELETE FROM members WHERE archive = ?", [(str(archive),)])

@@ -1,0 +1,235 @@
+"""Static import graph: which modules a Python source imports, found with `ast`.
+
+Flyte's `auto` copy style only sees modules that were imported when the task
+module loaded, so an import inside a function ("lazy import") is silently left
+out and fails remotely. Reading the source instead finds those too.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.machinery
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+_IMPORT_FUNCS = {"import_module", "__import__"}
+_IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
+
+
+@dataclass(frozen=True)
+class ImportRef:
+    """One import statement (or `importlib.import_module` call) in a source file."""
+
+    lineno: int
+    module: str | None
+    """Absolute or relative (leading dots) module name; None for a non-literal dynamic import."""
+    names: tuple[str, ...] = ()
+    """For `from m import a, b`: `a` and `b`, which may be submodules of `m`."""
+    lazy: bool = False
+    """Inside a function or method body: not run when the module is imported."""
+    optional: bool = False
+    """Guarded by `try/except ImportError`: a missing module is not an error."""
+
+
+class _Visitor(ast.NodeVisitor):
+    def __init__(self) -> None:
+        self.refs: list[ImportRef] = []
+        self._func_depth = 0
+        self._optional_depth = 0
+
+    def _add(self, lineno: int, module: str | None, names: tuple[str, ...] = ()) -> None:
+        self.refs.append(
+            ImportRef(lineno, module, names, self._func_depth > 0, self._optional_depth > 0)
+        )
+
+    def _visit_function(self, node: ast.AST) -> None:
+        self._func_depth += 1
+        self.generic_visit(node)
+        self._func_depth -= 1
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _visit_function
+
+    def visit_If(self, node: ast.If) -> None:
+        if _is_type_checking(node.test):
+            # Typing-only imports never run: not required, not an error.
+            for child in node.orelse:
+                self.visit(child)
+            return
+        self.generic_visit(node)
+
+    def visit_Try(self, node: ast.Try) -> None:
+        guarded = any(_catches_import_error(h) for h in node.handlers)
+        self._optional_depth += guarded
+        for child in node.body:
+            self.visit(child)
+        self._optional_depth -= guarded
+        for child in [*node.handlers, *node.orelse, *node.finalbody]:
+            self.visit(child)
+
+    visit_TryStar = visit_Try
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            self._add(node.lineno, alias.name)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        if node.module == "__future__":
+            return
+        module = "." * node.level + (node.module or "")
+        self._add(node.lineno, module, tuple(a.name for a in node.names if a.name != "*"))
+
+    def visit_Call(self, node: ast.Call) -> None:
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        if name in _IMPORT_FUNCS and node.args:
+            target = _literal_str(node.args[0])
+            if target is not None and target.startswith("."):
+                package = _literal_str(node.args[1]) if len(node.args) > 1 else None
+                package = package or _keyword_str(node, "package")
+                target = _absolutize(target, package) if package else None
+            self._add(node.lineno, target)
+        self.generic_visit(node)
+
+
+def _literal_str(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    return None
+
+
+def _keyword_str(node: ast.Call, name: str) -> str | None:
+    for kw in node.keywords:
+        if kw.arg == name:
+            return _literal_str(kw.value)
+    return None
+
+
+def _absolutize(relative: str, package: str) -> str:
+    level = len(relative) - len(relative.lstrip("."))
+    base = package.split(".")
+    base = base[: len(base) - (level - 1)] if level > 1 else base
+    rest = relative[level:]
+    return ".".join([*base, rest] if rest else base)
+
+
+def _is_type_checking(test: ast.AST) -> bool:
+    if isinstance(test, ast.Name):
+        return test.id == "TYPE_CHECKING"
+    return isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+
+
+def _catches_import_error(handler: ast.ExceptHandler) -> bool:
+    if handler.type is None:
+        return True
+    types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return any(getattr(t, "id", getattr(t, "attr", None)) in _IMPORT_ERRORS for t in types)
+
+
+def scan_source(source: str | bytes, filename: str = "<source>") -> list[ImportRef]:
+    """All imports in `source`, module-level and lazy, in source order.
+
+    Raises SyntaxError for source that does not parse.
+    """
+    visitor = _Visitor()
+    visitor.visit(ast.parse(source, filename=filename))
+    return visitor.refs
+
+
+# --- resolving module names to files -------------------------------------------------------
+
+_SOURCE_SUFFIXES = tuple(importlib.machinery.SOURCE_SUFFIXES)
+_MODULE_SUFFIXES = _SOURCE_SUFFIXES + tuple(importlib.machinery.EXTENSION_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class ModuleLocation:
+    """Where a module lives under a search root."""
+
+    root: Path
+    files: tuple[Path, ...]
+    """Files Python executes to import it: each package `__init__.py`, then the module itself."""
+    is_package: bool
+    namespace_only: bool
+    """Resolved only through PEP 420 namespace directories (no file at all)."""
+
+
+def find_module(name: str, roots: list[Path]) -> ModuleLocation | None:
+    """Locate dotted module `name` the way the import system would with `roots` on sys.path."""
+    parts = name.split(".")
+    if not all(parts):
+        return None
+    for root in roots:
+        found = _find_in_root(parts, root)
+        if found is not None:
+            return found
+    return None
+
+
+def _find_in_root(parts: list[str], root: Path) -> ModuleLocation | None:
+    cur = root
+    files: list[Path] = []
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        pkg_dir = cur / part
+        init = pkg_dir / "__init__.py"
+        if init.is_file():
+            files.append(init)
+            cur = pkg_dir
+            continue
+        module_file = next(
+            (cur / (part + s) for s in _MODULE_SUFFIXES if (cur / (part + s)).is_file()), None
+        )
+        if module_file is not None:
+            if not last:
+                return None  # a plain module has no submodules
+            files.append(module_file)
+            return ModuleLocation(root, tuple(files), False, False)
+        if pkg_dir.is_dir():
+            cur = pkg_dir  # PEP 420 namespace package portion
+            continue
+        return None
+    return ModuleLocation(root, tuple(files), True, not files)
+
+
+def module_name_for(path: Path, roots: list[Path]) -> tuple[str, bool] | None:
+    """Dotted name of the file at `path` under the deepest root containing it, and whether
+    it is a package `__init__`. None when no root contains it."""
+    for root in sorted(roots, key=lambda r: len(r.parts), reverse=True):
+        try:
+            rel = path.relative_to(root)
+        except ValueError:
+            continue
+        parts = list(rel.parts)
+        is_init = parts[-1] == "__init__.py"
+        if is_init:
+            parts = parts[:-1]
+        else:
+            parts[-1] = parts[-1].split(".", 1)[0]
+        return ".".join(parts), is_init
+    return None
+
+
+def absolute_targets(ref: ImportRef, importer: str | None, importer_is_package: bool) -> Iterator[
+    tuple[str, bool]
+]:
+    """Module names an import needs, each with whether it must exist.
+
+    `from pkg import a` needs `pkg` and may need `pkg.a` (if `a` is a submodule rather than an
+    attribute). Relative names are resolved against `importer`, the importing module's name.
+    Yields nothing for a relative import that climbs above the top-level package.
+    """
+    assert ref.module is not None
+    module = ref.module
+    if module.startswith("."):
+        if importer is None:
+            return
+        package = importer if importer_is_package else importer.rpartition(".")[0]
+        level = len(module) - len(module.lstrip("."))
+        depth = len(package.split(".")) if package else 0
+        if level - 1 >= depth:
+            return
+        module = _absolutize(module, package)
+    yield module, True
+    for name in ref.names:
+        yield f"{module}.{name}", False

@@ -1,0 +1,466 @@
+"""Which files go into a bundle, and why each one does.
+
+Copy styles follow Flyte: `auto` (Flyte's `loaded_modules`) ships the local modules the
+code uses, `all` ships every file under `root_dir` that ignore files allow, `none` ships
+nothing (the code is baked into the image). On top of Flyte's behaviour, `auto` follows a
+static import graph, so imports inside functions ship too, and every file carries a reason.
+"""
+
+from __future__ import annotations
+
+import os
+import site
+import stat
+import sys
+import sysconfig
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib.machinery import PathFinder
+from pathlib import Path
+
+from . import ignore as ig
+from .errors import BundleError, UsageError
+from .files import archive_mode, read_bytes
+from .imports import ImportRef, absolute_targets, find_module, module_name_for, scan_source
+
+COPY_STYLES = ("auto", "all", "none")
+_STYLE_ALIASES = {"loaded_modules": "auto"}
+ROOT_MARKERS = ("pyproject.toml", "setup.cfg", ".git", ".flyte")
+DEFAULT_MAX_BYTES = 100 * 1024 * 1024
+LARGE_FILE_BYTES = 10 * 1024 * 1024
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class SelectedFile:
+    """A file that will ship: where it goes in the bundle and where its bytes come from."""
+
+    path: str
+    """POSIX path relative to root_dir: its name inside the bundle."""
+    source: Path
+    """Absolute path to read (a symlink's target)."""
+    size: int
+    mode: int
+    mtime_ns: int
+    inode: int
+    reason: str
+
+
+@dataclass
+class Selection:
+    """The outcome of selection: files plus everything a user should be told about it."""
+
+    root_dir: Path
+    copy_style: str
+    files: list[SelectedFile]
+    version: str | None = None
+    excluded_secrets: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    python_path: list[str] = field(default_factory=lambda: ["."])
+    """Bundle-relative directories to put on sys.path (`src` for src-layout projects)."""
+    third_party: list[str] = field(default_factory=list)
+    """Top-level names of installed (non-local, non-stdlib) modules the code imports."""
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def normalize_copy_style(copy_style: str) -> str:
+    style = _STYLE_ALIASES.get(copy_style, copy_style)
+    if style not in COPY_STYLES:
+        raise UsageError(f"unknown copy_style {copy_style!r}: use one of auto, all, none")
+    return style
+
+
+def detect_root_dir(start: Path) -> Path:
+    """The nearest directory at or above `start` holding a project marker
+    (pyproject.toml, setup.cfg, .git, .flyte/); `start` itself when none is found."""
+    start = start.resolve()
+    for candidate in (start, *start.parents):
+        if any((candidate / marker).exists() for marker in ROOT_MARKERS):
+            if candidate == Path.home() or candidate == Path(candidate.anchor):
+                break
+            return candidate
+    return start
+
+
+def select_files(
+    root_dir: str | os.PathLike[str] | None = None,
+    *,
+    entries: Iterable[str | os.PathLike[str]] = (),
+    copy_style: str = "auto",
+    include: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+    lazy_imports: bool = True,
+    loaded_modules: Iterable[str | os.PathLike[str]] = (),
+    version: str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    force_root: bool = False,
+) -> Selection:
+    """Decide which files ship.
+
+    `entries` are the files whose code runs (their imports decide what `auto` ships);
+    `loaded_modules` are module files already imported by a live interpreter (a kernel's
+    `sys.modules`). `include` and `exclude` are gitignore-style globs relative to root_dir.
+    Raises UsageError for bad arguments and BundleError when the result cannot ship.
+    """
+    style = normalize_copy_style(copy_style)
+    if style == "none" and not version:
+        raise UsageError(
+            "copy_style 'none' ships no code, so the image must already contain it: "
+            "pass an explicit version (e.g. version='v1.0.0') naming that code"
+        )
+    entry_paths = [Path(e).expanduser().resolve() for e in entries]
+    for entry in entry_paths:
+        if not entry.is_file():
+            raise UsageError(f"entry file {entry} does not exist")
+    root = _resolve_root(root_dir, entry_paths, force_root)
+    for entry in entry_paths:
+        if not entry.is_relative_to(root):
+            raise UsageError(
+                f"entry {entry} is outside root_dir {root}: "
+                "set root_dir to a directory that contains it"
+            )
+    if style == "auto" and not entry_paths and not loaded_modules:
+        raise UsageError(
+            "copy_style 'auto' ships what the entry code imports: name at least one entry "
+            "file, or use copy_style 'all'"
+        )
+    return _Selector(root, style, list(include), list(exclude), version).run(
+        entry_paths, [Path(m) for m in loaded_modules], lazy_imports, max_bytes
+    )
+
+
+def _resolve_root(root_dir: str | os.PathLike[str] | None, entries: list[Path], force: bool) -> Path:
+    if root_dir is not None:
+        root = Path(root_dir).expanduser().resolve()
+        if not root.is_dir():
+            raise UsageError(f"root_dir {root} is not a directory")
+    elif entries:
+        root = detect_root_dir(entries[0].parent)
+    else:
+        root = Path.cwd().resolve()
+    if not force and (root == Path.home().resolve() or root == Path(root.anchor)):
+        raise BundleError(
+            f"root_dir {root} is {'your home directory' if root != Path(root.anchor) else 'the'}"
+            " filesystem root: everything in it would ship. Point root_dir at your project, "
+            "or pass force_root=True (--force-root) if you really mean it."
+        )
+    return root
+
+
+class _Selector:
+    def __init__(
+        self, root: Path, style: str, include: list[str], exclude: list[str], version: str | None
+    ):
+        self.root = root
+        self.style = style
+        self.include = include
+        self.include_spec = ig.glob_spec(include)
+        self.exclude_spec = ig.glob_spec(exclude)
+        self.version = version
+        self.warnings: list[str] = []
+        self.reasons: dict[str, str] = {}
+        self.search_roots = [root]
+        src = root / "src"
+        if src.is_dir() and not (src / "__init__.py").exists():
+            self.search_roots.append(src)
+        self.used_roots: set[Path] = {root}
+        self.third_party: set[str] = set()
+        self.foreign_dirs = _foreign_dirs(root)
+        self._installed: dict[str, bool] = {}
+
+    def run(
+        self, entries: list[Path], loaded: list[Path], lazy_imports: bool, max_bytes: int
+    ) -> Selection:
+        if self.style == "all":
+            walked = self._walk(honour_ignore_files=True)
+            for rel in walked:
+                self.reasons[rel] = "all"
+        if self.style != "none":
+            for entry in entries:
+                self.reasons.setdefault(self._rel(entry), "entry")
+            self._follow_imports(entries, loaded, lazy_imports)
+        if self.include:
+            self._add_includes()
+        secrets: list[str] = []
+        files: list[SelectedFile] = []
+        for rel in sorted(self.reasons):
+            if self.exclude_spec.match_file(rel):
+                continue
+            pattern = ig.secret_pattern(rel)
+            if pattern and rel not in self.include:
+                secrets.append(rel)
+                self.warnings.append(
+                    f"left out {rel}: it looks like a secret ({pattern!r}); "
+                    "name it exactly in include to ship it anyway"
+                )
+                continue
+            selected = self._stat(rel)
+            if selected is not None:
+                files.append(selected)
+        selection = Selection(
+            root_dir=self.root,
+            copy_style=self.style,
+            files=files,
+            version=self.version,
+            excluded_secrets=secrets,
+            warnings=self.warnings,
+            python_path=self._python_path(),
+            third_party=sorted(self.third_party),
+        )
+        _check_size(selection, max_bytes)
+        return selection
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _rel(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def _python_path(self) -> list[str]:
+        src = self.root / "src"
+        if src in self.search_roots and (self.style == "all" or src in self.used_roots):
+            return [".", "src"]
+        return ["."]
+
+    def _walk(self, honour_ignore_files: bool) -> list[str]:
+        """Files under root, pruning the standard list (and ignore files, when honoured)."""
+        tree = ig.IgnoreTree(self.root)
+        out: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            rel_dir = Path(dirpath).relative_to(self.root).as_posix()
+            rel_dir = "" if rel_dir == "." else rel_dir
+            prefix = f"{rel_dir}/" if rel_dir else ""
+            if honour_ignore_files:
+                tree.load_dir(rel_dir)
+            keep = []
+            for name in sorted(dirnames):
+                rel = prefix + name
+                if ig.is_standard_ignored(rel, is_dir=True) or (
+                    honour_ignore_files and tree.is_ignored(rel, is_dir=True)
+                ):
+                    continue
+                if os.path.islink(os.path.join(dirpath, name)):
+                    self.warnings.append(f"skipped {rel}/: symlinked directories are not followed")
+                    continue
+                keep.append(name)
+            dirnames[:] = keep
+            for name in sorted(filenames):
+                rel = prefix + name
+                if ig.is_standard_ignored(rel) or (honour_ignore_files and tree.is_ignored(rel)):
+                    continue
+                out.append(rel)
+        return out
+
+    def _add_includes(self) -> None:
+        matched: set[str] = set()
+        for rel in self._walk(honour_ignore_files=False):
+            result = self.include_spec.check_file(rel)
+            if result.include:
+                pattern = self.include[result.index]
+                matched.add(pattern)
+                self.reasons.setdefault(rel, f"include pattern {pattern!r}")
+        for pattern in self.include:
+            if pattern not in matched:
+                self.warnings.append(f"include pattern {pattern!r} matched no files under {self.root}")
+
+    def _stat(self, rel: str) -> SelectedFile | None:
+        path = self.root / rel
+        try:
+            lst = path.lstat()
+        except FileNotFoundError:
+            return None  # removed while we were looking
+        source = path
+        if os.path.islink(path):
+            target = Path(os.path.realpath(path))
+            if not target.exists():
+                self.warnings.append(f"skipped {rel}: dangling symlink")
+                return None
+            if not target.is_relative_to(self.root):
+                self.warnings.append(f"skipped {rel}: symlink points outside root_dir ({target})")
+                return None
+            source = target
+        st = source.stat() if source is not path else lst
+        if not stat.S_ISREG(st.st_mode):
+            self.warnings.append(f"skipped {rel}: not a regular file")
+            return None
+        if st.st_size > LARGE_FILE_BYTES:
+            self.warnings.append(
+                f"{rel} is {_mb(st.st_size)}: large files slow every upload; "
+                "consider remote storage or an exclude pattern"
+            )
+        return SelectedFile(
+            rel, source, st.st_size, archive_mode(st.st_mode), st.st_mtime_ns, st.st_ino,
+            self.reasons[rel],
+        )
+
+    def _is_foreign(self, path: Path) -> bool:
+        return any(path.is_relative_to(d) for d in self.foreign_dirs)
+
+    # --- the import graph --------------------------------------------------------------
+
+    def _follow_imports(self, entries: list[Path], loaded: list[Path], lazy: bool) -> None:
+        queue: deque[Path] = deque(entries)
+        seen: set[Path] = set(entries)
+        for module_file in loaded:
+            path = Path(module_file).resolve()
+            if path.is_file() and path.is_relative_to(self.root) and not self._is_foreign(path):
+                rel = self._rel(path)
+                if ig.is_standard_ignored(rel):
+                    continue
+                self.reasons.setdefault(rel, "loaded module")
+                if path not in seen:
+                    seen.add(path)
+                    queue.append(path)
+        while queue:
+            path = queue.popleft()
+            if path.suffix != ".py":
+                continue
+            for ref, found in self._imports_of(path, lazy):
+                for module_file in found:
+                    if module_file in seen:
+                        continue
+                    seen.add(module_file)
+                    kind = "lazy import" if ref.lazy else "import"
+                    self.reasons.setdefault(
+                        self._rel(module_file), f"{kind} in {self._rel(path)}:{ref.lineno}"
+                    )
+                    queue.append(module_file)
+
+    def _imports_of(self, path: Path, lazy: bool) -> list[tuple[ImportRef, tuple[Path, ...]]]:
+        rel = self._rel(path)
+        source = read_bytes(path, rel)
+        try:
+            refs = scan_source(source, rel)
+        except SyntaxError as exc:
+            self.warnings.append(
+                f"could not parse {rel} (line {exc.lineno}: {exc.msg}); its imports were not followed"
+            )
+            return []
+        importer = module_name_for(path, self.search_roots)
+        out = []
+        for ref in refs:
+            if ref.lazy and not lazy:
+                continue
+            if ref.module is None:
+                self.warnings.append(
+                    f"{rel}:{ref.lineno}: dynamic import with a computed name cannot be followed; "
+                    "ship its target with an include pattern or copy_style 'all'"
+                )
+                continue
+            name, is_pkg = importer if importer else (None, False)
+            targets = list(absolute_targets(ref, name, is_pkg))
+            if not targets and not ref.optional:
+                self.warnings.append(
+                    f"{rel}:{ref.lineno}: relative import {ref.module!r} reaches above the "
+                    f"top-level package under root_dir {self.root}"
+                )
+            for module, required in targets:
+                found = self._resolve(module, required and not ref.optional, path, ref)
+                if found:
+                    out.append((ref, found))
+        return out
+
+    def _resolve(
+        self, module: str, required: bool, importer: Path, ref: ImportRef
+    ) -> tuple[Path, ...]:
+        top = module.split(".")[0]
+        location = find_module(module, self.search_roots)
+        installed = self._installed.get(top)
+        if installed is None:
+            installed = self._installed[top] = _is_installed(top, self.root)
+        if location is not None and location.namespace_only and installed:
+            location = None  # an installed regular package beats a bare local directory
+        if location is not None:
+            files = tuple(f for f in location.files if not self._is_foreign(f))
+            if not files and not location.namespace_only:
+                self.third_party.add(top)
+                return ()
+            self.used_roots.add(location.root)
+            if installed and "." not in module and files:
+                what = "the standard-library" if _is_stdlib(top) else "the installed"
+                self.warnings.append(
+                    f"local {self._rel(files[-1])} shadows {what} module {top!r}; "
+                    "the local file ships and wins remotely"
+                )
+            return files
+        if installed:
+            if not _is_stdlib(top):
+                self.third_party.add(top)
+            return ()
+        if required:
+            self.warnings.append(self._unresolved_message(module, importer, ref))
+        return ()
+
+    def _unresolved_message(self, module: str, importer: Path, ref: ImportRef) -> str:
+        where = f"{self._rel(importer)}:{ref.lineno}"
+        for candidate in (importer.parent, *importer.parent.parents):
+            if find_module(module, [candidate]) is not None:
+                hint = (
+                    f"it resolves with root_dir {candidate}"
+                    if self.root.is_relative_to(candidate)
+                    else f"it resolves from {candidate}: set root_dir to {candidate} "
+                    "or import it by its full package path"
+                )
+                break
+        else:
+            hint = "it is neither under root_dir nor installed in this environment"
+        return f"cannot resolve import {module!r} ({where}) under root_dir {self.root}: {hint}"
+
+
+def _foreign_dirs(root: Path) -> list[Path]:
+    """Directories whose modules are installed code, never project code: site-packages, the
+    interpreter's own trees, this package. A directory that contains root_dir itself (a project
+    kept under /usr, say) is not counted."""
+    candidates = [*site.getsitepackages(), site.getusersitepackages(), _PACKAGE_DIR]
+    paths = sysconfig.get_paths()
+    candidates += [paths["stdlib"], paths["platstdlib"], sys.prefix, sys.base_prefix]
+    out = []
+    for candidate in candidates:
+        path = Path(candidate).resolve()
+        if not root.is_relative_to(path):
+            out.append(path)
+    return out
+
+
+def _is_stdlib(name: str) -> bool:
+    return name in sys.stdlib_module_names or name in sys.builtin_module_names
+
+
+def _is_installed(name: str, root: Path) -> bool:
+    """Importable in this interpreter without root_dir on sys.path."""
+    if _is_stdlib(name):
+        return True
+    path = [
+        p for p in sys.path if p and not Path(p).resolve().is_relative_to(root)
+    ]
+    try:
+        return PathFinder.find_spec(name, path) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1024 / 1024:.1f} MB"
+
+
+def _check_size(selection: Selection, max_bytes: int) -> None:
+    total = selection.total_bytes
+    if total <= max_bytes:
+        return
+    biggest = sorted(selection.files, key=lambda f: f.size, reverse=True)[:5]
+    dirs: dict[str, int] = {}
+    for f in selection.files:
+        top = f.path.split("/")[0] + ("/" if "/" in f.path else "")
+        dirs[top] = dirs.get(top, 0) + f.size
+    big_dirs = sorted(dirs.items(), key=lambda kv: kv[1], reverse=True)[:5]
+    raise BundleError(
+        f"the bundle would be {_mb(total)}, over the {_mb(max_bytes)} limit. Largest files: "
+        + ", ".join(f"{f.path} ({_mb(f.size)})" for f in biggest)
+        + "; largest top-level entries: "
+        + ", ".join(f"{d} ({_mb(n)})" for d, n in big_dirs)
+        + ". Leave them out with exclude patterns or a .flyteignore file, "
+        "or raise the limit (max_bytes / --max-size)."
+    )

@@ -1,0 +1,1 @@
+"""A tiny local package: what a notebook's project code looks like."""

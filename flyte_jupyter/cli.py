@@ -41,16 +41,24 @@ def _build_parser() -> argparse.ArgumentParser:
         "a .py file here is taken as the entry",
     )
     bundle.add_argument(
-        "--entry", action="append", default=[], metavar="FILE",
+        "--entry",
+        action="append",
+        default=[],
+        metavar="FILE",
         help="file whose imports decide what ships with copy style auto (repeatable)",
     )
     bundle.add_argument(
-        "--copy-style", default="auto", metavar="|".join(COPY_STYLES),
+        "--copy-style",
+        default="auto",
+        metavar="|".join(COPY_STYLES),
         help="auto: the local modules the entries import (lazy imports too); all: every file "
         "not ignored; none: no code (needs --version)",
     )
     bundle.add_argument(
-        "--include", action="append", default=[], metavar="GLOB",
+        "--include",
+        action="append",
+        default=[],
+        metavar="GLOB",
         help="also ship files matching this gitignore-style glob, e.g. 'data/*.csv'",
     )
     bundle.add_argument(
@@ -61,11 +69,15 @@ def _build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("--dry-run", action="store_true", help="hash and list, write no archive")
     bundle.add_argument("--json", action="store_true", help="print one JSON object")
     bundle.add_argument(
-        "--no-lazy-imports", action="store_true",
+        "--no-lazy-imports",
+        action="store_true",
         help="do not follow imports inside functions (Flyte's own behaviour)",
     )
     bundle.add_argument(
-        "--max-size", type=float, default=DEFAULT_MAX_BYTES / 1024**2, metavar="MB",
+        "--max-size",
+        type=float,
+        default=DEFAULT_MAX_BYTES / 1024**2,
+        metavar="MB",
         help="refuse bundles larger than this (default: %(default)g MB)",
     )
     bundle.add_argument(

@@ -10,6 +10,7 @@ rebuild after a one-file change copy every other member from the previous archiv
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -22,12 +23,13 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import BundleError
 from .files import read_bytes
 from .hashcache import HashCache
 from .locations import cache_dir
-from .select import Selection, SelectedFile
+from .select import SelectedFile, Selection
 
 ARCHIVE_MTIME = 347155200
 """1981-01-01T00:00:00Z, the fixed mtime Flyte's own bundles use."""
@@ -50,7 +52,12 @@ class ManifestEntry:
     sha256: str
 
     def as_json(self) -> dict:
-        return {"path": self.path, "mode": f"{self.mode:04o}", "size": self.size, "sha256": self.sha256}
+        return {
+            "path": self.path,
+            "mode": f"{self.mode:04o}",
+            "size": self.size,
+            "sha256": self.sha256,
+        }
 
 
 def manifest_bytes(entries: list[ManifestEntry]) -> bytes:
@@ -148,7 +155,7 @@ class _Builder:
         archives = cache_dir() / "archives"
         archive = archives / f"{bundle.hex}.tar.gz"
         if archive.is_file():
-            os.utime(archive)  # recently used: pruned last
+            _touch(str(archive))  # recently used: pruned last
         else:
             self._write_archive(entries, archive)
             _prune_archives(archives, keep=archive, cache=self.cache)
@@ -163,7 +170,7 @@ class _Builder:
     def _hash_files(self, keep_contents: bool) -> dict[str, str]:
         stat_keys = {f.path: _stat_key(f) for f in self.files}
         cached = self.cache.file_hashes(stat_keys.values())
-        hashes = {f.path: cached[str(f.source)] for f in self.files if str(f.source) in cached}
+        hashes = {f.path: cached[f.source] for f in self.files if f.source in cached}
         missing = [f for f in self.files if f.path not in hashes]
 
         def read_and_hash(f: SelectedFile) -> tuple[str, str]:
@@ -184,15 +191,13 @@ class _Builder:
         return hashlib.sha256(ident.encode()).hexdigest()
 
     def _write_archive(self, entries: list[ManifestEntry], archive: Path) -> None:
+        """Write the archive: members already in an earlier archive are copied from it (in
+        contiguous runs, by the kernel where it can), the rest compressed on all cores."""
         keys = [self._member_key(e) for e in entries]
-        known = self.cache.members(keys)
+        known = _valid_members(self.cache.members(keys))
         sources = {f.path: f.source for f in self.files}
 
-        def member(item: tuple[ManifestEntry, str]) -> bytes:
-            entry, key = item
-            reused = _read_member(known.get(key))
-            if reused is not None:
-                return reused
+        def compress(entry: ManifestEntry) -> bytes:
             data = self.contents.pop(entry.path, None)
             if data is None:
                 data = read_bytes(sources[entry.path], entry.path)
@@ -200,43 +205,105 @@ class _Builder:
                 raise BundleError(f"{entry.path} changed while it was being bundled: run again")
             return gzip_member(tar_entry(entry.path, entry.mode, data), self.level)
 
+        todo = [e for e, k in zip(entries, keys, strict=True) if k not in known]
         archive.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=archive.parent, prefix=".partial-", suffix=".tar.gz")
-        offsets: list[tuple[str, int, int]] = []
+        written: list[tuple[str, int, int]] = []
         try:
-            with os.fdopen(fd, "wb") as out, ThreadPoolExecutor(self.workers) as pool:
-                position = raw = 0
-                for (entry, key), blob in zip(
-                    zip(entries, keys), pool.map(member, zip(entries, keys))
-                ):
-                    out.write(blob)
-                    offsets.append((key, position, len(blob)))
-                    position += len(blob)
+            with ThreadPoolExecutor(self.workers) as pool, os.fdopen(fd, "wb") as out:
+                fresh = iter(pool.map(compress, todo))
+                copier = _RangeCopier(out)
+                raw = 0
+                for entry, key in zip(entries, keys, strict=True):
+                    if key in known:
+                        copier.add(*known[key])
+                    else:
+                        copier.flush()
+                        blob = next(fresh)
+                        written.append((key, out.tell(), len(blob)))
+                        out.write(blob)
                     raw += _entry_length(entry)
+                copier.flush()
                 out.write(gzip_member(end_of_archive(raw), self.level))
             os.replace(tmp, archive)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        self.cache.store_members(archive, offsets)
+        # Reused members stay recorded in the archive they came from; keep those fresh.
+        for source in {path for path, _, _ in known.values()}:
+            _touch(source)
+        self.cache.store_members(archive, written)
+
+
+class _RangeCopier:
+    """Copies byte ranges of earlier archives into `out`, merging adjacent ranges."""
+
+    def __init__(self, out: BinaryIO):
+        self.out = out
+        self.pending: tuple[str, int, int] | None = None
+
+    def add(self, path: str, offset: int, length: int) -> None:
+        if self.pending and self.pending[0] == path and sum(self.pending[1:]) == offset:
+            self.pending = (path, self.pending[1], self.pending[2] + length)
+            return
+        self.flush()
+        self.pending = (path, offset, length)
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            _copy_range(*self.pending, self.out)
+            self.pending = None
+
+
+def _copy_range(path: str, offset: int, length: int, out: BinaryIO) -> None:
+    """Append `length` bytes at `offset` of file `path` to `out`, in the kernel if possible."""
+    out.flush()
+    done = 0
+    with open(path, "rb") as src:
+        try:
+            while done < length:
+                n = os.copy_file_range(src.fileno(), out.fileno(), length - done, offset + done)
+                if n == 0:
+                    break
+                done += n
+        except (AttributeError, OSError):
+            pass  # not supported on this platform or filesystem: copy the rest in user space
+        out.seek(0, os.SEEK_END)
+        src.seek(offset + done)
+        rest = src.read(length - done)
+    if len(rest) != length - done:
+        raise BundleError(f"cached archive {path} changed while being read: run again")
+    out.write(rest)
+
+
+def _valid_members(locations: dict[str, tuple[str, int, int]]) -> dict[str, tuple[str, int, int]]:
+    """The recorded members whose archive still exists and holds a gzip member there."""
+    out = {}
+    by_archive: dict[str, list[tuple[str, int, int]]] = {}
+    for key, (path, offset, length) in locations.items():
+        by_archive.setdefault(path, []).append((key, offset, length))
+    for path, members in by_archive.items():
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            size = os.fstat(fd).st_size
+            for key, offset, length in members:
+                if offset + length <= size and os.pread(fd, 10, offset) == _GZIP_HEADER:
+                    out[key] = (path, offset, length)
+        finally:
+            os.close(fd)
+    return out
+
+
+def _touch(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.utime(path)
 
 
 def _stat_key(f: SelectedFile) -> tuple[str, int, int, int]:
-    return (str(f.source), f.size, f.mtime_ns, f.inode)
-
-
-def _read_member(location: tuple[Path, int, int] | None) -> bytes | None:
-    """Bytes of a member in a previously built archive, if that archive is still intact."""
-    if location is None:
-        return None
-    path, offset, length = location
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            blob = f.read(length)
-    except OSError:
-        return None
-    return blob if len(blob) == length and blob.startswith(_GZIP_HEADER) else None
+    return (f.source, f.size, f.mtime_ns, f.inode)
 
 
 def tar_entry(path: str, mode: int, data: bytes) -> bytes:
@@ -252,10 +319,11 @@ def tar_entry(path: str, mode: int, data: bytes) -> bytes:
 
 
 def _entry_length(entry: ManifestEntry) -> int:
-    info = tarfile.TarInfo(entry.path)
-    info.mtime = ARCHIVE_MTIME
-    header = len(info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape"))
-    return header + entry.size + (-entry.size % _BLOCK)
+    """Bytes `tar_entry` produces for this entry, without building it: a GNU long-name
+    block pair for names over 100 bytes, the header, then the data padded to a block."""
+    name = len(entry.path.encode("utf-8", "surrogateescape"))
+    long_name = _BLOCK + _BLOCK * -(-(name + 1) // _BLOCK) if name > tarfile.LENGTH_NAME else 0
+    return long_name + _BLOCK + entry.size + (-entry.size % _BLOCK)
 
 
 def end_of_archive(length: int) -> bytes:

@@ -8,10 +8,11 @@ from pathlib import Path
 from .errors import BundleError
 
 
-def read_bytes(path: Path, display: str) -> bytes:
+def read_bytes(path: str | Path, display: str) -> bytes:
     """The file's bytes; an unreadable file is one clear BundleError naming it."""
     try:
-        return path.read_bytes()
+        with open(path, "rb") as f:
+            return f.read()
     except OSError as exc:
         raise BundleError(
             f"cannot read {display}: {exc.strerror or exc}. "

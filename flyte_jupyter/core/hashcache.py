@@ -43,6 +43,7 @@ class HashCache:
             path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(path, timeout=10, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
             self._db = db
         except (sqlite3.Error, OSError) as exc:
@@ -90,12 +91,12 @@ class HashCache:
         rows = [(*key, sha) for key, sha in items if key[2] < cutoff]
         self._write("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?, ?)", rows)
 
-    def members(self, keys: Iterable[str]) -> dict[str, tuple[Path, int, int]]:
+    def members(self, keys: Iterable[str]) -> dict[str, tuple[str, int, int]]:
         """For each member key already stored in an archive: (archive, offset, length)."""
         rows = self._query(
             "SELECT key, archive, offset, length FROM members WHERE key IN ({marks})", list(keys)
         )
-        return {key: (Path(archive), off, n) for key, archive, off, n in rows}
+        return {key: (archive, off, n) for key, archive, off, n in rows}
 
     def store_members(self, archive: Path, items: Iterable[tuple[str, int, int]]) -> None:
         self._write(

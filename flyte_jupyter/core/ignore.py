@@ -6,6 +6,9 @@ Patterns use gitignore semantics (pathspec's `GitIgnoreSpec`), so a user's exist
 
 from __future__ import annotations
 
+import fnmatch
+import functools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,19 +49,49 @@ SECRET_PATTERNS = (
     "credentials*.json",
 )
 
-_standard_spec = pathspec.GitIgnoreSpec.from_lines(STANDARD_IGNORES)
-_secret_spec = pathspec.GitIgnoreSpec.from_lines(SECRET_PATTERNS)
+# Every built-in pattern names a single path component, so matching names is exact and much
+# faster than general gitignore matching on each of thousands of paths.
+
+
+def _names_regex(patterns: list[str]) -> re.Pattern[str]:
+    return re.compile("|".join(fnmatch.translate(p.rstrip("/")) for p in patterns))
+
+
+_STANDARD_DIR = _names_regex([p for p in STANDARD_IGNORES if p.endswith("/")])
+_STANDARD_FILE = _names_regex([p for p in STANDARD_IGNORES if not p.endswith("/")])
+_SECRET_DIRS = [(p, _names_regex([p])) for p in SECRET_PATTERNS if p.endswith("/")]
+_SECRET_FILES = [(p, _names_regex([p])) for p in SECRET_PATTERNS if not p.endswith("/")]
+
+
+_SECRET_FILE_ANY = _names_regex([p for p, _ in _SECRET_FILES])
+
+
+def is_standard_name(name: str, is_dir: bool = False) -> bool:
+    """True for a file or directory name on the always-excluded list."""
+    return bool((_STANDARD_DIR if is_dir else _STANDARD_FILE).match(name))
 
 
 def is_standard_ignored(rel_path: str, is_dir: bool = False) -> bool:
     """True for paths on the always-excluded list (VCS data, caches, virtualenvs, builds)."""
-    return _standard_spec.match_file(rel_path + "/" if is_dir else rel_path)
+    *dirs, name = rel_path.split("/")
+    return any(_STANDARD_DIR.match(d) for d in dirs) or is_standard_name(name, is_dir)
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret_dir(rel_dir: str) -> str | None:
+    for pattern, regex in _SECRET_DIRS:
+        if any(regex.match(d) for d in rel_dir.split("/")):
+            return pattern
+    return None
 
 
 def secret_pattern(rel_path: str) -> str | None:
     """The secrets-guard pattern that `rel_path` matches, if any."""
-    result = _secret_spec.check_file(rel_path)
-    return SECRET_PATTERNS[result.index] if result.include else None
+    rel_dir, _, name = rel_path.rpartition("/")
+    found = _secret_dir(rel_dir) if rel_dir else None
+    if found is None and _SECRET_FILE_ANY.match(name):
+        found = next(p for p, regex in _SECRET_FILES if regex.match(name))
+    return found
 
 
 def glob_spec(patterns: list[str] | tuple[str, ...]) -> pathspec.GitIgnoreSpec:
@@ -91,6 +124,8 @@ class IgnoreTree:
 
     def is_ignored(self, rel_path: str, is_dir: bool = False) -> bool:
         """Whether the loaded ignore files exclude `rel_path` (POSIX, relative to the root)."""
+        if not self._specs:
+            return False
         ignored = False
         parts = rel_path.split("/")
         for depth in range(len(parts)):

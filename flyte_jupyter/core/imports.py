@@ -210,9 +210,9 @@ def module_name_for(path: Path, roots: list[Path]) -> tuple[str, bool] | None:
     return None
 
 
-def absolute_targets(ref: ImportRef, importer: str | None, importer_is_package: bool) -> Iterator[
-    tuple[str, bool]
-]:
+def absolute_targets(
+    ref: ImportRef, importer: str | None, importer_is_package: bool
+) -> Iterator[tuple[str, bool]]:
     """Module names an import needs, each with whether it must exist.
 
     `from pkg import a` needs `pkg` and may need `pkg.a` (if `a` is a submodule rather than an

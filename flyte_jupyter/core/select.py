@@ -38,7 +38,7 @@ class SelectedFile:
 
     path: str
     """POSIX path relative to root_dir: its name inside the bundle."""
-    source: Path
+    source: str
     """Absolute path to read (a symlink's target)."""
     size: int
     mode: int
@@ -133,7 +133,9 @@ def select_files(
     )
 
 
-def _resolve_root(root_dir: str | os.PathLike[str] | None, entries: list[Path], force: bool) -> Path:
+def _resolve_root(
+    root_dir: str | os.PathLike[str] | None, entries: list[Path], force: bool
+) -> Path:
     if root_dir is not None:
         root = Path(root_dir).expanduser().resolve()
         if not root.is_dir():
@@ -159,6 +161,7 @@ class _Selector:
         self.style = style
         self.include = include
         self.include_spec = ig.glob_spec(include)
+        self.exclude = exclude
         self.exclude_spec = ig.glob_spec(exclude)
         self.version = version
         self.warnings: list[str] = []
@@ -188,7 +191,7 @@ class _Selector:
         secrets: list[str] = []
         files: list[SelectedFile] = []
         for rel in sorted(self.reasons):
-            if self.exclude_spec.match_file(rel):
+            if self.exclude and self.exclude_spec.match_file(rel):
                 continue
             pattern = ig.secret_pattern(rel)
             if pattern and rel not in self.include:
@@ -238,7 +241,7 @@ class _Selector:
             keep = []
             for name in sorted(dirnames):
                 rel = prefix + name
-                if ig.is_standard_ignored(rel, is_dir=True) or (
+                if ig.is_standard_name(name, is_dir=True) or (
                     honour_ignore_files and tree.is_ignored(rel, is_dir=True)
                 ):
                     continue
@@ -249,7 +252,7 @@ class _Selector:
             dirnames[:] = keep
             for name in sorted(filenames):
                 rel = prefix + name
-                if ig.is_standard_ignored(rel) or (honour_ignore_files and tree.is_ignored(rel)):
+                if ig.is_standard_name(name) or (honour_ignore_files and tree.is_ignored(rel)):
                     continue
                 out.append(rel)
         return out
@@ -264,25 +267,26 @@ class _Selector:
                 self.reasons.setdefault(rel, f"include pattern {pattern!r}")
         for pattern in self.include:
             if pattern not in matched:
-                self.warnings.append(f"include pattern {pattern!r} matched no files under {self.root}")
+                self.warnings.append(
+                    f"include pattern {pattern!r} matched no files under {self.root}"
+                )
 
     def _stat(self, rel: str) -> SelectedFile | None:
-        path = self.root / rel
+        path = os.path.join(self.root, rel)
         try:
-            lst = path.lstat()
+            st = os.lstat(path)
         except FileNotFoundError:
             return None  # removed while we were looking
         source = path
-        if os.path.islink(path):
-            target = Path(os.path.realpath(path))
-            if not target.exists():
+        if stat.S_ISLNK(st.st_mode):
+            source = os.path.realpath(path)
+            if not os.path.exists(source):
                 self.warnings.append(f"skipped {rel}: dangling symlink")
                 return None
-            if not target.is_relative_to(self.root):
-                self.warnings.append(f"skipped {rel}: symlink points outside root_dir ({target})")
+            if not Path(source).is_relative_to(self.root):
+                self.warnings.append(f"skipped {rel}: symlink points outside root_dir ({source})")
                 return None
-            source = target
-        st = source.stat() if source is not path else lst
+            st = os.stat(source)
         if not stat.S_ISREG(st.st_mode):
             self.warnings.append(f"skipped {rel}: not a regular file")
             return None
@@ -292,7 +296,12 @@ class _Selector:
                 "consider remote storage or an exclude pattern"
             )
         return SelectedFile(
-            rel, source, st.st_size, archive_mode(st.st_mode), st.st_mtime_ns, st.st_ino,
+            rel,
+            source,
+            st.st_size,
+            archive_mode(st.st_mode),
+            st.st_mtime_ns,
+            st.st_ino,
             self.reasons[rel],
         )
 
@@ -336,7 +345,8 @@ class _Selector:
             refs = scan_source(source, rel)
         except SyntaxError as exc:
             self.warnings.append(
-                f"could not parse {rel} (line {exc.lineno}: {exc.msg}); its imports were not followed"
+                f"could not parse {rel} (line {exc.lineno}: {exc.msg}); "
+                "its imports were not followed"
             )
             return []
         importer = module_name_for(path, self.search_roots)
@@ -433,9 +443,7 @@ def _is_installed(name: str, root: Path) -> bool:
     """Importable in this interpreter without root_dir on sys.path."""
     if _is_stdlib(name):
         return True
-    path = [
-        p for p in sys.path if p and not Path(p).resolve().is_relative_to(root)
-    ]
+    path = [p for p in sys.path if p and not Path(p).resolve().is_relative_to(root)]
     try:
         return PathFinder.find_spec(name, path) is not None
     except (ImportError, ValueError):

@@ -1,0 +1,115 @@
+"""`flyte-jupyter bundle` as a user runs it: a real subprocess on a real tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+SHOP = {
+    "pyproject.toml": "[project]\nname='shop'\n",
+    "app.py": "from shop import pricing\n",
+    "shop/__init__.py": "",
+    "shop/pricing.py": "def f():\n    from shop import rates\n",
+    "shop/rates.py": "R = 1\n",
+    "data/prices.json": "[1, 2]\n",
+    ".env": "TOKEN=x\n",
+}
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flyte_jupyter", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=os.environ.copy(),
+    )
+
+
+@pytest.fixture
+def shop(tree) -> Path:
+    return tree(SHOP)
+
+
+def test_json_output(shop):
+    result = cli("bundle", str(shop / "app.py"), "--include", "data/*.json", "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["copy_style"] == "auto"
+    assert doc["root_dir"] == str(shop.resolve())
+    assert doc["digest"].startswith("sha256:") and len(doc["digest"]) == 71
+    files = {f["path"]: f for f in doc["files"]}
+    assert set(files) == {
+        "app.py",
+        "shop/__init__.py",
+        "shop/pricing.py",
+        "shop/rates.py",
+        "data/prices.json",
+    }
+    assert files["shop/rates.py"]["reason"] == "lazy import in shop/pricing.py:2"
+    assert files["data/prices.json"]["reason"] == "include pattern 'data/*.json'"
+    assert files["app.py"]["mode"] == "0644" and len(files["app.py"]["sha256"]) == 64
+    assert doc["total_bytes"] == sum(f["size"] for f in doc["files"])
+    with tarfile.open(doc["archive"]) as tar:
+        assert sorted(tar.getnames()) == sorted(files)
+    assert doc["excluded_secrets"] == []
+
+
+def test_all_style_text_tree_reports_secrets(shop, tmp_path):
+    out = tmp_path / "code.tar.gz"
+    result = cli("bundle", str(shop), "--copy-style", "all", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert "├── app.py" in text and "│   └── prices.json" in text
+    assert "left out .env: it looks like a secret" in text
+    assert f"archive: {out}" in text
+    assert out.is_file()
+
+
+def test_dry_run_and_json_digest_agree(shop):
+    dry = json.loads(cli("bundle", str(shop), "--copy-style", "all", "--dry-run", "--json").stdout)
+    real = json.loads(cli("bundle", str(shop), "--copy-style", "all", "--json").stdout)
+    assert dry["archive"] is None and real["archive"]
+    assert dry["digest"] == real["digest"]
+
+
+def test_entry_flag_and_root_detection_from_cwd(shop):
+    result = cli("bundle", "--entry", "app.py", "--json", cwd=shop)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["root_dir"] == str(shop.resolve())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["bundle", "/no/such/dir"], "/no/such/dir does not exist"),
+        (["bundle", "{root}", "--copy-style", "everything"], "unknown copy_style 'everything'"),
+        (["bundle", "{root}", "--copy-style", "none"], "pass an explicit version"),
+        (["bundle", "{root}/shop", "--entry", "{root}/app.py"], "is outside root_dir"),
+        (["bundle", "{root}"], "name at least one entry file"),
+        (["bundle", "--max-size", "lots"], "invalid float value: 'lots'"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(shop, args, message):
+    result = cli(*[a.format(root=shop) for a in args])
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_too_large_bundle_fails_with_exit_1_and_the_fix(shop):
+    (shop / "data" / "blob.bin").write_bytes(b"\0" * 2_000_000)
+    result = cli("bundle", str(shop), "--copy-style", "all", "--max-size", "1")
+    assert result.returncode == 1
+    assert "data/blob.bin (1.9 MB)" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,433 @@
+"""File selection on real trees: copy styles, the seed's project layouts, ignores, secrets,
+symlinks, root_dir detection and the guards."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import write_tree
+
+from flyte_jupyter.core.errors import BundleError, UsageError
+from flyte_jupyter.core.select import Selection, detect_root_dir, select_files
+
+
+def paths(selection: Selection) -> set[str]:
+    return {f.path for f in selection.files}
+
+
+def reasons(selection: Selection) -> dict[str, str]:
+    return {f.path: f.reason for f in selection.files}
+
+
+SHOP = {
+    "pyproject.toml": "[project]\nname='shop'\n",
+    "app.py": """
+        import json
+        from shop.pricing import total
+        print(total([1.0]))
+        """,
+    "shop/__init__.py": "",
+    "shop/pricing.py": """
+        from shop.rates import rate
+
+        def total(prices):
+            from shop.discounts import discount  # lazy
+            return sum(prices) * rate() * discount()
+        """,
+    "shop/rates.py": "def rate():\n    return 1.2\n",
+    "shop/discounts.py": "def discount():\n    return 0.9\n",
+    "shop/unused.py": "X = 1\n",
+    "data/prices.csv": "a,b\n1,2\n",
+    "notes.md": "hello\n",
+}
+
+
+def test_auto_ships_the_import_closure_with_reasons(tree):
+    root = tree(SHOP)
+    sel = select_files(root, entries=[root / "app.py"])
+    assert paths(sel) == {
+        "app.py",
+        "shop/__init__.py",
+        "shop/pricing.py",
+        "shop/rates.py",
+        "shop/discounts.py",
+    }
+    why = reasons(sel)
+    assert why["app.py"] == "entry"
+    assert why["shop/pricing.py"] == "import in app.py:2"
+    assert why["shop/rates.py"] == "import in shop/pricing.py:1"
+    assert why["shop/discounts.py"] == "lazy import in shop/pricing.py:4"
+    assert sel.warnings == []
+    assert sel.copy_style == "auto" and sel.root_dir == root.resolve()
+
+
+def test_lazy_imports_can_be_turned_off_like_flyte(tree):
+    root = tree(SHOP)
+    sel = select_files(root, entries=[root / "app.py"], lazy_imports=False)
+    assert "shop/discounts.py" not in paths(sel)
+    assert "shop/rates.py" in paths(sel)
+
+
+def test_loaded_modules_from_a_live_interpreter_are_shipped(tree):
+    root = tree({**SHOP, ".venv/lib/python3.11/site-packages/dep.py": "", "extra.py": ""})
+    sel = select_files(
+        root,
+        entries=[root / "app.py"],
+        loaded_modules=[root / "extra.py", root / ".venv/lib/python3.11/site-packages/dep.py"],
+    )
+    assert reasons(sel)["extra.py"] == "loaded module"
+    assert not any(p.startswith(".venv") for p in paths(sel))
+
+
+def test_all_ships_everything_not_ignored(tree):
+    root = tree(
+        {
+            **SHOP,
+            ".gitignore": "*.log\nout/\n",
+            ".flyteignore": "notes.md\n",
+            "run.log": "x",
+            "out/result.txt": "x",
+            "sub/.gitignore": "*.tmp\n!keep.tmp\n",
+            "sub/a.tmp": "x",
+            "sub/keep.tmp": "x",
+            "sub/b.txt": "x",
+            "sub/deeper/c.tmp": "x",
+            ".git/config": "x",
+            "__pycache__/app.cpython-311.pyc": "x",
+            "shop/__pycache__/x.pyc": "x",
+            ".venv/bin/python": "x",
+            "node_modules/m/index.js": "x",
+            "pkg.egg-info/PKG-INFO": "x",
+            ".ipynb_checkpoints/nb-checkpoint.ipynb": "x",
+            ".DS_Store": "x",
+        }
+    )
+    sel = select_files(root, copy_style="all")
+    assert paths(sel) == {
+        ".flyteignore",
+        ".gitignore",
+        "app.py",
+        "data/prices.csv",
+        "pyproject.toml",
+        "shop/__init__.py",
+        "shop/discounts.py",
+        "shop/pricing.py",
+        "shop/rates.py",
+        "shop/unused.py",
+        "sub/.gitignore",
+        "sub/b.txt",
+        "sub/keep.tmp",
+    }
+    assert set(reasons(sel).values()) == {"all"}
+
+
+def test_none_needs_an_explicit_version(tree):
+    root = tree(SHOP)
+    with pytest.raises(UsageError, match="explicit version"):
+        select_files(root, copy_style="none")
+    sel = select_files(root, copy_style="none", version="v1.0.0")
+    assert sel.files == [] and sel.version == "v1.0.0"
+    # include still works with none: config next to code baked into the image
+    sel = select_files(root, copy_style="none", version="v1", include=["data/*.csv"])
+    assert paths(sel) == {"data/prices.csv"}
+
+
+def test_unknown_copy_style_and_flyte_alias(tree):
+    root = tree(SHOP)
+    with pytest.raises(UsageError, match="unknown copy_style 'everything'"):
+        select_files(root, copy_style="everything")
+    sel = select_files(root, entries=[root / "app.py"], copy_style="loaded_modules")
+    assert sel.copy_style == "auto"
+
+
+def test_include_adds_data_files_even_if_gitignored_and_exclude_removes(tree):
+    root = tree({**SHOP, ".gitignore": "data/\n"})
+    sel = select_files(
+        root,
+        entries=[root / "app.py"],
+        include=["data/*.csv", "nothing/*.bin"],
+        exclude=["shop/rates.py"],
+    )
+    why = reasons(sel)
+    assert why["data/prices.csv"] == "include pattern 'data/*.csv'"
+    assert "shop/rates.py" not in why
+    assert any("'nothing/*.bin' matched no files" in w for w in sel.warnings)
+
+
+def test_secrets_are_never_shipped_unless_named_exactly(tree):
+    root = tree(
+        {
+            "app.py": "",
+            ".env": "TOKEN=x",
+            ".env.prod": "TOKEN=y",
+            "certs/server.pem": "x",
+            "certs/server.key": "x",
+            ".ssh/id_rsa": "x",
+            "deploy/.aws/credentials": "x",
+            ".netrc": "x",
+            "store.p12": "x",
+            "credentials-prod.json": "{}",
+            "config.json": "{}",
+        }
+    )
+    sel = select_files(root, copy_style="all")
+    assert paths(sel) == {"app.py", "config.json"}
+    assert sorted(sel.excluded_secrets) == [
+        ".env",
+        ".env.prod",
+        ".netrc",
+        ".ssh/id_rsa",
+        "certs/server.key",
+        "certs/server.pem",
+        "credentials-prod.json",
+        "deploy/.aws/credentials",
+        "store.p12",
+    ]
+    assert sum("looks like a secret" in w for w in sel.warnings) == 9
+    sel = select_files(root, copy_style="all", include=[".env", "*.pem"])
+    assert ".env" in paths(sel)
+    assert "certs/server.pem" not in paths(sel)  # a glob is not naming it
+
+
+def test_symlinks_inside_root_ship_as_files_and_others_are_skipped(tree, tmp_path):
+    root = tree({"app.py": "", "real/data.txt": "payload", "real/dir/x.txt": "x"})
+    outside = write_tree(tmp_path / "outside", {"secret.txt": "nope"})
+    (root / "link.txt").symlink_to(root / "real/data.txt")
+    (root / "escape.txt").symlink_to(outside / "secret.txt")
+    (root / "dangling.txt").symlink_to(root / "missing.txt")
+    (root / "linkdir").symlink_to(root / "real/dir", target_is_directory=True)
+    sel = select_files(root, copy_style="all")
+    assert paths(sel) == {"app.py", "link.txt", "real/data.txt", "real/dir/x.txt"}
+    link = next(f for f in sel.files if f.path == "link.txt")
+    assert link.source == str((root / "real/data.txt").resolve())
+    text = "\n".join(sel.warnings)
+    assert "skipped escape.txt: symlink points outside root_dir" in text
+    assert "skipped dangling.txt: dangling symlink" in text
+    assert "skipped linkdir/: symlinked directories are not followed" in text
+
+
+# --- the seed's project layouts ------------------------------------------------------------
+
+
+def test_multi_module_project_with_root_above_src(tree):
+    root = tree(
+        {
+            "src/workflows/pipeline.py": "from utils.helpers import process\n",
+            "src/utils/__init__.py": "",
+            "src/utils/helpers.py": "def process():\n    return 1\n",
+            "config.yaml": "a: 1\n",
+        }
+    )
+    sel = select_files(root, entries=[root / "src/workflows/pipeline.py"])
+    assert paths(sel) == {
+        "src/workflows/pipeline.py",
+        "src/utils/__init__.py",
+        "src/utils/helpers.py",
+    }
+    assert sel.python_path == [".", "src"]
+    assert sel.warnings == []
+
+
+def test_shared_utilities_in_a_parent_directory(tree):
+    root = tree(
+        {
+            "shared/__init__.py": "",
+            "shared/common.py": "def shared_function():\n    return 1\n",
+            "project/app.py": "from shared.common import shared_function\n",
+        },
+        name="workspace",
+    )
+    sel = select_files(root, entries=[root / "project/app.py"])
+    assert paths(sel) == {"project/app.py", "shared/__init__.py", "shared/common.py"}
+    # the seed's "wrong root_dir" case: told which import and which root_dir fixes it
+    wrong = select_files(root / "project", entries=[root / "project/app.py"])
+    assert paths(wrong) == {"app.py"}
+    (warning,) = wrong.warnings
+    assert "cannot resolve import 'shared.common' (app.py:1)" in warning
+    assert f"it resolves with root_dir {root.resolve()}" in warning
+
+
+def test_monorepo_libs_and_services(tree):
+    root = tree(
+        {
+            ".git/HEAD": "ref: refs/heads/main\n",
+            "libs/data/__init__.py": "",
+            "libs/data/loader.py": "def load():\n    return []\n",
+            "libs/models/__init__.py": "",
+            "libs/models/predictor.py": "from libs.data import loader\n",
+            "services/ml_service/workflows.py": """
+                from libs.data import loader
+                from libs.models import predictor
+                """,
+            "services/other/unrelated.py": "",
+        },
+        name="monorepo",
+    )
+    entry = root / "services/ml_service/workflows.py"
+    assert detect_root_dir(entry.parent) == root.resolve()  # found by the .git marker
+    sel = select_files(entries=[entry])
+    assert sel.root_dir == root.resolve()
+    assert paths(sel) == {
+        "services/ml_service/workflows.py",
+        "libs/data/__init__.py",
+        "libs/data/loader.py",
+        "libs/models/__init__.py",
+        "libs/models/predictor.py",
+    }
+
+
+def test_src_layout_package_detected_from_pyproject(tree):
+    root = tree(
+        {
+            "pyproject.toml": "[project]\nname='my_package'\n",
+            "src/my_package/__init__.py": "",
+            "src/my_package/main.py": """
+                from my_package.data.loader import fetch_data
+                from my_package.data.processor import clean_data
+                from my_package.models.analyzer import analyze
+                """,
+            "src/my_package/data/__init__.py": "",
+            "src/my_package/data/loader.py": "",
+            "src/my_package/data/processor.py": "from .loader import fetch_data\n",
+            "src/my_package/models/__init__.py": "",
+            "src/my_package/models/analyzer.py": "from ..data import processor\n",
+        },
+        name="my_package",
+    )
+    sel = select_files(entries=[root / "src/my_package/main.py"])
+    assert sel.root_dir == root.resolve()
+    assert paths(sel) == {
+        "src/my_package/__init__.py",
+        "src/my_package/main.py",
+        "src/my_package/data/__init__.py",
+        "src/my_package/data/loader.py",
+        "src/my_package/data/processor.py",
+        "src/my_package/models/__init__.py",
+        "src/my_package/models/analyzer.py",
+    }
+    assert sel.python_path == [".", "src"]
+    assert sel.warnings == []
+
+
+# --- import edge cases ---------------------------------------------------------------------
+
+
+def test_import_edge_cases(tree):
+    root = tree(
+        {
+            "app.py": """
+                import typing
+                import json
+                import nspkg.tool
+                import pytest
+                import importlib
+                if typing.TYPE_CHECKING:
+                    import types_only_missing
+                try:
+                    import optional_missing
+                except ImportError:
+                    optional_missing = None
+                import really_missing
+                plugin = importlib.import_module("plug" + "in")
+                import broken
+                """,
+            "json.py": "# shadows the standard library\n",
+            "nspkg/tool.py": "",
+            "broken.py": "def oops(:\n",
+        }
+    )
+    sel = select_files(root, entries=[root / "app.py"])
+    assert paths(sel) == {"app.py", "json.py", "nspkg/tool.py", "broken.py"}
+    text = "\n".join(sel.warnings)
+    assert "local json.py shadows the standard-library module 'json'" in text
+    assert "cannot resolve import 'really_missing' (app.py:12)" in text
+    assert "neither under root_dir nor installed" in text
+    assert "app.py:13: dynamic import with a computed name cannot be followed" in text
+    assert "could not parse broken.py (line 1" in text
+    assert "types_only_missing" not in text and "optional_missing" not in text
+    assert len(sel.warnings) == 4
+    assert sel.third_party == ["pytest"]
+
+
+# --- root_dir and guards -------------------------------------------------------------------
+
+
+def test_root_dir_detection_and_entry_checks(tree, tmp_path):
+    root = tree({"setup.cfg": "", "pkg/deep/app.py": ""})
+    assert detect_root_dir(root / "pkg/deep") == root.resolve()
+    bare = write_tree(tmp_path / "bare", {"app.py": ""})
+    assert detect_root_dir(bare) == bare.resolve()
+    with pytest.raises(UsageError, match="is outside root_dir"):
+        select_files(root / "pkg", entries=[bare / "app.py"])
+    with pytest.raises(UsageError, match="does not exist"):
+        select_files(root, entries=[root / "nope.py"])
+    with pytest.raises(UsageError, match="is not a directory"):
+        select_files(root / "missing")
+    with pytest.raises(UsageError, match="name at least one entry"):
+        select_files(root)
+
+
+def test_home_directory_as_root_is_refused_unless_forced(tmp_path, monkeypatch):
+    home = write_tree(tmp_path / "home", {"app.py": "", "Documents/x.txt": "x"})
+    monkeypatch.setenv("HOME", str(home))
+    with pytest.raises(BundleError, match="your home directory"):
+        select_files(home, entries=[home / "app.py"])
+    sel = select_files(home, entries=[home / "app.py"], force_root=True)
+    assert paths(sel) == {"app.py"}
+    with pytest.raises(BundleError, match="filesystem root"):
+        select_files("/", copy_style="all")
+
+
+def test_size_limit_names_the_largest_files_and_the_fix(tree):
+    root = tree({"app.py": "", "data/big.bin": b"\0" * 3_000_000, "data/small.bin": b"x"})
+    with pytest.raises(BundleError) as err:
+        select_files(root, copy_style="all", max_bytes=1_000_000)
+    message = str(err.value)
+    assert "over the 1.0 MB limit" in message
+    assert "data/big.bin (2.9 MB)" in message
+    assert "data/ (2.9 MB)" in message
+    assert "exclude" in message and "--max-size" in message
+
+
+def test_large_single_file_is_a_warning(tree):
+    root = tree({"app.py": "", "model.bin": b"\0" * (10 * 1024 * 1024 + 1)})
+    sel = select_files(root, copy_style="all")
+    assert any(w.startswith("model.bin is 10.0 MB") for w in sel.warnings)
+
+
+def test_fifo_in_tree_is_skipped(tree):
+    root = tree({"app.py": ""})
+    os.mkfifo(root / "pipe")
+    sel = select_files(root, copy_style="all")
+    assert paths(sel) == {"app.py"}
+    assert "skipped pipe: not a regular file" in sel.warnings
+
+
+def test_unreadable_source_is_one_clear_error():
+    # Root reads anything, so drop to 'nobody' around the read when running as root.
+    base = Path(os.environ.get("TMPDIR", "/tmp")) / f"fj-unreadable-{os.getpid()}"
+    root = write_tree(base, {"app.py": "import secretmod\n", "secretmod.py": "X = 1\n"})
+    os.chmod(base, 0o755)
+    os.chmod(root / "secretmod.py", 0o000)
+    try:
+        with _as_nobody(), pytest.raises(BundleError) as err:
+            select_files(root, entries=[root / "app.py"])
+        assert str(err.value).startswith("cannot read secretmod.py: Permission denied")
+    finally:
+        os.chmod(root / "secretmod.py", 0o644)
+        shutil.rmtree(base)
+
+
+class _as_nobody:
+    def __enter__(self) -> None:
+        if os.geteuid() == 0:
+            os.setegid(65534)
+            os.seteuid(65534)
+
+    def __exit__(self, *exc: object) -> None:
+        if os.getuid() == 0:
+            os.seteuid(0)
+            os.setegid(0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import random
 import subprocess
@@ -23,6 +24,7 @@ from flyte_jupyter.core.bundle import (
     ManifestEntry,
     build_bundle,
     compute_digest,
+    manifest_bytes,
 )
 from flyte_jupyter.core.select import select_files
 
@@ -251,3 +253,33 @@ def test_gzip_stream_reads_with_stdlib_gzip(tree):
     built = build_all(tree(FILES))
     with gzip.open(built.archive) as f, tarfile.open(fileobj=io.BytesIO(f.read())) as tar:
         assert len(tar.getnames()) == len(FILES)
+
+
+def test_manifest_is_canonical_json():
+    entries = [
+        ManifestEntry('b/ü "q"\\.py', 0o755, 3, "ab" * 32),
+        ManifestEntry("a.py", 0o644, 0, "cd" * 32),
+    ]
+    doc = {"format": 1, "files": [e.as_json() for e in sorted(entries, key=lambda e: e.path)]}
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert manifest_bytes(entries) == canonical.encode()
+
+
+def test_concurrent_builds_share_one_cache_safely(tree):
+    root = tree(FILES)
+    age(root)
+    script = (
+        "import sys, json\n"
+        "from flyte_jupyter.core.select import select_files\n"
+        "from flyte_jupyter.core.bundle import build_bundle\n"
+        "b = build_bundle(select_files(sys.argv[1], copy_style='all'))\n"
+        "print(json.dumps([b.digest, b.archive.read_bytes().hex()]))\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(root)], stdout=subprocess.PIPE)
+        for _ in range(6)
+    ]
+    outputs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert len({tuple(o) for o in outputs}) == 1
+    assert build_all(root).digest == outputs[0][0]

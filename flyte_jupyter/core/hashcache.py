@@ -84,7 +84,7 @@ class HashCache:
             "SELECT path, size, mtime_ns, inode, sha256 FROM file_hashes WHERE path IN ({marks})",
             list(wanted),
         )
-        return {row[0]: row[4] for row in rows if tuple(row[:4]) == wanted[row[0]]}
+        return {row[0]: row[4] for row in rows if row[:4] == wanted[row[0]]}
 
     def store_file_hashes(self, items: Iterable[tuple[StatKey, str]]) -> None:
         cutoff = time.time_ns() - _RACY_NS

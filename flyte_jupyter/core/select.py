@@ -158,6 +158,7 @@ class _Selector:
         self, root: Path, style: str, include: list[str], exclude: list[str], version: str | None
     ):
         self.root = root
+        self.root_prefix = str(root) + os.sep
         self.style = style
         self.include = include
         self.include_spec = ig.glob_spec(include)
@@ -272,7 +273,7 @@ class _Selector:
                 )
 
     def _stat(self, rel: str) -> SelectedFile | None:
-        path = os.path.join(self.root, rel)
+        path = self.root_prefix + rel
         try:
             st = os.lstat(path)
         except FileNotFoundError:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from .core.bundle import build_bundle
-from .core.errors import FlyteJupyterError, UsageError
-from .core.preview import render_tree
-from .core.select import COPY_STYLES, DEFAULT_MAX_BYTES, select_files
+from .core import history
+from .core.bundle import Bundle, build_bundle
+from .core.errors import FlyteJupyterError, RemoteError, UsageError
+from .core.imports import module_name_for
+from .core.preview import human_size, render_tree
+from .core.select import COPY_STYLES, DEFAULT_MAX_BYTES, Selection, select_files
+from .core.storage import Progress, Store
+from .core.submit import Run, submit
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,7 +30,8 @@ class _Parser(argparse.ArgumentParser):
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="flyte-jupyter",
-        description="Package notebook and project code into content-hashed bundles.",
+        description="Package notebook and project code into content-hashed bundles and run "
+        "them in clean interpreters, containers or on Flyte.",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -47,44 +53,120 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="file whose imports decide what ships with copy style auto (repeatable)",
     )
-    bundle.add_argument(
+    _selection_options(bundle)
+    bundle.add_argument("--output", "-o", metavar="PATH", help="also write the archive here")
+    bundle.add_argument("--dry-run", action="store_true", help="hash and list, write no archive")
+    bundle.add_argument("--json", action="store_true", help="print one JSON object")
+    bundle.set_defaults(func=_cmd_bundle)
+
+    run = sub.add_parser(
+        "run",
+        help="run a function from a project file in a clean interpreter, code shipped as a bundle",
+        description="Bundle FILE's project, upload it to the store once, run FUNCTION with the "
+        "given arguments on an executor, stream its output and print its result.",
+    )
+    run.add_argument("target", metavar="FILE.py:FUNCTION", help="what to run")
+    run.add_argument(
+        "--arg",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="keyword argument; the value is JSON, or a plain string if it is not valid JSON",
+    )
+    run.add_argument("--root-dir", help="root_dir (default: detected from FILE)")
+    _selection_options(run)
+    _run_options(run)
+    run.add_argument("--detach", action="store_true", help="print the run id and return at once")
+    run.add_argument("--timeout", type=float, metavar="SECONDS", help="give up waiting after this")
+    run.set_defaults(func=_cmd_run)
+
+    runs = sub.add_parser("runs", help="the run history", description="List and inspect runs.")
+    runs.add_argument("--limit", type=int, default=20, help="how many runs to list")
+    runs_sub = runs.add_subparsers(dest="runs_command", parser_class=_Parser)
+    for name, help_text in [
+        ("show", "a run's spec, status and outcome"),
+        ("logs", "a run's output (live while it runs)"),
+        ("cancel", "stop a run"),
+    ]:
+        runs_sub.add_parser(name, help=help_text).add_argument("run_id")
+    code = runs_sub.add_parser("code", help="extract exactly the code a run executed")
+    code.add_argument("run_id")
+    code.add_argument("directory")
+    runs.set_defaults(func=_cmd_runs)
+    return parser
+
+
+def _selection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--copy-style",
         default="auto",
         metavar="|".join(COPY_STYLES),
         help="auto: the local modules the entries import (lazy imports too); all: every file "
         "not ignored; none: no code (needs --version)",
     )
-    bundle.add_argument(
+    parser.add_argument(
         "--include",
         action="append",
         default=[],
         metavar="GLOB",
         help="also ship files matching this gitignore-style glob, e.g. 'data/*.csv'",
     )
-    bundle.add_argument(
+    parser.add_argument(
         "--exclude", action="append", default=[], metavar="GLOB", help="never ship these files"
     )
-    bundle.add_argument("--version", help="explicit version (required with --copy-style none)")
-    bundle.add_argument("--output", "-o", metavar="PATH", help="also write the archive here")
-    bundle.add_argument("--dry-run", action="store_true", help="hash and list, write no archive")
-    bundle.add_argument("--json", action="store_true", help="print one JSON object")
-    bundle.add_argument(
+    parser.add_argument("--version", help="explicit version (required with --copy-style none)")
+    parser.add_argument(
         "--no-lazy-imports",
         action="store_true",
         help="do not follow imports inside functions (Flyte's own behaviour)",
     )
-    bundle.add_argument(
+    parser.add_argument(
         "--max-size",
         type=float,
         default=DEFAULT_MAX_BYTES / 1024**2,
         metavar="MB",
         help="refuse bundles larger than this (default: %(default)g MB)",
     )
-    bundle.add_argument(
+    parser.add_argument(
         "--force-root", action="store_true", help="allow your home directory or / as root_dir"
     )
-    bundle.set_defaults(func=_cmd_bundle)
-    return parser
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        help="blob store (default: $FLYTE_JUPYTER_STORE or a file:// store under the cache dir)",
+    )
+    parser.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help='fsspec storage option, e.g. endpoint_url="http://127.0.0.1:9000"',
+    )
+    parser.add_argument("--executor", default="local", help="where to run (default: local)")
+    parser.add_argument(
+        "--image", help="image to run in; for the local executor 'python=/path/to/python'"
+    )
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="K=V", help="environment variable for the run"
+    )
+    parser.add_argument("--name", help="a name for the run in the history")
+
+
+def _select(args: argparse.Namespace, root: str | None, entries: list[str]) -> Selection:
+    return select_files(
+        root,
+        entries=entries,
+        copy_style=args.copy_style,
+        include=args.include,
+        exclude=args.exclude,
+        lazy_imports=not args.no_lazy_imports,
+        version=args.version,
+        max_bytes=int(args.max_size * 1024**2),
+        force_root=args.force_root,
+    )
 
 
 def _cmd_bundle(args: argparse.Namespace) -> int:
@@ -96,23 +178,186 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
         if path.is_file():
             entries.insert(0, root)
             root = None
-    selection = select_files(
-        root,
-        entries=entries,
-        copy_style=args.copy_style,
-        include=args.include,
-        exclude=args.exclude,
-        lazy_imports=not args.no_lazy_imports,
-        version=args.version,
-        max_bytes=int(args.max_size * 1024**2),
-        force_root=args.force_root,
-    )
-    bundle = build_bundle(selection, output=args.output, dry_run=args.dry_run)
+    bundle = build_bundle(_select(args, root, entries), output=args.output, dry_run=args.dry_run)
     if args.json:
         print(json.dumps(bundle.to_json(), indent=2))
     else:
         print(render_tree(bundle))
     return 0
+
+
+def _parse_kwargs(pairs: list[str]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name.isidentifier():
+            raise UsageError(f"--arg {pair!r} must look like NAME=JSON, e.g. --arg n=3")
+        try:
+            kwargs[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            kwargs[name] = raw
+    return kwargs
+
+
+def _parse_env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--env {pair!r} must look like KEY=VALUE")
+        env[key] = value
+    return env
+
+
+def _parse_storage_options(pairs: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--storage-option {pair!r} must look like KEY=JSON")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options
+
+
+def _progress_printer() -> Progress:
+    """An upload progress bar on a terminal; silence otherwise (the summary line follows)."""
+    if not sys.stderr.isatty():
+        return lambda sent, total: None
+
+    def show(sent: int, total: int) -> None:
+        width = 30
+        done = int(width * sent / total) if total else width
+        end = "\n" if sent >= total else ""
+        print(
+            f"\ruploading [{'#' * done}{'.' * (width - done)}] "
+            f"{human_size(sent)} / {human_size(total)}",
+            end=end,
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return show
+
+
+def _render(value: Any) -> str:
+    try:
+        return json.dumps(value, indent=2)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    file_part, sep, function = args.target.rpartition(":")
+    if not sep or not file_part.endswith(".py") or not function.isidentifier():
+        raise UsageError(f"{args.target!r} must look like FILE.py:FUNCTION")
+    path = Path(file_part).resolve()
+    if not path.is_file():
+        raise UsageError(f"{file_part} does not exist")
+    kwargs = _parse_kwargs(args.arg)
+    selection = _select(args, args.root_dir, [str(path)])
+    for warning in selection.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    bundle = build_bundle(selection)
+    roots = [selection.root_dir / p for p in selection.python_path]
+    module = module_name_for(path, roots)
+    if module is None:  # pragma: no cover - select_files already checked the entry
+        raise UsageError(f"{path} is not importable from root_dir {selection.root_dir}")
+    store = Store(args.store, _parse_storage_options(args.storage_option))
+    run = submit(
+        bundle,
+        f"{module[0]}:{function}",
+        kwargs=kwargs,
+        store=store,
+        executor=args.executor,
+        image=args.image,
+        env=_parse_env(args.env),
+        name=args.name,
+        version=args.version,
+        progress=_progress_printer(),
+    )
+    print(_run_banner(run, bundle), file=sys.stderr)
+    if args.detach:
+        print(run.id)
+        return 0
+    for line in run.logs():
+        stream = sys.stdout if line.stream == "stdout" else sys.stderr
+        stream.write(line.text)
+        stream.flush()
+    try:
+        result = run.result(timeout=args.timeout)
+    except RemoteError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(_render(result))
+    return 0
+
+
+def _run_banner(run: Run, bundle: Bundle) -> str:
+    upload = run.upload
+    if upload is None:
+        shipped = "no bundle (copy_style none)"
+    elif upload.skipped:
+        shipped = "bundle already in the store"
+    else:
+        shipped = f"uploaded {human_size(upload.uploaded_bytes)}"
+    return (
+        f"run {run.id} on {run.spec.executor}: {len(bundle.entries)} files, "
+        f"digest {bundle.digest[:19]}…, version {run.spec.version}; {shipped}"
+    )
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    command = args.runs_command
+    if command is None:
+        print(_runs_table([Run.refresh(r) for r in history.recent(args.limit)]))
+        return 0
+    run = Run.from_history(args.run_id)
+    if command == "show":
+        print(json.dumps(run.describe(), indent=2))
+    elif command == "logs":
+        for line in run.logs():
+            (sys.stdout if line.stream == "stdout" else sys.stderr).write(line.text)
+    elif command == "cancel":
+        run.cancel()
+        print(f"run {run.id}: {run.status()}")
+    elif command == "code":
+        files = run.extract_code(Path(args.directory))
+        print(f"extracted {files} files of {run.spec.digest} into {args.directory}")
+    return 0
+
+
+def _runs_table(records: list[history.RunRecord]) -> str:
+    header = ("ID", "STATUS", "DIGEST", "VERSION", "EXECUTOR", "IMAGE", "DURATION", "ENTRY")
+    rows = [header]
+    for r in records:
+        rows.append(
+            (
+                r.id,
+                r.status,
+                (r.digest or "-").removeprefix("sha256:")[:12],
+                r.version,
+                r.executor,
+                r.image or "-",
+                _duration(r),
+                r.entry,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    if len(rows) == 1:
+        lines.append("(no runs yet)")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _duration(record: history.RunRecord) -> str:
+    if not (record.started and record.finished):
+        return "-"
+    start = dt.datetime.fromisoformat(record.started)
+    end = dt.datetime.fromisoformat(record.finished)
+    return f"{(end - start).total_seconds():.1f}s"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

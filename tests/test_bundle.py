@@ -21,12 +21,10 @@ from flyte_jupyter.core import bundle as bundle_mod
 from flyte_jupyter.core.bundle import (
     ARCHIVE_MTIME,
     Bundle,
-    ManifestEntry,
     build_bundle,
-    compute_digest,
-    manifest_bytes,
 )
 from flyte_jupyter.core.select import select_files
+from flyte_jupyter.runtime.manifest import ManifestEntry, compute_digest, manifest_bytes
 
 FILES = {
     "pyproject.toml": "[project]\nname='demo'\n",

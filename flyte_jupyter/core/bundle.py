@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import struct
@@ -25,15 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ..runtime.locations import cache_dir
+from ..runtime.manifest import ManifestEntry, compute_digest
 from .errors import BundleError
 from .files import read_bytes
 from .hashcache import HashCache
-from .locations import cache_dir
 from .select import SelectedFile, Selection
 
 ARCHIVE_MTIME = 347155200
 """1981-01-01T00:00:00Z, the fixed mtime Flyte's own bundles use."""
-MANIFEST_FORMAT = 1
 DEFAULT_LEVEL = 6
 ARCHIVE_CACHE_BYTES = 2 * 1024**3
 """Built archives kept locally for reuse, oldest dropped first beyond this size."""
@@ -42,43 +41,6 @@ _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 """Magic, deflate, no flags, mtime 0, no extra flags, OS 'unknown': the same on every machine."""
 _BLOCK = tarfile.BLOCKSIZE
 _RECORD = tarfile.RECORDSIZE
-
-
-@dataclass(frozen=True)
-class ManifestEntry:
-    path: str
-    mode: int
-    size: int
-    sha256: str
-
-    def as_json(self) -> dict:
-        return {
-            "path": self.path,
-            "mode": f"{self.mode:04o}",
-            "size": self.size,
-            "sha256": self.sha256,
-        }
-
-
-def manifest_bytes(entries: list[ManifestEntry]) -> bytes:
-    """Canonical JSON of a manifest: sorted entries, sorted keys, no whitespace.
-
-    Equal to `json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`,
-    written out by hand because it is on the path of every warm rebuild."""
-    dump = json.JSONEncoder(ensure_ascii=False).encode
-    files = ",".join(
-        f'{{"mode":"{e.mode:04o}","path":{dump(e.path)},"sha256":"{e.sha256}","size":{e.size}}}'
-        for e in sorted(entries, key=_key)
-    )
-    return f'{{"files":[{files}],"format":{MANIFEST_FORMAT}}}'.encode()
-
-
-def compute_digest(entries: list[ManifestEntry]) -> str:
-    return "sha256:" + hashlib.sha256(manifest_bytes(entries)).hexdigest()
-
-
-def _key(entry: ManifestEntry) -> str:
-    return entry.path
 
 
 @dataclass

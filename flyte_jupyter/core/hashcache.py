@@ -1,9 +1,11 @@
-"""A local cache that makes rebuilding an unchanged tree read no file contents.
+"""A local cache that makes rebuilding an unchanged tree read no file contents, and
+re-running unchanged code upload nothing.
 
-Two tables in one SQLite file (safe with concurrent writers thanks to WAL and a busy
-timeout): file hashes keyed by `(path, size, mtime_ns, inode)`, and where each compressed
-archive member already sits in a previously built archive. The cache only ever speeds
-things up: any failure to read or write it is ignored and the work is simply done.
+Tables in one SQLite file (safe with concurrent writers thanks to WAL and a busy timeout):
+file hashes keyed by `(path, size, mtime_ns, inode)`; where each compressed archive member
+already sits in a previously built archive; which bundle digests each store is known to
+hold. The cache only ever speeds things up: any failure to read or write it is ignored and
+the work is simply done.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ CREATE TABLE IF NOT EXISTS members (
     key TEXT PRIMARY KEY, archive TEXT, offset INTEGER, length INTEGER
 );
 CREATE INDEX IF NOT EXISTS members_archive ON members(archive);
+CREATE TABLE IF NOT EXISTS uploads (
+    store TEXT, digest TEXT, PRIMARY KEY (store, digest)
+);
 """
 
 StatKey = tuple[str, int, int, int]
@@ -53,6 +58,12 @@ class HashCache:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+    def __enter__(self) -> HashCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _query(self, sql: str, keys: list[str]) -> list[tuple]:
         if self._db is None or not keys:
@@ -103,6 +114,21 @@ class HashCache:
             "INSERT OR REPLACE INTO members VALUES (?, ?, ?, ?)",
             [(key, str(archive), off, n) for key, off, n in items],
         )
+
+    def is_uploaded(self, store: str, digest: str) -> bool:
+        """Whether this machine already uploaded (or saw) `digest` in `store`."""
+        if self._db is None:
+            return False
+        try:
+            row = self._db.execute(
+                "SELECT 1 FROM uploads WHERE store = ? AND digest = ?", (store, digest)
+            ).fetchone()
+        except sqlite3.Error:
+            return False
+        return row is not None
+
+    def mark_uploaded(self, store: str, digest: str) -> None:
+        self._write("INSERT OR IGNORE INTO uploads VALUES (?, ?)", [(store, digest)])
 
     def forget_archive(self, archive: Path) -> None:
         self._write("DELETE FROM members WHERE archive = ?", [(str(archive),)])

@@ -1,0 +1,207 @@
+"""The embedded default executor: the runtime in a fresh local process.
+
+The child gets `python -I` (no user site, no PYTHON* variables, no working directory on
+sys.path), a minimal environment, its own temporary working directory and its own process
+group, so nothing from the caller's process leaks in: a module that exists only next to the
+notebook fails remotely unless the bundle ships it, exactly as it would in a container.
+The "image" of a local run may name another interpreter or virtualenv
+(`python=/path/to/venv`), which is how to try "the image lacks package X" without Docker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from ...runtime.blobs import STORAGE_OPTIONS_ENV
+from ...runtime.locations import cache_dir
+from .. import history
+from ..errors import UsageError
+from ..storage import Store
+from ..submit import LogLine, RunSpec
+
+_PACKAGE_DIR = Path(__file__).resolve().parents[2]
+_PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "SYSTEMROOT")
+_PASS_PREFIXES = ("AWS_", "GOOGLE_", "GCSFS_", "STORAGE_EMULATOR_HOST", "AZURE_", "FLYTE_JUPYTER_")
+_GRACE_SECONDS = 3.0
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, python: str | None = None):
+        self.python = python
+
+    def launch(self, spec: RunSpec, store: Store) -> LocalExecution:
+        python = _interpreter(self.python or _python_from_image(spec.image))
+        logs = _logs_dir(spec.run_id)
+        logs.mkdir(parents=True, exist_ok=True)
+        workdir = tempfile.mkdtemp(prefix="flyte-jupyter-local-")
+        argv = [*_runtime_command(python), *spec.runtime_args()]
+        with open(logs / "stdout.txt", "wb") as out, open(logs / "stderr.txt", "wb") as err:
+            proc = subprocess.Popen(
+                argv,
+                cwd=workdir,
+                env=_child_env(spec, store),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+        history.update(spec.run_id, pid=proc.pid)
+        return LocalExecution(proc.pid, logs, proc, workdir)
+
+    def attach(self, record: history.RunRecord, store: Store) -> LocalExecution | None:
+        if record.pid is None:
+            return None
+        return LocalExecution(record.pid, _logs_dir(record.id), None, None)
+
+
+def _logs_dir(run_id: str) -> Path:
+    return cache_dir() / "local-runs" / run_id
+
+
+def _python_from_image(image: str | None) -> str | None:
+    if image is None:
+        return None
+    if image.startswith("python="):
+        return image.removeprefix("python=")
+    raise UsageError(
+        f"the local executor runs a local interpreter, not image {image!r}: use "
+        "image 'python=/path/to/python' (or a virtualenv directory), or --executor docker"
+    )
+
+
+def _interpreter(python: str | None) -> str:
+    if python is None:
+        return sys.executable
+    path = Path(python).expanduser()
+    if path.is_dir():
+        path = path / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    if not path.exists():
+        raise UsageError(f"interpreter {path} not found: give a python executable or a venv dir")
+    return str(path)
+
+
+def _runtime_command(python: str) -> list[str]:
+    """This interpreter imports our runtime as installed; any other gets a private copy of the
+    runtime (stdlib-only for file:// stores) put on sys.path just long enough to import it."""
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        return [python, "-I", "-u", "-m", "flyte_jupyter.runtime"]
+    copy = _runtime_copy()
+    boot = (
+        f"import sys; sys.path.insert(0, {str(copy)!r}); "
+        "from flyte_jupyter.runtime.execute import main; del sys.path[0]; "
+        "sys.exit(main(sys.argv[1:]))"
+    )
+    return [python, "-I", "-u", "-c", boot]
+
+
+def _runtime_copy() -> Path:
+    sources = sorted((_PACKAGE_DIR / "runtime").glob("*.py"))
+    files = [_PACKAGE_DIR / "__init__.py", *sources]
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
+    target = cache_dir() / "runtime" / digest
+    if not (target / "flyte_jupyter" / "runtime" / "execute.py").exists():
+        staging = Path(tempfile.mkdtemp(dir=cache_dir(), prefix=".runtime-"))
+        (staging / "flyte_jupyter" / "runtime").mkdir(parents=True)
+        shutil.copy(files[0], staging / "flyte_jupyter" / "__init__.py")
+        for source in sources:
+            shutil.copy(source, staging / "flyte_jupyter" / "runtime" / source.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)  # another process won the race
+    return target
+
+
+def _child_env(spec: RunSpec, store: Store) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in _PASS_ENV or k.startswith(_PASS_PREFIXES)}
+    if not store.local:
+        env[STORAGE_OPTIONS_ENV] = json.dumps(store.options)
+    env.update(spec.env)
+    return env
+
+
+class LocalExecution:
+    """A runtime process, followed through its pid and its log files."""
+
+    def __init__(self, pid: int, logs: Path, proc: subprocess.Popen | None, workdir: str | None):
+        self.pid = pid
+        self.logs = logs
+        self.proc = proc
+        self.workdir = workdir
+
+    def wait(self, timeout: float | None) -> int | None:
+        if self.proc is not None:
+            try:
+                code = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return None
+            if self.workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+            return code
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while _alive(self.pid):
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+        return -1  # not our child: the exit code is in status.json
+
+    def cancel(self) -> None:
+        """SIGTERM to the whole process group, SIGKILL after a grace period."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                break
+            if self.wait(_GRACE_SECONDS) is not None:
+                break
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)  # stragglers that left the leader behind
+        self.wait(_GRACE_SECONDS)
+
+    def log_lines(self) -> Iterator[LogLine]:
+        streams = {name: (self.logs / f"{name}.txt").open("rb") for name in ("stdout", "stderr")}
+        partial = dict.fromkeys(streams, b"")
+        try:
+            while True:
+                ended = self.wait(0.02) is not None
+                got = False
+                for name, handle in streams.items():
+                    data = handle.read()
+                    if not data:
+                        continue
+                    got = True
+                    *lines, partial[name] = (partial[name] + data).split(b"\n")
+                    for line in lines:
+                        yield LogLine(name, line.decode(errors="replace") + "\n")
+                if ended and not got:
+                    break
+            for name, rest in partial.items():
+                if rest:
+                    yield LogLine(name, rest.decode(errors="replace"))
+        finally:
+            for handle in streams.values():
+                handle.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,118 @@
+"""The local run history: one row per run, read by `flyte-jupyter runs`, `%flyte_runs` and the
+sidebar. Kept in SQLite under the user data dir, safe for several kernels at once."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from ..runtime.locations import data_dir
+from .errors import UsageError
+
+FINAL = ("succeeded", "failed", "cancelled")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, name TEXT, entry TEXT, digest TEXT, version TEXT, image TEXT,
+    executor TEXT, store TEXT, status TEXT, created TEXT, started TEXT, finished TEXT,
+    exit_code INTEGER, error TEXT, pid INTEGER, spec TEXT
+)
+"""
+
+
+@dataclass
+class RunRecord:
+    id: str
+    entry: str
+    digest: str | None
+    version: str
+    executor: str
+    store: str
+    status: str
+    created: str
+    name: str | None = None
+    image: str | None = None
+    started: str | None = None
+    finished: str | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    """One line: the remote exception type and message."""
+    pid: int | None = None
+    spec: str | None = None
+    """The run spec as JSON."""
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL
+
+    def spec_json(self) -> dict:
+        return json.loads(self.spec) if self.spec else {}
+
+
+def history_path() -> Path:
+    return data_dir() / "runs.sqlite3"
+
+
+@contextmanager
+def _connect() -> Iterator[sqlite3.Connection]:
+    path = history_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=10)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(_SCHEMA)
+        with db:
+            yield db
+    finally:
+        db.close()
+
+
+_COLUMNS = [f.name for f in fields(RunRecord)]
+
+
+def record(run: RunRecord) -> None:
+    values = asdict(run)
+    with _connect() as db:
+        db.execute(
+            f"INSERT OR REPLACE INTO runs ({', '.join(_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(_COLUMNS))})",
+            [values[c] for c in _COLUMNS],
+        )
+
+
+def update(run_id: str, **changes: object) -> None:
+    unknown = set(changes) - set(_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown run fields: {sorted(unknown)}")
+    with _connect() as db:
+        db.execute(
+            f"UPDATE runs SET {', '.join(f'{k} = ?' for k in changes)} WHERE id = ?",
+            [*changes.values(), run_id],
+        )
+
+
+def get(run_id: str) -> RunRecord:
+    """The run with this id (or a unique prefix of it)."""
+    with _connect() as db:
+        rows = db.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE id LIKE ? ORDER BY created DESC",
+            [run_id.replace("%", "") + "%"],
+        ).fetchall()
+    if not rows:
+        raise UsageError(f"no run {run_id!r} in the history; `flyte-jupyter runs` lists them")
+    exact = [r for r in rows if r[0] == run_id]
+    if len(rows) > 1 and not exact:
+        raise UsageError(f"{run_id!r} matches {len(rows)} runs; give more of the id")
+    return RunRecord(*(exact[0] if exact else rows[0]))
+
+
+def recent(limit: int = 50) -> list[RunRecord]:
+    with _connect() as db:
+        rows = db.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM runs ORDER BY created DESC LIMIT ?", [limit]
+        ).fetchall()
+    return [RunRecord(*row) for row in rows]

@@ -1,0 +1,444 @@
+"""Submitting runs: the run spec, the `Run` handle and the executor registry.
+
+`submit()` uploads the bundle (once per store), writes the run's spec and inputs to the
+store, records the run in the local history and asks an executor to start the runtime.
+Executors plug in through the `flyte_jupyter.executors` entry-point group, imported only
+when asked for, so a missing optional extra is one clear message instead of an import
+error at start-up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+import pickle
+import platform
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..runtime.extract import extract_verified
+from . import history
+from .bundle import Bundle
+from .errors import RemoteError, RunError, UsageError
+from .storage import Progress, Store, UploadResult
+from .troubleshoot import missing_module_hint
+
+EXECUTOR_GROUP = "flyte_jupyter.executors"
+_EXTRAS = {"docker": "docker", "flyte": "flyte"}
+
+
+@dataclass(frozen=True)
+class LogLine:
+    stream: str
+    """"stdout" or "stderr"."""
+    text: str
+
+
+@dataclass
+class RunSpec:
+    """Everything an executor needs to start a run; stored as runs/<id>/spec.json."""
+
+    run_id: str
+    entry: str
+    store: str
+    run_dir: str
+    digest: str | None
+    bundle_url: str | None
+    version: str
+    executor: str
+    python_path: list[str]
+    root_dir: str | None
+    copy_style: str | None
+    client: dict[str, Any]
+    created: str
+    name: str | None = None
+    image: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def inputs_url(self) -> str:
+        return f"{self.run_dir}/inputs.pkl"
+
+    @property
+    def outputs_url(self) -> str:
+        return f"{self.run_dir}/outputs.pkl"
+
+    def runtime_args(self) -> list[str]:
+        """Arguments for `python -m flyte_jupyter.runtime`."""
+        args = ["--entry", self.entry, "--inputs", self.inputs_url]
+        args += ["--outputs", self.outputs_url, "--run-dir", self.run_dir]
+        if self.bundle_url and self.digest:
+            args += ["--bundle", self.bundle_url, "--digest", self.digest]
+        for path in self.python_path:
+            args += ["--python-path", path]
+        return args
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Execution(Protocol):
+    """An executor's handle on one started run."""
+
+    def wait(self, timeout: float | None) -> int | None:
+        """The exit code, or None if still running when `timeout` passed."""
+
+    def cancel(self) -> None: ...
+
+    def log_lines(self) -> Iterator[LogLine]:
+        """Output as it is produced, ending when the run ends."""
+
+
+class Executor(Protocol):
+    name: str
+
+    def launch(self, spec: RunSpec, store: Store) -> Execution: ...
+
+    def attach(self, record: history.RunRecord, store: Store) -> Execution | None:
+        """A handle on a run started by another process, if this executor can reach it."""
+
+
+def available_executors() -> list[str]:
+    return sorted(ep.name for ep in importlib.metadata.entry_points(group=EXECUTOR_GROUP))
+
+
+def get_executor(name: str, **options: Any) -> Executor:
+    """The executor registered under `name`, imported on first use."""
+    matches = [
+        ep for ep in importlib.metadata.entry_points(group=EXECUTOR_GROUP) if ep.name == name
+    ]
+    if not matches:
+        known = ", ".join(available_executors()) or "none"
+        raise UsageError(f"unknown executor {name!r}: available executors are {known}")
+    try:
+        cls = matches[0].load()
+    except ImportError as exc:
+        extra = _EXTRAS.get(name, name)
+        raise UsageError(
+            f"executor {name!r} needs extra packages ({exc.name or exc}): "
+            f"pip install 'flyte-jupyter[{extra}]'"
+        ) from exc
+    return cls(**options)
+
+
+def new_run_id() -> str:
+    """Sortable and unique: UTC time plus random hex."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+@lru_cache(maxsize=1)
+def _module_distributions() -> dict[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+def client_environment(third_party: Sequence[str]) -> dict[str, Any]:
+    """What the runtime checks before unpickling inputs: the Python version and the installed
+    distributions providing the third-party modules the shipped code imports."""
+    dists: dict[str, str] = {}
+    for module in third_party:
+        for dist in _module_distributions().get(module, []):
+            try:
+                dists[dist] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+    return {"python": platform.python_version(), "distributions": dists}
+
+
+def pickle_inputs(args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
+    """Pickle call arguments; an argument that cannot travel is named in the error."""
+    import cloudpickle
+
+    named = [(f"argument {i + 1}", v) for i, v in enumerate(args)]
+    named += [(f"argument {k!r}", v) for k, v in kwargs.items()]
+    for label, value in named:
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:
+            raise RunError(
+                f"{label} ({type(value).__name__}) cannot be sent to the run: {exc}. "
+                "Pass plain data, or create the object inside the remote function."
+            ) from exc
+    return cloudpickle.dumps({"args": list(args), "kwargs": kwargs})
+
+
+def submit(
+    bundle: Bundle | None,
+    entry: str,
+    args: Sequence[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    store: Store | str | None = None,
+    executor: str = "local",
+    executor_options: dict[str, Any] | None = None,
+    image: str | None = None,
+    env: dict[str, str] | None = None,
+    name: str | None = None,
+    version: str | None = None,
+    progress: Progress | None = None,
+) -> Run:
+    """Start `entry` ("module:function") from `bundle` on an executor and return its handle.
+
+    `bundle` is None, or empty, for copy_style "none": the code must already be in the image.
+    """
+    store = store if isinstance(store, Store) else Store(store)
+    runner = get_executor(executor, **(executor_options or {}))
+    payload = pickle_inputs(args, kwargs or {})
+    bundle_url = digest = upload = None
+    if bundle is not None and bundle.archive is not None:
+        digest = bundle.digest
+        upload = store.upload_bundle(bundle.archive, digest, progress)
+        bundle_url = upload.url
+    selection = bundle.selection if bundle is not None else None
+    run_id = new_run_id()
+    spec = RunSpec(
+        run_id=run_id,
+        entry=entry,
+        store=store.url,
+        run_dir=store.run_url(run_id),
+        digest=digest,
+        bundle_url=bundle_url,
+        version=version or (bundle.version if bundle is not None else "") or "",
+        executor=executor,
+        python_path=selection.python_path if selection else [],
+        root_dir=str(selection.root_dir) if selection else None,
+        copy_style=selection.copy_style if selection else None,
+        client=client_environment(selection.third_party if selection else ()),
+        created=_now(),
+        name=name,
+        image=image,
+        env=dict(env or {}),
+    )
+    if not spec.version:
+        raise UsageError("a run without a bundle needs an explicit version naming the image code")
+    store.put_bytes(store.run_url(run_id, "spec.json"), json.dumps(spec.to_json()).encode())
+    store.put_bytes(spec.inputs_url, payload)
+    history.record(
+        history.RunRecord(
+            id=run_id,
+            entry=entry,
+            digest=digest,
+            version=spec.version,
+            executor=executor,
+            store=store.url,
+            status="submitted",
+            created=spec.created,
+            name=name,
+            image=image,
+            spec=json.dumps(spec.to_json()),
+        )
+    )
+    execution = runner.launch(spec, store)
+    return Run(spec, store, execution, upload)
+
+
+class Run:
+    """A handle on a submitted run: follow it, wait for it, fetch its result, cancel it."""
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        store: Store,
+        execution: Execution | None,
+        upload: UploadResult | None = None,
+    ):
+        self.spec = spec
+        self.store = store
+        self.upload = upload
+        """What submitting sent to the store (None for runs without a bundle or from history)."""
+        self._execution = execution
+        self._cancelled = False
+        self._final: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.spec.run_id
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id} {self.status()} entry={self.spec.entry}>"
+
+    @classmethod
+    def from_history(cls, run_id: str) -> Run:
+        """A handle on an earlier run, e.g. one started with --detach."""
+        record = history.get(run_id)
+        spec = RunSpec(**record.spec_json())
+        store = Store(spec.store)
+        run = cls(spec, store, None)
+        if record.is_final:
+            run._final = record.status
+        else:
+            run._execution = get_executor(spec.executor).attach(record, store)
+        return run
+
+    @staticmethod
+    def refresh(record: history.RunRecord) -> history.RunRecord:
+        """The record with its status brought up to date (for runs still going)."""
+        if record.is_final:
+            return record
+        Run.from_history(record.id).status()
+        return history.get(record.id)
+
+    # --- state -------------------------------------------------------------------------
+
+    def _read_json(self, name: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.store.get_bytes(self.store.run_url(self.id, name)))
+        except FileNotFoundError:
+            return None
+
+    def status(self) -> str:
+        """submitted, downloading, running, succeeded, failed or cancelled."""
+        if self._final:
+            return self._final
+        if self._execution is not None:
+            code = self._execution.wait(0)
+            if code is not None:
+                return self._finish(code)
+        doc = self._read_json("status.json")
+        return doc["phase"] if doc else "submitted"
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until the run ends; its final status. RunError if `timeout` passes first."""
+        if self._final:
+            return self._final
+        if self._execution is None:
+            return self._poll_store(timeout)
+        code = self._execution.wait(timeout)
+        if code is None:
+            raise RunError(
+                f"run {self.id} is still {self.status()} after {timeout:g}s: "
+                "wait again, or cancel it"
+            )
+        return self._finish(code)
+
+    def _poll_store(self, timeout: float | None) -> str:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            doc = self._read_json("status.json")
+            if doc and doc["phase"] in history.FINAL:
+                return self._finish()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise RunError(f"run {self.id} has not finished after {timeout:g}s")
+            time.sleep(0.2)
+
+    def _finish(self, exit_code: int | None = None) -> str:
+        doc = self._read_json("status.json") or {}
+        phase = doc.get("phase")
+        if self._cancelled:
+            phase = "cancelled"
+        elif phase not in history.FINAL:
+            phase = "failed"  # the process ended without saying how: it was killed
+        phases = {p["phase"]: p["at"] for p in doc.get("phases", [])}
+        error = self._read_json("error.json") if phase == "failed" else None
+        history.update(
+            self.id,
+            status=phase,
+            started=phases.get("running") or phases.get("downloading"),
+            finished=phases.get(phase) or _now(),
+            exit_code=doc.get("exit_code", exit_code if exit_code != -1 else None),
+            error=f"{error['type']}: {error['message']}" if error else None,
+        )
+        self._final = phase
+        return phase
+
+    # --- results -----------------------------------------------------------------------
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The return value; RemoteError (with the remote traceback) if the code raised."""
+        status = self.wait(timeout)
+        if status == "succeeded":
+            return pickle.loads(self.store.get_bytes(self.spec.outputs_url))
+        if status == "cancelled":
+            raise RunError(f"run {self.id} was cancelled")
+        error = self._read_json("error.json")
+        if error is None:
+            raise RemoteError(
+                self.id, "ProcessDied", "the runtime ended without reporting a result", ""
+            )
+        hint = ""
+        if error.get("missing_module"):
+            hint = missing_module_hint(error["missing_module"], self.spec)
+        raise RemoteError(self.id, error["type"], error["message"], error["traceback"], hint)
+
+    def describe(self) -> dict[str, Any]:
+        """Spec, status with phase timestamps, and a summary of the outcome."""
+        status = self.status()
+        doc = self._read_json("status.json") or {}
+        outcome: dict[str, Any] = {}
+        if status == "succeeded":
+            raw = self.store.get_bytes(self.spec.outputs_url)
+            outcome = {"output_bytes": len(raw)}
+            try:
+                value = pickle.loads(raw)
+                outcome.update(type=type(value).__name__, repr=repr(value)[:200])
+            except Exception as exc:
+                outcome["note"] = f"cannot load the output here: {type(exc).__name__}: {exc}"
+        elif status == "failed":
+            outcome = self._read_json("error.json") or {"note": "the runtime reported nothing"}
+        return {
+            "id": self.id,
+            "status": status,
+            "phases": doc.get("phases", []),
+            "outcome": outcome,
+            "spec": self.spec.to_json(),
+        }
+
+    def extract_code(self, directory: Path) -> int:
+        """Write exactly the code this run executed into `directory` (new or empty), verified
+        against the run's digest; the number of files."""
+        if not self.spec.digest:
+            raise RunError(f"run {self.id} shipped no bundle (copy_style none): no code to extract")
+        if directory.exists() and any(directory.iterdir()):
+            raise UsageError(f"{directory} is not empty: give a new or empty directory")
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            archive = Path(tmp) / "bundle.tar.gz"
+            self.store.get_file(self.store.bundle_url(self.spec.digest), str(archive))
+            staging = Path(tmp) / "code"
+            staging.mkdir()
+            digest = extract_verified(archive, staging)
+            if digest != self.spec.digest:
+                raise RunError(
+                    f"the stored bundle has digest {digest}, not the run's {self.spec.digest}"
+                )
+            files = [p for p in staging.rglob("*") if p.is_file()]
+            shutil.copytree(staging, directory, dirs_exist_ok=True)
+        return len(files)
+
+    def logs(self) -> Iterator[LogLine]:
+        """Output lines, live while the run is going; the stored log once it has ended."""
+        if self._execution is not None and not self._final:
+            yield from self._execution.log_lines()
+            return
+        try:
+            text = self.store.get_bytes(self.store.run_url(self.id, "logs.txt")).decode()
+        except FileNotFoundError:
+            return
+        for line in text.splitlines(keepends=True):
+            yield LogLine("stdout", line)
+
+    def cancel(self) -> None:
+        """Stop the run (its whole process tree or container) and mark it cancelled."""
+        if self._final:
+            return
+        if self._execution is not None:
+            self._cancelled = True
+            self._execution.cancel()
+            self._finish(self._execution.wait(0))
+            doc = self._read_json("status.json") or {"phases": []}
+            doc["phase"] = "cancelled"
+            doc["phases"].append({"phase": "cancelled", "at": _now()})
+            self.store.put_bytes(
+                self.store.run_url(self.id, "status.json"), json.dumps(doc).encode()
+            )

@@ -1,0 +1,51 @@
+"""Advice for the packaging traps in Flyte's troubleshooting guide, worked out on the client,
+where the local file tree can be looked at."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .imports import find_module
+
+if TYPE_CHECKING:
+    from .submit import RunSpec
+
+
+def missing_module_hint(module: str, spec: RunSpec) -> str:
+    """Why `module` was missing remotely and what would ship it."""
+    root = Path(spec.root_dir) if spec.root_dir else None
+    if spec.copy_style == "none":
+        return (
+            f"Hint: copy_style 'none' ships no code, so {module!r} must be in the image: "
+            "copy it in with with_source_folder/with_source_file, or use copy_style 'auto'."
+        )
+    if root is not None:
+        roots = [root / p for p in spec.python_path] or [root]
+        local = find_module(module, roots)
+        if local is not None and local.files:
+            rel = local.files[-1].relative_to(root).as_posix()
+            return (
+                f"Hint: {module!r} exists under root_dir ({rel}) but was not shipped: it is "
+                f"imported in a way the import scan cannot follow. Add include=['{rel}'] "
+                "(--include) or use copy_style 'all'."
+            )
+        for parent in root.parents:
+            found = find_module(module, [parent])
+            if found is not None and found.files:
+                return (
+                    f"Hint: {module!r} is at {found.files[-1]}, outside root_dir {root}: "
+                    f"set root_dir to {parent} so it ships."
+                )
+    top = module.split(".")[0]
+    try:
+        installed = importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        installed = False
+    if installed:
+        return (
+            f"Hint: {top!r} is installed here but not in the execution environment: add it to "
+            f"the image, e.g. .with_pip_packages('{top}')."
+        )
+    return f"Hint: {module!r} is not found locally either: check the name, or install it."

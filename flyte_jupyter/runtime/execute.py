@@ -1,0 +1,249 @@
+"""Run one entry point of a bundle and write its outcome to the run directory.
+
+    python -m flyte_jupyter.runtime --bundle URL --digest D --entry module:function
+        --inputs URL --outputs URL [--run-dir URL] [--python-path DIR]...
+
+Run-directory protocol (all JSON unless noted), each object written atomically:
+`spec.json` (from the client), `status.json` (phases with timestamps), `outputs.pkl`
+(pickled return value), `error.json` (type, message, traceback), `logs.txt` (stdout+stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import inspect
+import io
+import os
+import pickle
+import platform
+import shutil
+import socket
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+from . import blobs
+from .extract import COMPLETE_MARKER, fetch_bundle
+
+_RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class EnvironmentMismatch(Exception):
+    """The interpreter here cannot run what the client prepared."""
+
+
+class _Status:
+    """status.json writer: the current phase plus every phase's timestamp."""
+
+    def __init__(self, run_dir: str | None, digest: str):
+        self.run_dir = run_dir
+        self.doc: dict[str, Any] = {
+            "digest": digest,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "python": platform.python_version(),
+            "phases": [],
+        }
+
+    def phase(self, name: str, **extra: Any) -> None:
+        now = dt.datetime.now(dt.timezone.utc).isoformat()
+        self.doc["phase"] = name
+        self.doc["phases"].append({"phase": name, "at": now})
+        self.doc.update(extra)
+        if self.run_dir:
+            blobs.write_json(blobs.join(self.run_dir, "status.json"), self.doc)
+
+
+class _Tee(io.TextIOBase):
+    """Writes to the real stream (live logs) and to the run's log file."""
+
+    def __init__(self, stream: Any, log: io.TextIOBase):
+        self.stream, self.log = stream, log
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        self.stream.flush()
+        self.log.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+        self.log.flush()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self.stream.encoding
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m flyte_jupyter.runtime")
+    parser.add_argument("--bundle", required=True, help="URL of the bundle archive")
+    parser.add_argument("--digest", required=True, help="expected digest, sha256:<hex>")
+    parser.add_argument("--entry", required=True, help="module:function to call")
+    parser.add_argument("--inputs", help="URL of the pickled inputs")
+    parser.add_argument("--outputs", required=True, help="URL to write the pickled result to")
+    parser.add_argument("--run-dir", help="URL of the run directory (status, error, logs)")
+    parser.add_argument(
+        "--python-path", action="append", default=None, help="bundle dir to put on sys.path"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as log_file:
+        return _run(args, log_file)
+
+
+def _run(args: argparse.Namespace, log_file: Any) -> int:
+    status = _Status(args.run_dir, args.digest)
+    real_out, real_err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Tee(real_out, log_file), _Tee(real_err, log_file)
+    workdir: str | None = None
+    root: Path | None = None
+    code = 0
+    try:
+        status.phase("downloading")
+        root = fetch_bundle(args.bundle, args.digest)
+        spec = blobs.read_json(blobs.join(args.run_dir, "spec.json")) if args.run_dir else {}
+        check_environment(spec.get("client", {}))
+        workdir = _private_workdir(root)
+        python_path = args.python_path or spec.get("python_path") or ["."]
+        _isolate_sys_path(root, python_path)
+        inputs = pickle.loads(blobs.read_bytes(args.inputs)) if args.inputs else {}
+        status.phase("running")
+        result = call_entry(args.entry, inputs.get("args", ()), inputs.get("kwargs", {}))
+        blobs.write_bytes(args.outputs, _dumps(result))
+        status.phase("succeeded")
+    except BaseException as exc:
+        code = _exit_code(exc)
+        error = describe_error(exc, root)
+        print(error["traceback"], file=sys.stderr, end="")
+        if args.run_dir:
+            blobs.write_json(blobs.join(args.run_dir, "error.json"), error)
+        status.phase("failed", exit_code=code)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = real_out, real_err
+        if args.run_dir:
+            log_file.seek(0)
+            blobs.write_bytes(blobs.join(args.run_dir, "logs.txt"), log_file.read().encode())
+        if workdir:
+            os.chdir(tempfile.gettempdir())
+            shutil.rmtree(workdir, ignore_errors=True)
+    return code
+
+
+def _exit_code(exc: BaseException) -> int:
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) and exc.code != 0 else 1
+    return 1
+
+
+def check_environment(client: dict[str, Any]) -> None:
+    """Refuse, in one message, an interpreter that cannot run what the client prepared:
+    another Python minor version, or packages the shipped code imports that are missing."""
+    import importlib.metadata
+
+    problems = []
+    python = client.get("python")
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if python and ".".join(python.split(".")[:2]) != here:
+        problems.append(
+            f"this environment runs Python {here} but the client runs Python {python}; "
+            f"use an image or interpreter with Python {'.'.join(python.split('.')[:2])}"
+        )
+    missing = []
+    for dist, version in sorted(client.get("distributions", {}).items()):
+        try:
+            local = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(f"{dist}=={version}" if version else dist)
+            continue
+        if version and local != version:
+            print(
+                f"flyte-jupyter: note: {dist} is {local} here, {version} on the client",
+                file=sys.stderr,
+            )
+    if missing:
+        pins = ", ".join(repr(m) for m in missing)
+        problems.append(
+            f"packages the shipped code imports are not installed here: {', '.join(missing)}; "
+            f"add them to the image, e.g. .with_pip_packages({pins})"
+        )
+    if problems:
+        raise EnvironmentMismatch("; ".join(problems))
+
+
+def _private_workdir(root: Path) -> str:
+    """A fresh working directory holding a copy of the bundle's files, so relative data paths
+    work and whatever the run writes never touches the shared extraction."""
+    workdir = tempfile.mkdtemp(prefix="flyte-jupyter-run-")
+    shutil.copytree(
+        root,
+        workdir,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("__pycache__", COMPLETE_MARKER),
+    )
+    os.chdir(workdir)
+    return workdir
+
+
+def _isolate_sys_path(root: Path, python_path: list[str]) -> None:
+    """The bundle first, then installed packages; never the working directory."""
+    kept = [p for p in sys.path if p and p != "."]
+    sys.path[:] = [str((root / p).resolve()) for p in python_path] + kept
+    sys.dont_write_bytecode = True  # the shared extraction was compiled once when extracted
+
+
+def call_entry(entry: str, args: Any, kwargs: dict[str, Any]) -> Any:
+    module_name, _, attr = entry.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"entry {entry!r} must look like 'module:function'")
+    target: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        target = getattr(target, part)
+    result = target(*args, **kwargs)
+    if inspect.iscoroutine(result):
+        import asyncio  # only async entries pay for it
+
+        result = asyncio.run(result)
+    return result
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        import cloudpickle
+    except ImportError:
+        return pickle.dumps(value, protocol=pickle.DEFAULT_PROTOCOL)
+    return cloudpickle.dumps(value, protocol=pickle.DEFAULT_PROTOCOL)
+
+
+def describe_error(exc: BaseException, root: Path | None) -> dict[str, Any]:
+    """error.json: the exception's type, message and the traceback of user code, with file
+    names relative to the bundle."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_RUNTIME_DIR):
+        tb = tb.tb_next
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    if root:
+        text = text.replace(str(root.resolve()) + os.sep, "")
+    cls = type(exc)
+    message = str(exc)
+    if isinstance(exc, SystemExit):
+        message = f"exit code {exc.code}"
+    return {
+        "type": cls.__qualname__,
+        "module": cls.__module__,
+        "message": message,
+        "traceback": text,
+        "missing_module": getattr(exc, "name", None) if isinstance(exc, ImportError) else None,
+    }

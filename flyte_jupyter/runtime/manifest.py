@@ -1,0 +1,38 @@
+"""The bundle manifest and digest: the identity of a bundle, shared by builder and runtime."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+MANIFEST_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    path: str
+    mode: int
+    size: int
+    sha256: str
+
+    def as_json(self) -> dict:
+        mode = f"{self.mode:04o}"
+        return {"path": self.path, "mode": mode, "size": self.size, "sha256": self.sha256}
+
+
+def manifest_bytes(entries: list[ManifestEntry]) -> bytes:
+    """Canonical JSON of a manifest: sorted entries, sorted keys, no whitespace.
+
+    Equal to `json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`,
+    written out by hand because it is on the path of every warm rebuild."""
+    dump = json.JSONEncoder(ensure_ascii=False).encode
+    files = ",".join(
+        f'{{"mode":"{e.mode:04o}","path":{dump(e.path)},"sha256":"{e.sha256}","size":{e.size}}}'
+        for e in sorted(entries, key=lambda e: e.path)
+    )
+    return f'{{"files":[{files}],"format":{MANIFEST_FORMAT}}}'.encode()
+
+
+def compute_digest(entries: list[ManifestEntry]) -> str:
+    return "sha256:" + hashlib.sha256(manifest_bytes(entries)).hexdigest()

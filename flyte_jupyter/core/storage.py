@@ -100,7 +100,7 @@ class Store:
     def exists(self, url: str) -> bool:
         if self.local:
             return os.path.exists(blobs.local_path(url))
-        return self._retry("check", url, lambda: _fs_call(self._fs(url), "exists"))
+        return self._retry("check", url, lambda: _object_exists(*self._fs(url)))
 
     def get_bytes(self, url: str) -> bytes:
         """An object's bytes; FileNotFoundError when it does not exist."""
@@ -188,6 +188,14 @@ class Store:
             "other": "check the store URL and storage options",
         }
         return f"cannot {action} {url}: {detail}. Fix: {fixes[kind]}."
+
+
+def _object_exists(fs: Any, path: str) -> bool:
+    """One metadata request for an object (fsspec's `exists` may also list a "directory")."""
+    try:
+        return fs.info(path).get("type") == "file"
+    except FileNotFoundError:
+        return False
 
 
 def _fs_call(fs_and_path: tuple[Any, str], method: str, *args: Any) -> Any:

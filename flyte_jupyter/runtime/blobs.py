@@ -37,9 +37,18 @@ def storage_options_from_env() -> dict[str, Any]:
 
 def filesystem(url: str, options: dict[str, Any] | None = None) -> tuple[Any, str]:
     """(fsspec filesystem, path within it) for a remote URL."""
+    opts = storage_options_from_env() if options is None else options
+    if url.startswith(("gs://", "gcs://")):
+        # gcsfs's experimental filesystem probes every bucket over gRPC first, which stalls
+        # for a minute wherever that is not reachable (emulators, proxies). Plain write-once
+        # objects need none of it, so use the core filesystem unless the user opted in.
+        os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+        from gcsfs.core import GCSFileSystem
+
+        fs = GCSFileSystem(**opts)
+        return fs, fs._strip_protocol(url)
     import fsspec
 
-    opts = storage_options_from_env() if options is None else options
     return fsspec.core.url_to_fs(url, **opts)
 
 

@@ -112,7 +112,7 @@ def _run(args: argparse.Namespace, log_file: Any) -> int:
     try:
         status.phase("downloading")
         root = fetch_bundle(args.bundle, args.digest)
-        spec = blobs.read_json(blobs.join(args.run_dir, "spec.json")) if args.run_dir else {}
+        spec = _read_spec(args.run_dir)
         check_environment(spec.get("client", {}))
         workdir = _private_workdir(root)
         python_path = args.python_path or spec.get("python_path") or ["."]
@@ -140,6 +140,16 @@ def _run(args: argparse.Namespace, log_file: Any) -> int:
             os.chdir(tempfile.gettempdir())
             shutil.rmtree(workdir, ignore_errors=True)
     return code
+
+
+def _read_spec(run_dir: str | None) -> dict[str, Any]:
+    """The client's spec.json, if the run directory has one (the runtime also runs bare)."""
+    if not run_dir:
+        return {}
+    try:
+        return blobs.read_json(blobs.join(run_dir, "spec.json"))
+    except FileNotFoundError:
+        return {}
 
 
 def _exit_code(exc: BaseException) -> int:

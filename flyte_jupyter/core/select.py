@@ -381,7 +381,7 @@ class _Selector:
         location = find_module(module, self.search_roots)
         installed = self._installed.get(top)
         if installed is None:
-            installed = self._installed[top] = _is_installed(top, self.root)
+            installed = self._installed[top] = _is_installed(top, self.root, self.foreign_dirs)
         if location is not None and location.namespace_only and installed:
             location = None  # an installed regular package beats a bare local directory
         if location is not None:
@@ -440,15 +440,22 @@ def _is_stdlib(name: str) -> bool:
     return name in sys.stdlib_module_names or name in sys.builtin_module_names
 
 
-def _is_installed(name: str, root: Path) -> bool:
-    """Importable in this interpreter without root_dir on sys.path."""
+def _is_installed(name: str, root: Path, foreign_dirs: list[Path]) -> bool:
+    """Importable in this interpreter from installed code (site-packages, the standard
+    library). A module found only through some other sys.path entry (the notebook's working
+    directory, a path hack) is not installed anywhere else: it is local code outside
+    root_dir, and will be missing remotely."""
     if _is_stdlib(name):
         return True
     path = [p for p in sys.path if p and not Path(p).resolve().is_relative_to(root)]
     try:
-        return PathFinder.find_spec(name, path) is not None
+        spec = PathFinder.find_spec(name, path)
     except (ImportError, ValueError):
         return False
+    if spec is None:
+        return False
+    places = [spec.origin] if spec.origin else list(spec.submodule_search_locations or [])
+    return any(Path(p).resolve().is_relative_to(d) for p in places for d in foreign_dirs)
 
 
 def _mb(n: int) -> str:

@@ -363,8 +363,9 @@ class Run:
             raise RunError(f"run {self.id} was cancelled")
         error = self._read_json("error.json")
         if error is None:
+            tail = "".join(line.text for line in self.logs())[-2000:]
             raise RemoteError(
-                self.id, "ProcessDied", "the runtime ended without reporting a result", ""
+                self.id, "ProcessDied", "the runtime ended without reporting a result", tail
             )
         hint = ""
         if error.get("missing_module"):
@@ -417,8 +418,8 @@ class Run:
         return len(files)
 
     def logs(self) -> Iterator[LogLine]:
-        """Output lines, live while the run is going; the stored log once it has ended."""
-        if self._execution is not None and not self._final:
+        """Output lines, live while the run is going; the stored log for runs from the history."""
+        if self._execution is not None:
             yield from self._execution.log_lines()
             return
         try:

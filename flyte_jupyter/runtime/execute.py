@@ -84,8 +84,8 @@ class _Tee(io.TextIOBase):
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m flyte_jupyter.runtime")
-    parser.add_argument("--bundle", required=True, help="URL of the bundle archive")
-    parser.add_argument("--digest", required=True, help="expected digest, sha256:<hex>")
+    parser.add_argument("--bundle", help="URL of the bundle archive (none: code is installed)")
+    parser.add_argument("--digest", help="expected digest of the bundle, sha256:<hex>")
     parser.add_argument("--entry", required=True, help="module:function to call")
     parser.add_argument("--inputs", help="URL of the pickled inputs")
     parser.add_argument("--outputs", required=True, help="URL to write the pickled result to")
@@ -98,6 +98,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    if bool(args.bundle) != bool(args.digest):
+        raise SystemExit("--bundle and --digest go together")
     with tempfile.TemporaryFile("w+", encoding="utf-8") as log_file:
         return _run(args, log_file)
 
@@ -110,13 +112,14 @@ def _run(args: argparse.Namespace, log_file: Any) -> int:
     root: Path | None = None
     code = 0
     try:
-        status.phase("downloading")
-        root = fetch_bundle(args.bundle, args.digest)
         spec = _read_spec(args.run_dir)
+        if args.bundle:
+            status.phase("downloading")
+            root = fetch_bundle(args.bundle, args.digest)
         check_environment(spec.get("client", {}))
-        workdir = _private_workdir(root)
-        python_path = args.python_path or spec.get("python_path") or ["."]
-        _isolate_sys_path(root, python_path)
+        if root is not None:
+            workdir = _private_workdir(root)
+            _isolate_sys_path(root, args.python_path or spec.get("python_path") or ["."])
         inputs = pickle.loads(blobs.read_bytes(args.inputs)) if args.inputs else {}
         status.phase("running")
         result = call_entry(args.entry, inputs.get("args", ()), inputs.get("kwargs", {}))

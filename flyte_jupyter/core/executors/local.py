@@ -198,10 +198,15 @@ class LocalExecution:
 
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` still runs; a zombie (ended, not yet reaped by its parent) has ended."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc here: trust kill(0)
+    return state != "Z"

@@ -46,6 +46,11 @@ PROJECT = {
             sys.exit(3)
 
 
+        def receipt():
+            from shop.models import Receipt
+            return Receipt(total=main())
+
+
         def slow(pid_file):
             import subprocess
             child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -66,6 +71,14 @@ PROJECT = {
             raise ValueError("price list is empty")
         """,
     "shop/rates.py": "RATES = {'eu': 0.2, 'us': 0.1}\n",
+    "shop/models.py": """
+        from dataclasses import dataclass
+
+
+        @dataclass
+        class Receipt:
+            total: float
+        """,
     "shop/discounts.py": "def discount(prices):\n    return 0.1 if len(prices) > 2 else 0.0\n",
     "data/prices.json": "[10, 20, 30]\n",
 }
@@ -264,9 +277,23 @@ def test_cli_run_and_runs(tree, tmp_path):
         "data/prices.json",
         "shop/__init__.py",
         "shop/discounts.py",
+        "shop/models.py",
         "shop/pricing.py",
         "shop/rates.py",
     ]
     assert (code_dir / "shop/rates.py").read_bytes() == (root / "shop/rates.py").read_bytes()
     usage = cli("run", "app.py", "--arg", "x=1")
     assert usage.returncode == 2 and "must look like FILE.py:FUNCTION" in usage.stderr
+
+
+def test_instances_of_project_classes_come_back_as_those_classes(tree):
+    root = tree(PROJECT)
+    try:
+        result = submit(bundle_of(root), "app:receipt").result(timeout=60)
+        assert type(result).__name__ == "Receipt" and type(result).__module__ == "shop.models"
+        assert result.total == 64.8
+        assert sys.modules["shop.models"].__file__ == str((root / "shop/models.py").resolve())
+    finally:
+        for name in [m for m in sys.modules if m == "shop" or m.startswith("shop.")]:
+            del sys.modules[name]
+        sys.path[:] = [p for p in sys.path if not p.startswith(str(root.resolve()))]

@@ -57,14 +57,20 @@ def history_path() -> Path:
     return data_dir() / "runs.sqlite3"
 
 
+_ready: set[Path] = set()
+
+
 @contextmanager
 def _connect() -> Iterator[sqlite3.Connection]:
     path = history_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path not in _ready:
+        path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, timeout=10)
     try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(_SCHEMA)
+        if path not in _ready:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(_SCHEMA)
+            _ready.add(path)
         with db:
             yield db
     finally:

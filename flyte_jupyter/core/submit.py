@@ -16,6 +16,7 @@ import pickle
 import platform
 import secrets
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -106,20 +107,23 @@ class Executor(Protocol):
         """A handle on a run started by another process, if this executor can reach it."""
 
 
+@lru_cache(maxsize=1)
+def _executor_entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=EXECUTOR_GROUP)}
+
+
 def available_executors() -> list[str]:
-    return sorted(ep.name for ep in importlib.metadata.entry_points(group=EXECUTOR_GROUP))
+    return sorted(_executor_entry_points())
 
 
 def get_executor(name: str, **options: Any) -> Executor:
     """The executor registered under `name`, imported on first use."""
-    matches = [
-        ep for ep in importlib.metadata.entry_points(group=EXECUTOR_GROUP) if ep.name == name
-    ]
-    if not matches:
+    entry_point = _executor_entry_points().get(name)
+    if entry_point is None:
         known = ", ".join(available_executors()) or "none"
         raise UsageError(f"unknown executor {name!r}: available executors are {known}")
     try:
-        cls = matches[0].load()
+        cls = entry_point.load()
     except ImportError as exc:
         extra = _EXTRAS.get(name, name)
         raise UsageError(
@@ -358,7 +362,7 @@ class Run:
         """The return value; RemoteError (with the remote traceback) if the code raised."""
         status = self.wait(timeout)
         if status == "succeeded":
-            return pickle.loads(self.store.get_bytes(self.spec.outputs_url))
+            return self._load_output()
         if status == "cancelled":
             raise RunError(f"run {self.id} was cancelled")
         error = self._read_json("error.json")
@@ -381,7 +385,7 @@ class Run:
             raw = self.store.get_bytes(self.spec.outputs_url)
             outcome = {"output_bytes": len(raw)}
             try:
-                value = pickle.loads(raw)
+                value = self._load_output(raw)
                 outcome.update(type=type(value).__name__, repr=repr(value)[:200])
             except Exception as exc:
                 outcome["note"] = f"cannot load the output here: {type(exc).__name__}: {exc}"
@@ -416,6 +420,26 @@ class Run:
             files = [p for p in staging.rglob("*") if p.is_file()]
             shutil.copytree(staging, directory, dirs_exist_ok=True)
         return len(files)
+
+    def _load_output(self, raw: bytes | None = None) -> Any:
+        """Unpickle the result. Instances of the project's own classes need the project
+        importable here; when it is not yet, the run's root_dir is appended to sys.path."""
+        if raw is None:
+            raw = self.store.get_bytes(self.spec.outputs_url)
+        try:
+            return pickle.loads(raw)
+        except ModuleNotFoundError as exc:
+            if not self.spec.root_dir:
+                raise
+            extra = [str(Path(self.spec.root_dir) / p) for p in self.spec.python_path]
+            missing = [p for p in extra if p not in sys.path]
+            if not missing:
+                raise RunError(
+                    f"the result of run {self.id} needs module {exc.name!r}, "
+                    "which cannot be imported here"
+                ) from exc
+            sys.path.extend(missing)
+            return pickle.loads(raw)
 
     def logs(self) -> Iterator[LogLine]:
         """Output lines, live while the run is going; the stored log for runs from the history."""

@@ -164,8 +164,6 @@ def _exit_code(exc: BaseException) -> int:
 def check_environment(client: dict[str, Any]) -> None:
     """Refuse, in one message, an interpreter that cannot run what the client prepared:
     another Python minor version, or packages the shipped code imports that are missing."""
-    import importlib.metadata
-
     problems = []
     python = client.get("python")
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -175,7 +173,10 @@ def check_environment(client: dict[str, Any]) -> None:
             f"use an image or interpreter with Python {'.'.join(python.split('.')[:2])}"
         )
     missing = []
-    for dist, version in sorted(client.get("distributions", {}).items()):
+    wanted = client.get("distributions", {})
+    if wanted:
+        import importlib.metadata  # costs ~25 ms: only when there is something to check
+    for dist, version in sorted(wanted.items()):
         try:
             local = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -233,11 +234,16 @@ def call_entry(entry: str, args: Any, kwargs: dict[str, Any]) -> Any:
 
 
 def _dumps(value: Any) -> bytes:
+    """Plain pickle when it can (fast start); cloudpickle for values it cannot (lambdas,
+    local classes), if the environment has it."""
     try:
-        import cloudpickle
-    except ImportError:
         return pickle.dumps(value, protocol=pickle.DEFAULT_PROTOCOL)
-    return cloudpickle.dumps(value, protocol=pickle.DEFAULT_PROTOCOL)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        try:
+            import cloudpickle
+        except ImportError:
+            raise exc from None
+        return cloudpickle.dumps(value, protocol=pickle.DEFAULT_PROTOCOL)
 
 
 def describe_error(exc: BaseException, root: Path | None) -> dict[str, Any]:

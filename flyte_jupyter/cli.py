@@ -14,6 +14,7 @@ from .core import history
 from .core.bundle import Bundle, build_bundle
 from .core.errors import FlyteJupyterError, RemoteError, UsageError
 from .core.imports import module_name_for
+from .core.pairs import parse_pairs
 from .core.preview import human_size, render_tree
 from .core.select import COPY_STYLES, DEFAULT_MAX_BYTES, Selection, select_files
 from .core.storage import Progress, Store
@@ -186,42 +187,6 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_kwargs(pairs: list[str]) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
-    for pair in pairs:
-        name, sep, raw = pair.partition("=")
-        if not sep or not name.isidentifier():
-            raise UsageError(f"--arg {pair!r} must look like NAME=JSON, e.g. --arg n=3")
-        try:
-            kwargs[name] = json.loads(raw)
-        except json.JSONDecodeError:
-            kwargs[name] = raw
-    return kwargs
-
-
-def _parse_env(pairs: list[str]) -> dict[str, str]:
-    env = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--env {pair!r} must look like KEY=VALUE")
-        env[key] = value
-    return env
-
-
-def _parse_storage_options(pairs: list[str]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--storage-option {pair!r} must look like KEY=JSON")
-        try:
-            options[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            options[key] = raw
-    return options
-
-
 def _progress_printer() -> Progress:
     """An upload progress bar on a terminal; silence otherwise (the summary line follows)."""
     if not sys.stderr.isatty():
@@ -256,7 +221,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     path = Path(file_part).resolve()
     if not path.is_file():
         raise UsageError(f"{file_part} does not exist")
-    kwargs = _parse_kwargs(args.arg)
+    kwargs = parse_pairs(args.arg, "--arg", json_values=True, identifiers=True)
     selection = _select(args, args.root_dir, [str(path)])
     for warning in selection.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -265,7 +230,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     module = module_name_for(path, roots)
     if module is None:  # pragma: no cover - select_files already checked the entry
         raise UsageError(f"{path} is not importable from root_dir {selection.root_dir}")
-    store = Store(args.store, _parse_storage_options(args.storage_option))
+    options = parse_pairs(args.storage_option, "--storage-option", json_values=True)
+    store = Store(args.store, options)
     run = submit(
         bundle,
         f"{module[0]}:{function}",
@@ -273,7 +239,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         store=store,
         executor=args.executor,
         image=args.image,
-        env=_parse_env(args.env),
+        env=parse_pairs(args.env, "--env", json_values=False),
         name=args.name,
         version=args.version,
         progress=_progress_printer(),

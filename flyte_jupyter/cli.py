@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 from collections.abc import Sequence
@@ -307,7 +306,7 @@ def _runs_table(records: list[history.RunRecord]) -> str:
                 r.version,
                 r.executor,
                 r.image or "-",
-                _duration(r),
+                history.duration(r),
                 r.entry,
             )
         )
@@ -316,14 +315,6 @@ def _runs_table(records: list[history.RunRecord]) -> str:
     if len(rows) == 1:
         lines.append("(no runs yet)")
     return "\n".join(line.rstrip() for line in lines)
-
-
-def _duration(record: history.RunRecord) -> str:
-    if not (record.started and record.finished):
-        return "-"
-    start = dt.datetime.fromisoformat(record.started)
-    end = dt.datetime.fromisoformat(record.finished)
-    return f"{(end - start).total_seconds():.1f}s"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

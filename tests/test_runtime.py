@@ -4,6 +4,7 @@ extract-once caching and per-run working directories."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import subprocess
@@ -84,8 +85,10 @@ def test_tampered_bundle_never_runs(tmp_path, tree):
         capture_output=True, text=True, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 1
-    assert f"expected {built.digest}" in proc.stderr
-    assert "modified or corrupted in storage" in proc.stderr
+    error = json.loads((run_dir / "error.json").read_text())
+    assert error["type"] == "BundleVerificationError"
+    assert f"expected {built.digest}" in error["message"]
+    assert "modified or corrupted in storage" in error["message"]
     assert not list(tmp_path.rglob("ran.marker"))
     assert not (run_dir / "outputs.pkl").exists()
     assert '"phase": "failed"' in (run_dir / "status.json").read_text()

@@ -3,6 +3,7 @@ sidebar. Kept in SQLite under the user data dir, safe for several kernels at onc
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -122,3 +123,13 @@ def recent(limit: int = 50) -> list[RunRecord]:
             f"SELECT {', '.join(_COLUMNS)} FROM runs ORDER BY created DESC LIMIT ?", [limit]
         ).fetchall()
     return [RunRecord(*row) for row in rows]
+
+
+def duration(record: RunRecord) -> str:
+    """Wall time from start to finish, for tables; "-" while unknown."""
+    if not (record.started and record.finished):
+        return "-"
+    seconds = (
+        dt.datetime.fromisoformat(record.finished) - dt.datetime.fromisoformat(record.started)
+    ).total_seconds()
+    return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.1f}s"

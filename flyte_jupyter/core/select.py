@@ -8,17 +8,20 @@ static import graph, so imports inside functions ship too, and every file carrie
 
 from __future__ import annotations
 
+import hashlib
 import os
 import site
 import stat
 import sys
 import sysconfig
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.machinery import PathFinder
 from pathlib import Path
 
+from ..runtime.blobs import write_local_atomic
+from ..runtime.locations import cache_dir
 from . import ignore as ig
 from .errors import BundleError, UsageError
 from .files import archive_mode, read_bytes
@@ -98,12 +101,16 @@ def select_files(
     version: str | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     force_root: bool = False,
+    generated: Mapping[str, tuple[str, str]] | None = None,
 ) -> Selection:
     """Decide which files ship.
 
     `entries` are the files whose code runs (their imports decide what `auto` ships);
     `loaded_modules` are module files already imported by a live interpreter (a kernel's
     `sys.modules`). `include` and `exclude` are gitignore-style globs relative to root_dir.
+    `generated` adds files that exist only in memory (bundle path -> (text, reason)), such as
+    the module a notebook cell becomes; they ship with every copy style and their imports are
+    followed like an entry's.
     Raises UsageError for bad arguments and BundleError when the result cannot ship.
     """
     style = normalize_copy_style(copy_style)
@@ -123,14 +130,15 @@ def select_files(
                 f"entry {entry} is outside root_dir {root}: "
                 "set root_dir to a directory that contains it"
             )
-    if style == "auto" and not entry_paths and not loaded_modules:
+    if style == "auto" and not entry_paths and not loaded_modules and not generated:
         raise UsageError(
             "copy_style 'auto' ships what the entry code imports: name at least one entry "
             "file, or use copy_style 'all'"
         )
-    return _Selector(root, style, list(include), list(exclude), version).run(
-        entry_paths, [Path(m) for m in loaded_modules], lazy_imports, max_bytes
-    )
+    selector = _Selector(root, style, list(include), list(exclude), version)
+    for rel, (text, reason) in (generated or {}).items():
+        selector.add_generated(rel, text, reason)
+    return selector.run(entry_paths, [Path(m) for m in loaded_modules], lazy_imports, max_bytes)
 
 
 def _resolve_root(
@@ -173,8 +181,21 @@ class _Selector:
             self.search_roots.append(src)
         self.used_roots: set[Path] = {root}
         self.third_party: set[str] = set()
-        self.foreign_dirs = _foreign_dirs(root)
+        self.foreign_dirs = foreign_dirs(root)
         self._installed: dict[str, bool] = {}
+        self.generated: dict[Path, str] = {}
+        self.sources: dict[str, str] = {}
+        """Content-addressed file on disk -> its path in the bundle."""
+
+    def add_generated(self, rel: str, text: str, reason: str) -> None:
+        data = text.encode()
+        digest = hashlib.sha256(data).hexdigest()
+        path = cache_dir() / "generated" / digest[:2] / f"{digest}{Path(rel).suffix}"
+        if not path.is_file():
+            write_local_atomic(str(path), data)
+        self.generated[path] = rel
+        self.sources[rel] = str(path)
+        self.reasons[rel] = reason
 
     def run(
         self, entries: list[Path], loaded: list[Path], lazy_imports: bool, max_bytes: int
@@ -186,7 +207,7 @@ class _Selector:
         if self.style != "none":
             for entry in entries:
                 self.reasons.setdefault(self._rel(entry), "entry")
-            self._follow_imports(entries, loaded, lazy_imports)
+            self._follow_imports([*entries, *self.generated], loaded, lazy_imports)
         if self.include:
             self._add_includes()
         secrets: list[str] = []
@@ -221,6 +242,8 @@ class _Selector:
     # --- helpers -----------------------------------------------------------------------
 
     def _rel(self, path: Path) -> str:
+        if path in self.generated:
+            return self.generated[path]
         return path.relative_to(self.root).as_posix()
 
     def _python_path(self) -> list[str]:
@@ -273,7 +296,7 @@ class _Selector:
                 )
 
     def _stat(self, rel: str) -> SelectedFile | None:
-        path = self.root_prefix + rel
+        path = self.sources.get(rel) or self.root_prefix + rel
         try:
             st = os.lstat(path)
         except FileNotFoundError:
@@ -350,7 +373,10 @@ class _Selector:
                 "its imports were not followed"
             )
             return []
-        importer = module_name_for(path, self.search_roots)
+        if path in self.generated:
+            importer = (rel.removesuffix(".py").replace("/", "."), False)
+        else:
+            importer = module_name_for(path, self.search_roots)
         out = []
         for ref in refs:
             if ref.lazy and not lazy:
@@ -421,7 +447,7 @@ class _Selector:
         return f"cannot resolve import {module!r} ({where}) under root_dir {self.root}: {hint}"
 
 
-def _foreign_dirs(root: Path) -> list[Path]:
+def foreign_dirs(root: Path) -> list[Path]:
     """Directories whose modules are installed code, never project code: site-packages, the
     interpreter's own trees, this package. A directory that contains root_dir itself (a project
     kept under /usr, say) is not counted."""

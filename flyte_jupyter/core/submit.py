@@ -19,7 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -160,21 +160,24 @@ def client_environment(third_party: Sequence[str]) -> dict[str, Any]:
     return {"python": platform.python_version(), "distributions": dists}
 
 
-def pickle_inputs(args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
+def pickle_inputs(
+    args: Sequence[Any], kwargs: dict[str, Any], dumps: Callable[[Any], bytes] | None = None
+) -> bytes:
     """Pickle call arguments; an argument that cannot travel is named in the error."""
     import cloudpickle
 
+    dumps = dumps or cloudpickle.dumps
     named = [(f"argument {i + 1}", v) for i, v in enumerate(args)]
     named += [(f"argument {k!r}", v) for k, v in kwargs.items()]
     for label, value in named:
         try:
-            cloudpickle.dumps(value)
+            dumps(value)
         except Exception as exc:
             raise RunError(
                 f"{label} ({type(value).__name__}) cannot be sent to the run: {exc}. "
                 "Pass plain data, or create the object inside the remote function."
             ) from exc
-    return cloudpickle.dumps({"args": list(args), "kwargs": kwargs})
+    return dumps({"args": list(args), "kwargs": kwargs})
 
 
 def submit(
@@ -191,14 +194,16 @@ def submit(
     name: str | None = None,
     version: str | None = None,
     progress: Progress | None = None,
+    dumps: Callable[[Any], bytes] | None = None,
 ) -> Run:
     """Start `entry` ("module:function") from `bundle` on an executor and return its handle.
 
     `bundle` is None, or empty, for copy_style "none": the code must already be in the image.
+    `dumps` pickles the inputs (default: cloudpickle).
     """
     store = store if isinstance(store, Store) else Store(store)
     runner = get_executor(executor, **(executor_options or {}))
-    payload = pickle_inputs(args, kwargs or {})
+    payload = pickle_inputs(args, kwargs or {}, dumps)
     bundle_url = digest = upload = None
     if bundle is not None and bundle.archive is not None:
         digest = bundle.digest

@@ -28,6 +28,7 @@ from typing import Any
 
 from . import blobs
 from .extract import COMPLETE_MARKER, fetch_bundle
+from .values import dumps
 
 _RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -123,12 +124,14 @@ def _run(args: argparse.Namespace, log_file: Any) -> int:
         inputs = pickle.loads(blobs.read_bytes(args.inputs)) if args.inputs else {}
         status.phase("running")
         result = call_entry(args.entry, inputs.get("args", ()), inputs.get("kwargs", {}))
-        blobs.write_bytes(args.outputs, _dumps(result))
+        blobs.write_bytes(args.outputs, dumps(result))
         status.phase("succeeded")
     except BaseException as exc:
         code = _exit_code(exc)
         error = describe_error(exc, root)
-        print(error["traceback"], file=sys.stderr, end="")
+        log_file.write(error["traceback"])  # the log keeps it; the client shows it from error.json
+        if not args.run_dir:
+            print(error["traceback"], file=real_err, end="")
         if args.run_dir:
             blobs.write_json(blobs.join(args.run_dir, "error.json"), error)
         status.phase("failed", exit_code=code)
@@ -231,19 +234,6 @@ def call_entry(entry: str, args: Any, kwargs: dict[str, Any]) -> Any:
 
         result = asyncio.run(result)
     return result
-
-
-def _dumps(value: Any) -> bytes:
-    """Plain pickle when it can (fast start); cloudpickle for values it cannot (lambdas,
-    local classes), if the environment has it."""
-    try:
-        return pickle.dumps(value, protocol=pickle.DEFAULT_PROTOCOL)
-    except (pickle.PicklingError, AttributeError, TypeError) as exc:
-        try:
-            import cloudpickle
-        except ImportError:
-            raise exc from None
-        return cloudpickle.dumps(value, protocol=pickle.DEFAULT_PROTOCOL)
 
 
 def describe_error(exc: BaseException, root: Path | None) -> dict[str, Any]:

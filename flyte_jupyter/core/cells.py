@@ -1,0 +1,186 @@
+"""A notebook cell as a run: slice it, bundle it with the project code it needs, submit it,
+and turn its result back into namespace values. Front-door agnostic: the magics and the
+sidebar call this with a namespace dict and settings; nothing here imports IPython."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from ..runtime import cells as remote_cells
+from .bundle import Bundle, build_bundle
+from .config import Setting, resolve_image
+from .errors import RemoteError
+from .notebook import (
+    GENERATED_PACKAGE,
+    CellSlice,
+    NotebookError,
+    NotebookState,
+    map_traceback,
+    slice_cell,
+)
+from .select import foreign_dirs, select_files
+from .storage import Store
+from .submit import Run, submit
+
+ENTRY = "flyte_jupyter.runtime.cells:run_cell"
+
+
+@dataclass
+class PreparedCell:
+    slice: CellSlice
+    bundle: Bundle
+    payload_sizes: dict[str, int] = field(default_factory=dict)
+    """Pickled size of each data input, for previews."""
+
+
+def local_module_files(root: Path, modules: Mapping[str, Any] | None = None) -> list[str]:
+    """Files of modules loaded in this interpreter that live under root_dir (Flyte's
+    loaded-modules source for copy style auto)."""
+    modules = sys.modules if modules is None else modules
+    foreign = foreign_dirs(root)
+    out = []
+    for module in list(modules.values()):
+        file = getattr(module, "__file__", None)
+        if not file or not file.endswith(".py"):
+            continue
+        path = Path(file).resolve()
+        if path.is_relative_to(root) and not any(path.is_relative_to(d) for d in foreign):
+            out.append(str(path))
+    return sorted(out)
+
+
+def prepare_cell(
+    state: NotebookState,
+    source: str,
+    label: str,
+    namespace: Mapping[str, Any],
+    settings: Mapping[str, Setting],
+    root: Path,
+    *,
+    hidden: Iterable[str] = (),
+    dry_run: bool = False,
+) -> PreparedCell:
+    """Slice the cell, check its inputs can travel, and build its bundle."""
+    cell = slice_cell(state, source, label, namespace, hidden)
+    sizes = {name: len(dumps_for(cell, value, name)) for name, value in cell.values.items()}
+    value = {k: s.value for k, s in settings.items()}
+    cells = ", ".join(dict.fromkeys(d.cell for d in cell.definitions)) or "none"
+    generated = {
+        f"{GENERATED_PACKAGE}/__init__.py": ("", "notebook package"),
+        cell.module_path: (cell.module_text, f"cell {label}; definitions from {cells}"),
+    }
+    style = value["copy_style"]
+    selection = select_files(
+        root,
+        copy_style=style,
+        include=value["include"],
+        exclude=value["exclude"],
+        lazy_imports=value["lazy_imports"],
+        loaded_modules=local_module_files(root) if style == "auto" else (),
+        version=value["version"],
+        max_bytes=int(value["max_size_mb"] * 1024 * 1024),
+        generated=generated,
+    )
+    return PreparedCell(cell, build_bundle(selection, dry_run=dry_run), sizes)
+
+
+def submit_cell(prepared: PreparedCell, settings: Mapping[str, Setting], name: str | None) -> Run:
+    value = {k: s.value for k, s in settings.items()}
+    cell = prepared.slice
+    payload = {"module": cell.module_name, "values": cell.values}
+    return submit(
+        prepared.bundle,
+        ENTRY,
+        kwargs=payload,
+        store=Store(value["store"], value["storage_options"]),
+        executor=value["executor"],
+        image=resolve_image(value["image"], value["images"]),
+        env=value["env"],
+        name=name,
+        version=value["version"],
+        dumps=lambda obj: dumps_for(cell, obj, "the inputs"),
+    )
+
+
+class _NotebookPickler(cloudpickle.Pickler):
+    """cloudpickle, except that the notebook's own functions and classes travel by reference
+    to the generated module, so remote code sees one class, not a by-value copy."""
+
+    def __init__(self, file: io.BytesIO, cell: CellSlice):
+        super().__init__(file, protocol=pickle.DEFAULT_PROTOCOL)
+        self.cell = cell
+        self.names = {n for d in cell.definitions for n in d.names}
+
+    def reducer_override(self, obj: Any) -> Any:
+        if (
+            getattr(obj, "__module__", None) == "__main__"
+            and isinstance(obj, type | type(lambda: 0))
+            and getattr(obj, "__qualname__", "") in self.names
+        ):
+            return remote_cells.import_attribute, (self.cell.module_name, obj.__qualname__)
+        return super().reducer_override(obj)
+
+
+def dumps_for(cell: CellSlice, value: Any, name: str) -> bytes:
+    buffer = io.BytesIO()
+    try:
+        _NotebookPickler(buffer, cell).dump(value)
+    except Exception as exc:  # any pickling failure means the same thing to the user
+        raise NotebookError(
+            f"{name!r} ({type(value).__name__}) cannot be sent to the run: {exc}. "
+            "Recreate it inside the cell instead (open files, sockets, generators and locks "
+            "cannot travel)."
+        ) from exc
+    return buffer.getvalue()
+
+
+class _NotebookUnpickler(pickle.Unpickler):
+    """Objects of notebook-defined classes come back as instances of the notebook's class."""
+
+    def __init__(self, data: bytes, namespace: Mapping[str, Any]):
+        super().__init__(io.BytesIO(data))
+        self.namespace = namespace
+
+    def find_class(self, module: str, name: str) -> Any:
+        generated = module == GENERATED_PACKAGE or module.startswith(GENERATED_PACKAGE + ".")
+        if generated and name in self.namespace:
+            return self.namespace[name]
+        return super().find_class(module, name)
+
+
+@dataclass
+class CellResult:
+    values: dict[str, Any]
+    out: Any
+    has_out: bool
+    skipped: dict[str, str]
+
+
+def cell_result(
+    run: Run, namespace: Mapping[str, Any], cell: CellSlice | None, timeout: float | None = None
+) -> CellResult:
+    """Wait for the run; unpack its values (RemoteError, mapped to notebook cell lines, if the
+    cell raised)."""
+    try:
+        raw = run.result(timeout=timeout)
+    except RemoteError as exc:
+        if cell is not None:
+            exc.remote_traceback = map_traceback(
+                exc.remote_traceback, cell.module_path, cell.line_map
+            )
+        raise
+
+    def load(blob: bytes) -> Any:
+        return _NotebookUnpickler(blob, namespace).load()
+
+    values = {name: load(blob) for name, blob in raw["values"].items()}
+    has_out = raw["out"] is not None
+    return CellResult(values, load(raw["out"]) if has_out else None, has_out, raw["skipped"])

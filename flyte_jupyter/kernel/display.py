@@ -1,0 +1,101 @@
+"""Rich (HTML) and plain-text views for notebooks: each view is a MIME bundle, so JupyterLab
+shows a table and a terminal IPython shows text."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from ..core import config, history
+from ..core.cells import PreparedCell
+from ..core.preview import human_size, render_tree
+from ..core.submit import Run
+
+_TABLE = '<table class="flyte-jupyter">{head}{rows}</table>'
+
+
+def _table(header: list[str], rows: list[list[Any]], caption: str = "") -> str:
+    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    text = _TABLE.format(head=head, rows=body)
+    return (f"<p>{html.escape(caption)}</p>" if caption else "") + text
+
+
+def _text(header: list[str], rows: list[list[Any]]) -> str:
+    cells = [header, *[[str(c) for c in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells
+    )
+
+
+def bundle_preview(prepared: PreparedCell) -> dict[str, str]:
+    bundle = prepared.bundle
+    sel = bundle.selection
+    reasons = {f.path: f.reason for f in sel.files}
+    rows = [[e.path, human_size(e.size), reasons[e.path]] for e in bundle.entries]
+    values = [[n, human_size(s)] for n, s in prepared.payload_sizes.items()]
+    summary = (
+        f"{len(bundle.entries)} files, {human_size(bundle.total_bytes)}, digest {bundle.digest}, "
+        f"version {bundle.version}, copy_style {sel.copy_style}, root_dir {sel.root_dir}"
+    )
+    parts = [_table(["file", "size", "why it ships"], rows, summary)]
+    if values:
+        parts.append(_table(["input value", "pickled size"], values))
+    for label, items in (("left out as secrets", sel.excluded_secrets), ("warnings", sel.warnings)):
+        if items:
+            parts.append(
+                f"<p>{label}:</p><ul>"
+                + "".join(f"<li>{html.escape(i)}</li>" for i in items)
+                + "</ul>"
+            )
+    parts.append(
+        f"<details><summary>generated module {prepared.slice.module_path}</summary>"
+        f"<pre>{html.escape(prepared.slice.module_text)}</pre></details>"
+    )
+    text = [render_tree(bundle)]
+    if values:
+        text.append("input values:\n" + _text(["name", "pickled size"], values))
+    text.append(f"generated module {prepared.slice.module_path}:\n{prepared.slice.module_text}")
+    return {"text/plain": "\n\n".join(text), "text/html": "\n".join(parts)}
+
+
+def settings_table(settings: dict[str, config.Setting]) -> dict[str, str]:
+    rows = [[key, repr(s.value), s.source] for key, s in settings.items()]
+    header = ["setting", "value", "from"]
+    return {"text/plain": _text(header, rows), "text/html": _table(header, rows)}
+
+
+def runs_table(records: list[history.RunRecord]) -> dict[str, str]:
+    header = ["run", "status", "digest", "version", "image", "executor", "duration", "entry"]
+    rows = [
+        [
+            r.id,
+            r.status,
+            (r.digest or "-").removeprefix("sha256:")[:12],
+            r.version,
+            r.image or "-",
+            r.executor,
+            history.duration(r),
+            r.name or r.entry,
+        ]
+        for r in records
+    ]
+    if not rows:
+        return {"text/plain": "no runs yet", "text/html": "<p>no runs yet</p>"}
+    return {"text/plain": _text(header, rows), "text/html": _table(header, rows)}
+
+
+def run_banner(run: Run, prepared: PreparedCell) -> str:
+    upload = run.upload
+    if upload is None:
+        shipped = "nothing to upload"
+    elif upload.skipped:
+        shipped = "bundle already in the store"
+    else:
+        shipped = f"uploaded {human_size(upload.uploaded_bytes)}"
+    digest = run.spec.digest[:19] + "…" if run.spec.digest else "no bundle"
+    files = len(prepared.bundle.entries)
+    return f"flyte-jupyter: run {run.id} on {run.spec.executor}: {files} files, {digest}; {shipped}"

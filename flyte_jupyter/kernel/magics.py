@@ -1,0 +1,235 @@
+"""IPython magics: `%%flyte_run`, `%flyte_run`, `%flyte_config`, `%flyte_bundle`,
+`%flyte_runs`, `%flyte_result`. Thin: parse options, call the core, show the outcome."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from typing import Any
+
+from IPython.core.error import UsageError as IPythonUsageError
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.display import display
+
+from ..core import cells, config, history
+from ..core.errors import FlyteJupyterError, RemoteError, UsageError
+from ..core.notebook import NotebookError
+from ..core.pairs import parse_pairs
+from ..core.submit import Run
+from . import display as views
+from .session import KernelSession
+
+_FLAGS = {"--dry-run", "--detach"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise IPythonUsageError(f"{self.prog}: {message}")
+
+
+def _run_parser(prog: str) -> _Parser:
+    p = _Parser(prog=prog, add_help=False)
+    p.add_argument("--copy-style", dest="copy_style")
+    p.add_argument("--root-dir", dest="root_dir")
+    p.add_argument("--include", action="append")
+    p.add_argument("--exclude", action="append")
+    p.add_argument("--image")
+    p.add_argument("--images", action="append", metavar="NAME=URI")
+    p.add_argument("--version")
+    p.add_argument("--executor")
+    p.add_argument("--store")
+    p.add_argument("--env", action="append", metavar="K=V")
+    p.add_argument("--name")
+    p.add_argument("--timeout", type=float)
+    p.add_argument("--dry-run", action="store_true", dest="dry_run")
+    p.add_argument("--detach", action="store_true")
+    return p
+
+
+def _options(ns: argparse.Namespace) -> dict[str, Any]:
+    """Parsed magic options as settings (only those given)."""
+    out: dict[str, Any] = {}
+    for key in ("copy_style", "root_dir", "include", "exclude", "image", "version", "executor"):
+        if getattr(ns, key) is not None:
+            out[key] = getattr(ns, key)
+    if ns.store is not None:
+        out["store"] = ns.store
+    if ns.images:
+        out["images"] = parse_pairs(ns.images, "--images", json_values=False)
+    if ns.env:
+        out["env"] = parse_pairs(ns.env, "--env", json_values=False)
+    return out
+
+
+def split_line_options(line: str) -> tuple[list[str], str]:
+    """Leading `--option value` words of a line magic, and the code after them."""
+    words = line.split()
+    i = 0
+    while i < len(words) and words[i].startswith("--"):
+        takes_value = words[i] not in _FLAGS and "=" not in words[i]
+        i += 2 if takes_value else 1
+    consumed = " ".join(words[:i])
+    rest = line.strip()[len(consumed) :].strip() if consumed else line.strip()
+    return shlex.split(consumed), rest
+
+
+@magics_class
+class FlyteMagics(Magics):
+    def __init__(self, shell: Any, session: KernelSession):
+        super().__init__(shell)
+        self.session = session
+
+    # --- running ---------------------------------------------------------------------------
+
+    @line_cell_magic
+    def flyte_run(self, line: str, cell: str | None = None) -> Any:
+        """Run a cell (or, as a line magic, one expression) remotely, code shipped as source.
+
+        %%flyte_run [--copy-style auto|all|none] [--root-dir DIR] [--include GLOB]...
+                    [--exclude GLOB]... [--image NAME|URI] [--images NAME=URI]...
+                    [--version V] [--executor local|docker|flyte] [--store URL]
+                    [--env K=V]... [--name NAME] [--timeout S] [--dry-run] [--detach]
+        """
+        if cell is None:
+            words, code = split_line_options(line)
+            if not code:
+                raise IPythonUsageError("%flyte_run needs an expression, e.g. %flyte_run f(1)")
+        else:
+            words, code = shlex.split(line), cell
+        ns = _run_parser("%%flyte_run" if cell is not None else "%flyte_run").parse_args(words)
+        try:
+            return self._run(code, ns)
+        except (UsageError, NotebookError) as exc:
+            raise IPythonUsageError(str(exc)) from None
+
+    def _run(self, code: str, ns: argparse.Namespace) -> Any:
+        session = self.session
+        settings, root = session.effective(_options(ns))
+        label = f"In[{self.shell.execution_count}]"
+        source = self.shell.transform_cell(code)
+        prepared = cells.prepare_cell(
+            session.state,
+            source,
+            label,
+            self.shell.user_ns,
+            settings,
+            root,
+            hidden=session.hidden_names(),
+            dry_run=ns.dry_run,
+        )
+        for note in self._notes(prepared, root):
+            print(note, file=sys.stderr)
+        if ns.dry_run:
+            display(views.bundle_preview(prepared), raw=True)
+            return None
+        run = cells.submit_cell(prepared, settings, ns.name or label)
+        print(views.run_banner(run, prepared), file=sys.stderr)
+        if ns.detach:
+            return run
+        try:
+            for line in run.logs():
+                stream = sys.stdout if line.stream == "stdout" else sys.stderr
+                stream.write(line.text)
+                stream.flush()
+            result = cells.cell_result(run, self.shell.user_ns, prepared.slice, ns.timeout)
+        except KeyboardInterrupt:
+            run.cancel()
+            print(f"flyte-jupyter: run {run.id} cancelled", file=sys.stderr)
+            return None
+        return self._apply(result)
+
+    def _notes(self, prepared: cells.PreparedCell, root: Any) -> list[str]:
+        notes = [f"warning: {w}" for w in prepared.bundle.selection.warnings]
+        for rel in self.session.stale_modules(root):
+            notes.append(
+                f"note: {rel} changed on disk after this kernel imported it: the run ships the "
+                "file on disk, while the kernel keeps the old code until you reload it"
+            )
+        for name in prepared.slice.undefined:
+            notes.append(f"note: {name!r} is not defined in this notebook; the remote run will "
+                         "raise NameError if the cell reaches it")  # fmt: skip
+        return notes
+
+    def _apply(self, result: cells.CellResult) -> Any:
+        """Assigned names back into the namespace; the last expression's value is the Out."""
+        for name, value in result.values.items():
+            self.shell.user_ns[name] = value
+            self.session.state.forget(name)
+        for name, reason in result.skipped.items():
+            print(f"note: {name} stayed remote: it cannot be pickled ({reason})", file=sys.stderr)
+        return result.out if result.has_out else None
+
+    @line_magic
+    def flyte_result(self, line: str) -> Any:
+        """%flyte_result RUN_ID: wait for a (detached) run and bring its result back."""
+        run_id = line.strip()
+        if not run_id:
+            raise IPythonUsageError("%flyte_result needs a run id (see %flyte_runs)")
+        try:
+            run = Run.from_history(run_id)
+            if run.spec.entry != cells.ENTRY:
+                return run.result()
+            return self._apply(cells.cell_result(run, self.shell.user_ns, None))
+        except UsageError as exc:
+            raise IPythonUsageError(str(exc)) from None
+
+    # --- settings and previews ---------------------------------------------------------------
+
+    @line_magic
+    def flyte_config(self, line: str) -> None:
+        """%flyte_config [key=value ...]: set session settings (`key=` unsets one); with no
+        arguments, show each effective setting and where it comes from."""
+        try:
+            for key, raw in parse_pairs(
+                shlex.split(line), "%flyte_config", json_values=False
+            ).items():
+                if raw == "":
+                    self.session.settings.pop(key, None)
+                else:
+                    self.session.settings[key] = config.coerce(key, raw)
+            settings, _root = self.session.effective({})
+        except UsageError as exc:
+            raise IPythonUsageError(str(exc)) from None
+        if not line.strip():
+            display(views.settings_table(settings), raw=True)
+
+    @line_cell_magic
+    def flyte_bundle(self, line: str, cell: str | None = None) -> None:
+        """Preview what %%flyte_run would ship: for the given cell body, or (as a line magic)
+        for every definition this notebook holds. Accepts %%flyte_run's options."""
+        ns = _run_parser("%flyte_bundle").parse_args(shlex.split(line))
+        if cell is None:
+            names = sorted({n for d in self.session.state.definitions.values() for n in d.names})
+            cell = "\n".join(names)
+        ns.dry_run = True
+        try:
+            self._run(cell, ns)
+        except (UsageError, NotebookError) as exc:
+            raise IPythonUsageError(str(exc)) from None
+
+    @line_magic
+    def flyte_runs(self, line: str) -> None:
+        """%flyte_runs [N]: the run history."""
+        limit = int(line) if line.strip().isdigit() else 20
+        display(views.runs_table([Run.refresh(r) for r in history.recent(limit)]), raw=True)
+
+
+def _show_remote_error(
+    shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None
+) -> Any:
+    """Show a RemoteError as the remote traceback (mapped to notebook cells), without the
+    local frames of the magic that re-raised it."""
+    text = str(value)
+    stb = [text]
+    shell._showtraceback(etype, value, stb)
+    return stb
+
+
+def load(shell: Any) -> None:
+    session = KernelSession(shell)
+    session.replay_history()
+    shell.events.register("post_run_cell", session.post_run_cell)
+    shell.register_magics(FlyteMagics(shell, session))
+    shell.set_custom_exc((RemoteError, FlyteJupyterError), _show_remote_error)
+    shell._flyte_session = session

@@ -1,0 +1,104 @@
+"""What the kernel remembers between cells: the notebook's definitions as source, session
+settings, and which local modules it imported (to notice when their files change)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..core import config
+from ..core.notebook import NotebookState
+from ..core.select import detect_root_dir
+
+
+class KernelSession:
+    def __init__(self, shell: Any):
+        self.shell = shell
+        self.state = NotebookState()
+        self.settings: dict[str, Any] = {}
+        """The session layer: %flyte_config and the JupyterLab sidebar write here."""
+        self._modules: dict[str, tuple[int, str, int, int]] = {}
+
+    # --- recording -----------------------------------------------------------------------
+
+    def post_run_cell(self, result: Any) -> None:
+        """IPython `post_run_cell` hook: record the cell's definitions as the kernel ran them."""
+        if result.error_before_exec is not None or result.info is None:
+            return
+        raw = result.info.raw_cell or ""
+        self.record(raw, result.execution_count)
+        self.snapshot_modules()
+
+    def record(self, raw: str, count: int | None) -> None:
+        source = self.shell.transform_cell(raw)
+        self.state.record_cell(source, f"In[{count}]" if count is not None else "kernel")
+
+    def replay_history(self) -> None:
+        """Record cells executed before the extension was loaded."""
+        history = self.shell.user_ns.get("In", [])
+        for count, raw in enumerate(history):
+            if raw and "load_ext" not in raw:
+                self.state.record_cell(raw, f"In[{count}]")
+        self.snapshot_modules()
+
+    # --- stale modules -------------------------------------------------------------------
+
+    def snapshot_modules(self) -> None:
+        """Remember each newly imported (or reloaded) module's file stat."""
+        for name, module in list(sys.modules.items()):
+            file = getattr(module, "__file__", None)
+            if not file or not file.endswith(".py"):
+                continue
+            known = self._modules.get(name)
+            if known is not None and known[0] == id(module):
+                continue
+            try:
+                st = os.stat(file)
+            except OSError:
+                continue
+            self._modules[name] = (id(module), file, st.st_mtime_ns, st.st_size)
+
+    def stale_modules(self, root: Path) -> list[str]:
+        """Local modules whose file changed on disk since the kernel imported them."""
+        out = []
+        for name, (ident, file, mtime, size) in sorted(self._modules.items()):
+            module = sys.modules.get(name)
+            if module is None or id(module) != ident:
+                continue
+            path = Path(file)
+            if not path.resolve().is_relative_to(root):
+                continue
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            if (st.st_mtime_ns, st.st_size) != (mtime, size):
+                out.append(path.resolve().relative_to(root).as_posix())
+        return out
+
+    # --- settings ------------------------------------------------------------------------
+
+    def notebook_dir(self) -> Path:
+        """The notebook's directory: Jupyter names the notebook in JPY_SESSION_NAME; the
+        kernel's working directory is the notebook's directory otherwise."""
+        session = os.environ.get("JPY_SESSION_NAME")
+        if session and Path(session).is_file():
+            return Path(session).resolve().parent
+        return Path.cwd().resolve()
+
+    def effective(self, options: dict[str, Any]) -> tuple[dict[str, config.Setting], Path]:
+        """Effective settings for a run, and its root_dir."""
+        first = config.resolve(options, self.settings, None)
+        chosen = first["root_dir"].value
+        root = (
+            Path(chosen).expanduser().resolve() if chosen else detect_root_dir(self.notebook_dir())
+        )
+        settings = config.resolve(options, self.settings, root)
+        if settings["root_dir"].value is None:
+            settings["root_dir"] = config.Setting(str(root), "detected")
+        return settings, root
+
+    def hidden_names(self) -> set[str]:
+        return set(getattr(self.shell, "user_ns_hidden", {})) | {"get_ipython", "exit", "quit"}

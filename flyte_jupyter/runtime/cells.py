@@ -1,0 +1,56 @@
+"""Running a notebook cell remotely: the entry point `%%flyte_run` submits.
+
+The generated module (`_flyte_notebook.cell_<hash>`) holds the notebook definitions the cell
+needs plus the cell's own source. The cell runs as module-level code in that module's
+namespace, as it would in the kernel: data inputs become globals, the last expression is the
+cell's value, and the names it assigns come back.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import linecache
+from typing import Any
+
+from .values import dumps
+
+
+def import_attribute(module: str, name: str) -> Any:
+    """Unpickling helper: notebook classes travel by reference to the generated module."""
+    return getattr(importlib.import_module(module), name)
+
+
+def run_cell(module: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Execute the cell of generated `module` with `values` as globals.
+
+    Returns `{"values": {name: pickled bytes}, "out": pickled bytes or None (no last
+    expression), "skipped": {name: reason}}`. Each value is pickled on its own, so one that
+    cannot travel back (an open file, a generator) is reported instead of failing the run.
+    """
+    namespace = importlib.import_module(module).__dict__
+    namespace.update(values)
+    source: str = namespace["CELL_SOURCE"]
+    label: str = namespace["CELL_LABEL"]
+    linecache.cache[label] = (len(source), None, source.splitlines(keepends=True), label)
+    tree = ast.parse(source, label)
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+    exec(compile(tree, label, "exec"), namespace)
+    out = eval(compile(last, label, "eval"), namespace) if last is not None else None
+    skipped: dict[str, str] = {}
+
+    def pack(name: str, value: Any) -> bytes | None:
+        try:
+            return dumps(value)
+        except Exception as exc:  # anything pickling raises means "cannot travel back"
+            skipped[name] = f"{type(value).__name__}: {exc}"
+            return None
+
+    assigned = {n: pack(n, namespace[n]) for n in namespace["ASSIGNED"] if n in namespace}
+    return {
+        "values": {n: blob for n, blob in assigned.items() if blob is not None},
+        "out": pack("the cell's value", out) if last is not None else None,
+        "skipped": skipped,
+    }

@@ -3,9 +3,15 @@
 __version__ = "0.1.0"
 
 
-def load_ipython_extension(shell):
+def load_ipython_extension(shell) -> None:  # type: ignore[no-untyped-def]
     """`%load_ext flyte_jupyter`: register the magics (imported only now, so that importing
     this package stays cheap for the runtime)."""
+    if not hasattr(shell, "register_magics"):
+        raise RuntimeError(
+            "flyte-jupyter's magics need IPython (a Jupyter kernel or `ipython`); from a plain "
+            "Python script use the command line (`flyte-jupyter run FILE.py:FUNCTION`) or "
+            "flyte_jupyter.core.submit.submit()"
+        )
     from .kernel.magics import load
 
     load(shell)

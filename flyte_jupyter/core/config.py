@@ -7,6 +7,7 @@ the JupyterLab sidebar) > project file (`[tool.flyte-jupyter]` in root_dir's pyp
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import sys
@@ -87,10 +88,14 @@ def coerce(key: str, value: Any) -> Any:
 
 
 def _json(key: str, text: str) -> Any:
+    """JSON, or a Python literal (what `{expr}` expansion in a magic line produces)."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"setting {key!r}: {text!r} is not valid JSON ({exc.msg})") from exc
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise UsageError(f"setting {key!r}: {text!r} is not valid JSON ({exc.msg})") from exc
 
 
 def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -335,18 +335,24 @@ class _Selector:
     # --- the import graph --------------------------------------------------------------
 
     def _follow_imports(self, entries: list[Path], loaded: list[Path], lazy: bool) -> None:
-        queue: deque[Path] = deque(entries)
+        """Breadth-first over the import graph from the entries, then from the modules a live
+        interpreter loaded (so a file's reason is the shortest import chain when there is one)."""
         seen: set[Path] = set(entries)
+        self._walk_graph(deque(entries), seen, lazy)
+        more: deque[Path] = deque()
         for module_file in loaded:
             path = Path(module_file).resolve()
-            if path.is_file() and path.is_relative_to(self.root) and not self._is_foreign(path):
-                rel = self._rel(path)
-                if ig.is_standard_ignored(rel):
-                    continue
-                self.reasons.setdefault(rel, "loaded module")
-                if path not in seen:
-                    seen.add(path)
-                    queue.append(path)
+            if path in seen or not path.is_file() or not path.is_relative_to(self.root):
+                continue
+            rel = self._rel(path)
+            if self._is_foreign(path) or ig.is_standard_ignored(rel):
+                continue
+            self.reasons.setdefault(rel, "loaded module")
+            seen.add(path)
+            more.append(path)
+        self._walk_graph(more, seen, lazy)
+
+    def _walk_graph(self, queue: deque[Path], seen: set[Path], lazy: bool) -> None:
         while queue:
             path = queue.popleft()
             if path.suffix != ".py":
@@ -407,7 +413,7 @@ class _Selector:
         location = find_module(module, self.search_roots)
         installed = self._installed.get(top)
         if installed is None:
-            installed = self._installed[top] = _is_installed(top, self.root, self.foreign_dirs)
+            installed = self._installed[top] = is_installed(top, self.root, self.foreign_dirs)
         if location is not None and location.namespace_only and installed:
             location = None  # an installed regular package beats a bare local directory
         if location is not None:
@@ -466,7 +472,7 @@ def _is_stdlib(name: str) -> bool:
     return name in sys.stdlib_module_names or name in sys.builtin_module_names
 
 
-def _is_installed(name: str, root: Path, foreign_dirs: list[Path]) -> bool:
+def is_installed(name: str, root: Path, foreign_dirs: list[Path]) -> bool:
     """Importable in this interpreter from installed code (site-packages, the standard
     library). A module found only through some other sys.path entry (the notebook's working
     directory, a path hack) is not installed anywhere else: it is local code outside

@@ -3,11 +3,11 @@ where the local file tree can be looked at."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .imports import find_module
+from .select import foreign_dirs, is_installed
 
 if TYPE_CHECKING:
     from .submit import RunSpec
@@ -24,11 +24,16 @@ def missing_module_hint(module: str, spec: RunSpec) -> str:
     if root is not None:
         roots = [root / p for p in spec.python_path] or [root]
         local = find_module(module, roots)
-        if local is not None and local.files:
-            rel = local.files[-1].relative_to(root).as_posix()
+        if local is not None:
+            where = (
+                local.files[-1].relative_to(root).as_posix()
+                if local.files
+                else f"{(local.root / module.replace('.', '/')).relative_to(root).as_posix()}/"
+            )
+            pattern = where if local.files else f"{where}**"
             return (
-                f"Hint: {module!r} exists under root_dir ({rel}) but was not shipped: it is "
-                f"imported in a way the import scan cannot follow. Add include=['{rel}'] "
+                f"Hint: {module!r} exists under root_dir ({where}) but was not shipped: it is "
+                f"imported in a way the import scan cannot follow. Add include=['{pattern}'] "
                 "(--include) or use copy_style 'all'."
             )
         for parent in root.parents:
@@ -39,11 +44,7 @@ def missing_module_hint(module: str, spec: RunSpec) -> str:
                     f"set root_dir to {parent} so it ships."
                 )
     top = module.split(".")[0]
-    try:
-        installed = importlib.util.find_spec(top) is not None
-    except (ImportError, ValueError):
-        installed = False
-    if installed:
+    if root is not None and is_installed(top, root, foreign_dirs(root)):
         return (
             f"Hint: {top!r} is installed here but not in the execution environment: add it to "
             f"the image, e.g. .with_pip_packages('{top}')."

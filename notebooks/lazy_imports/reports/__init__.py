@@ -1,0 +1,1 @@
+"""Report rendering, with a formatter module imported only when needed."""

@@ -295,7 +295,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _runs_table(records: list[history.RunRecord]) -> str:
-    header = ("ID", "STATUS", "DIGEST", "VERSION", "EXECUTOR", "IMAGE", "DURATION", "ENTRY")
+    header = ("ID", "STATUS", "DIGEST", "VERSION", "EXECUTOR", "IMAGE", "DURATION", "NAME")
     rows = [header]
     for r in records:
         rows.append(
@@ -307,7 +307,7 @@ def _runs_table(records: list[history.RunRecord]) -> str:
                 r.executor,
                 r.image or "-",
                 history.duration(r),
-                r.entry,
+                r.name or r.entry,
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

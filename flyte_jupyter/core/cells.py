@@ -9,6 +9,7 @@ import pickle
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,12 @@ class PreparedCell:
     """Pickled size of each data input, for previews."""
 
 
+@cache
+def resolved_file(file: str) -> Path:
+    """A module file's real path, resolved once per process (a kernel asks on every run)."""
+    return Path(file).resolve()
+
+
 def local_module_files(root: Path, modules: Mapping[str, Any] | None = None) -> list[str]:
     """Files of modules loaded in this interpreter that live under root_dir (Flyte's
     loaded-modules source for copy style auto)."""
@@ -51,7 +58,7 @@ def local_module_files(root: Path, modules: Mapping[str, Any] | None = None) -> 
         file = getattr(module, "__file__", None)
         if not file or not file.endswith(".py"):
             continue
-        path = Path(file).resolve()
+        path = resolved_file(file)
         if path.is_relative_to(root) and not any(path.is_relative_to(d) for d in foreign):
             out.append(str(path))
     return sorted(out)

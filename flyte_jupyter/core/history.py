@@ -126,10 +126,10 @@ def recent(limit: int = 50) -> list[RunRecord]:
 
 
 def duration(record: RunRecord) -> str:
-    """Wall time from start to finish, for tables; "-" while unknown."""
-    if not (record.started and record.finished):
+    """Wall time from submission to finish, for tables; "-" while unknown."""
+    if not record.finished:
         return "-"
     seconds = (
-        dt.datetime.fromisoformat(record.finished) - dt.datetime.fromisoformat(record.started)
+        dt.datetime.fromisoformat(record.finished) - dt.datetime.fromisoformat(record.created)
     ).total_seconds()
     return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.1f}s"

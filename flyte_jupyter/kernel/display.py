@@ -69,7 +69,7 @@ def settings_table(settings: dict[str, config.Setting]) -> dict[str, str]:
 
 
 def runs_table(records: list[history.RunRecord]) -> dict[str, str]:
-    header = ["run", "status", "digest", "version", "image", "executor", "duration", "entry"]
+    header = ["run", "status", "digest", "version", "image", "executor", "duration", "name"]
     rows = [
         [
             r.id,

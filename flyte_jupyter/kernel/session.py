@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import config
+from ..core.cells import resolved_file
 from ..core.notebook import NotebookState
 from ..core.select import detect_root_dir
 
@@ -67,15 +68,15 @@ class KernelSession:
             module = sys.modules.get(name)
             if module is None or id(module) != ident:
                 continue
-            path = Path(file)
-            if not path.resolve().is_relative_to(root):
+            path = resolved_file(file)
+            if not path.is_relative_to(root):
                 continue
             try:
                 st = path.stat()
             except OSError:
                 continue
             if (st.st_mtime_ns, st.st_size) != (mtime, size):
-                out.append(path.resolve().relative_to(root).as_posix())
+                out.append(path.relative_to(root).as_posix())
         return out
 
     # --- settings ------------------------------------------------------------------------

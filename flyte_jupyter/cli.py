@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 from .core import history
 from .core.bundle import Bundle, build_bundle
 from .core.errors import FlyteJupyterError, RemoteError, UsageError
+from .core.export import export_notebook
 from .core.imports import module_name_for
 from .core.pairs import parse_pairs
 from .core.preview import human_size, render_tree
@@ -93,6 +94,35 @@ def _build_parser() -> argparse.ArgumentParser:
     code.add_argument("run_id")
     code.add_argument("directory")
     runs.set_defaults(func=_cmd_runs)
+
+    export = sub.add_parser(
+        "export",
+        help="build a container image that runs a notebook as a job",
+        description="Export a notebook into a container image: its code becomes a job module, "
+        "the local modules it imports and --include files are copied in, %%pip lines and "
+        "third-party imports become requirements. `docker run IMAGE` runs the notebook.",
+    )
+    export.add_argument("notebook", metavar="NOTEBOOK.ipynb")
+    export.add_argument("--root-dir", help="root_dir (default: detected from the notebook)")
+    export.add_argument("--image-name", help="image repository name (default: flyte-jupyter-<nb>)")
+    export.add_argument("--version", help="tag (default: the build context's content hash)")
+    export.add_argument("--base", help="base image (default: python:<this python>-slim-bookworm)")
+    export.add_argument("--python-version", help="Python of the default base image, e.g. 3.11")
+    export.add_argument("--include", action="append", default=[], metavar="GLOB")
+    export.add_argument("--exclude", action="append", default=[], metavar="GLOB")
+    export.add_argument(
+        "--context-only", metavar="DIR", help="write Dockerfile and context here; build nothing"
+    )
+    export.add_argument("--network", help="network mode for the build, e.g. host")
+    export.add_argument(
+        "--ca-cert", action="append", default=[], metavar="PATH",
+        help="extra CA certificate trusted during the build (TLS-intercepting proxies)",
+    )  # fmt: skip
+    export.add_argument(
+        "--airgapped", action="store_true",
+        help="download wheels here and build with no network",
+    )  # fmt: skip
+    export.set_defaults(func=_cmd_export)
     return parser
 
 
@@ -315,6 +345,33 @@ def _runs_table(records: list[history.RunRecord]) -> str:
     if len(rows) == 1:
         lines.append("(no runs yet)")
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    result = export_notebook(
+        args.notebook,
+        root_dir=args.root_dir,
+        image_name=args.image_name,
+        version=args.version,
+        base=args.base,
+        python_version=args.python_version,
+        include=args.include,
+        exclude=args.exclude,
+        context_only=args.context_only,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+        network=args.network,
+        extra_ca_certs=args.ca_cert,
+        airgapped=args.airgapped,
+    )
+    for warning in result.selection.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if result.tag is None:
+        files = len(result.context.files)
+        print(f"wrote Dockerfile and {files - 1} context files to {args.context_only}")
+        print(f"build it with: docker build -t IMAGE {args.context_only}")
+    else:
+        print(result.tag)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

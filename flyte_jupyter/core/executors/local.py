@@ -32,7 +32,7 @@ from ..submit import LogLine, RunSpec
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[2]
 _PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "SYSTEMROOT")
-_PASS_PREFIXES = ("AWS_", "GOOGLE_", "GCSFS_", "STORAGE_EMULATOR_HOST", "AZURE_", "FLYTE_JUPYTER_")
+PASS_PREFIXES = ("AWS_", "GOOGLE_", "GCSFS_", "STORAGE_EMULATOR_HOST", "AZURE_", "FLYTE_JUPYTER_")
 _GRACE_SECONDS = 3.0
 
 
@@ -98,7 +98,7 @@ def _runtime_command(python: str) -> list[str]:
     runtime (stdlib-only for file:// stores) put on sys.path just long enough to import it."""
     if os.path.realpath(python) == os.path.realpath(sys.executable):
         return [python, "-I", "-u", "-m", "flyte_jupyter.runtime"]
-    copy = _runtime_copy()
+    copy = runtime_copy()
     boot = (
         f"import sys; sys.path.insert(0, {str(copy)!r}); "
         "from flyte_jupyter.runtime.execute import main; del sys.path[0]; "
@@ -107,7 +107,7 @@ def _runtime_command(python: str) -> list[str]:
     return [python, "-I", "-u", "-c", boot]
 
 
-def _runtime_copy() -> Path:
+def runtime_copy() -> Path:
     sources = sorted((_PACKAGE_DIR / "runtime").glob("*.py"))
     files = [_PACKAGE_DIR / "__init__.py", *sources]
     digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
@@ -127,7 +127,7 @@ def _runtime_copy() -> Path:
 
 
 def _child_env(spec: RunSpec, store: Store) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k in _PASS_ENV or k.startswith(_PASS_PREFIXES)}
+    env = {k: v for k, v in os.environ.items() if k in _PASS_ENV or k.startswith(PASS_PREFIXES)}
     if not store.local:
         env[STORAGE_OPTIONS_ENV] = json.dumps(store.options)
     env.update(spec.env)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import nbformat
 import pytest
 from conftest import write_tree
 from kernel import Kernel
@@ -261,3 +262,14 @@ def test_extension_outside_ipython_says_what_to_do():
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert "flyte-jupyter's magics need IPython" in last and "flyte-jupyter run" in last
+
+
+def test_export_magic_writes_a_build_context(kernel: Kernel, project: Path):
+    nbformat.write(
+        nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("from shop import pricing")]),
+        project / "job.ipynb",
+    )
+    reply = kernel.ok(f"%flyte_export job.ipynb --context-only {project / 'ctx'}")
+    assert "wrote the build context" in reply.stdout
+    assert (project / "ctx/root/app/shop/pricing.py").is_file()
+    assert "needs the notebook path" in usage_error(kernel.execute("%flyte_export"))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from typing import Any
@@ -14,6 +15,7 @@ from IPython.display import display
 
 from ..core import cells, config, history
 from ..core.errors import FlyteJupyterError, RemoteError, UsageError
+from ..core.export import export_notebook
 from ..core.notebook import NotebookError
 from ..core.pairs import parse_pairs
 from ..core.submit import Run
@@ -207,6 +209,38 @@ class FlyteMagics(Magics):
             self._run(cell, ns)
         except (UsageError, NotebookError) as exc:
             raise IPythonUsageError(str(exc)) from None
+
+    @line_magic
+    def flyte_export(self, line: str) -> None:
+        """%flyte_export [NOTEBOOK.ipynb] [--image-name N] [--version V] [--include GLOB]...
+        [--context-only DIR] [--network host]: build an image that runs the notebook as a job
+        (default notebook: this one, when Jupyter says which it is)."""
+        parser = _Parser(prog="%flyte_export", add_help=False)
+        parser.add_argument("notebook", nargs="?")
+        parser.add_argument("--image-name")
+        parser.add_argument("--version")
+        parser.add_argument("--base")
+        parser.add_argument("--include", action="append", default=[])
+        parser.add_argument("--context-only")
+        parser.add_argument("--network")
+        ns = parser.parse_args(shlex.split(line))
+        notebook = ns.notebook or os.environ.get("JPY_SESSION_NAME")
+        if not notebook:
+            raise IPythonUsageError("%flyte_export needs the notebook path (Jupyter did not say)")
+        try:
+            result = export_notebook(
+                notebook,
+                image_name=ns.image_name,
+                version=ns.version,
+                base=ns.base,
+                include=ns.include,
+                context_only=ns.context_only,
+                network=ns.network,
+                log=lambda text: print(text, file=sys.stderr, flush=True),
+            )
+        except UsageError as exc:
+            raise IPythonUsageError(str(exc)) from None
+        print(result.tag or f"wrote the build context to {ns.context_only}")
 
     @line_magic
     def flyte_runs(self, line: str) -> None:

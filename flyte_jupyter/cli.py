@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 from .core import history
 from .core.bundle import Bundle, build_bundle
 from .core.errors import FlyteJupyterError, RemoteError, UsageError
-from .core.export import export_notebook
+from .core.export import export_notebook, notebook_selection
 from .core.imports import module_name_for
 from .core.pairs import parse_pairs
 from .core.preview import human_size, render_tree
@@ -205,6 +205,17 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
         path = Path(root)
         if not path.exists():
             raise UsageError(f"{root} does not exist: give a project directory or a .py file")
+        if path.suffix == ".ipynb":
+            selection = notebook_selection(
+                path,
+                copy_style=args.copy_style,
+                include=args.include,
+                exclude=args.exclude,
+                version=args.version,
+            )[0]
+            bundle = build_bundle(selection, output=args.output, dry_run=args.dry_run)
+            print(json.dumps(bundle.to_json(), indent=2) if args.json else render_tree(bundle))
+            return 0
         if path.is_file():
             entries.insert(0, root)
             root = None

@@ -40,7 +40,6 @@ FIELDS: dict[str, tuple[type, Any, str]] = {
     "max_size_mb": (float, 100.0, "refuse bundles larger than this"),
 }
 
-LAYERS = ("option", "session", "project", "environment", "default")
 PROJECT_FILES = ("pyproject.toml", ".flyte-jupyter.toml")
 
 
@@ -48,7 +47,8 @@ PROJECT_FILES = ("pyproject.toml", ".flyte-jupyter.toml")
 class Setting:
     value: Any
     source: str
-    """One of LAYERS, with the file for "project" (e.g. "project (pyproject.toml)")."""
+    """option, session, project (with its file, e.g. "project (pyproject.toml)"),
+    environment, default; or "detected" for a root_dir found from the notebook's folder."""
 
 
 def coerce(key: str, value: Any) -> Any:
@@ -108,8 +108,11 @@ def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
     return out
 
 
-def from_project(root: Path) -> tuple[dict[str, Any], str | None]:
-    """`[tool.flyte-jupyter]` of root/pyproject.toml, else root/.flyte-jupyter.toml."""
+def from_project(root: Path) -> dict[str, tuple[Any, str]]:
+    """Project settings with the file each came from: `[tool.flyte-jupyter]` of
+    root/pyproject.toml, overridden key by key by root/.flyte-jupyter.toml (which the
+    JupyterLab sidebar writes)."""
+    out: dict[str, tuple[Any, str]] = {}
     for name in PROJECT_FILES:
         path = root / name
         if not path.is_file():
@@ -118,11 +121,37 @@ def from_project(root: Path) -> tuple[dict[str, Any], str | None]:
             doc = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise UsageError(f"cannot read settings from {path}: {exc}") from exc
-        table = doc.get("tool", {}).get("flyte-jupyter") if name == "pyproject.toml" else doc
-        if table:
-            values = {k.replace("-", "_"): v for k, v in table.items()}
-            return {k: coerce(k, v) for k, v in values.items()}, name
-    return {}, None
+        table = doc.get("tool", {}).get("flyte-jupyter", {}) if name == "pyproject.toml" else doc
+        for key, value in table.items():
+            key = key.replace("-", "_")
+            out[key] = (coerce(key, value), name)
+    return out
+
+
+def save_project(root: Path, values: Mapping[str, Any]) -> Path:
+    """Write settings to root/.flyte-jupyter.toml (None values are left out)."""
+    lines = ["# flyte-jupyter settings for this project (written by the JupyterLab sidebar)"]
+    for key, value in sorted(values.items()):
+        value = coerce(key, value)
+        if value is not None:
+            lines.append(f"{key} = {_toml(value)}")
+    path = root / ".flyte-jupyter.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + " }"
+    raise UsageError(f"cannot store {value!r} in a settings file")
 
 
 def resolve(
@@ -132,19 +161,21 @@ def resolve(
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, Setting]:
     """Every setting's effective value and the layer it came from."""
-    project, project_file = from_project(project_root) if project_root else ({}, None)
-    layers = [
-        ("option", {k: coerce(k, v) for k, v in options.items() if v is not None}),
-        ("session", {k: coerce(k, v) for k, v in session.items()}),
-        (f"project ({project_file})", project),
-        ("environment", from_environment(environ)),
-    ]
+    project = from_project(project_root) if project_root else {}
+    options = {k: coerce(k, v) for k, v in options.items() if v is not None}
+    session = {k: coerce(k, v) for k, v in session.items()}
+    environment = from_environment(environ)
     out: dict[str, Setting] = {}
     for key, (_kind, default, _help) in FIELDS.items():
-        for source, values in layers:
-            if key in values:
-                out[key] = Setting(values[key], source)
-                break
+        if key in options:
+            out[key] = Setting(options[key], "option")
+        elif key in session:
+            out[key] = Setting(session[key], "session")
+        elif key in project:
+            value, file = project[key]
+            out[key] = Setting(value, f"project ({file})")
+        elif key in environment:
+            out[key] = Setting(environment[key], "environment")
         else:
             out[key] = Setting(default, "default")
     return out

@@ -110,6 +110,39 @@ def _strip_options(rest: str) -> str:
     return " ".join(words[i:])
 
 
+def notebook_selection(
+    notebook: str | os.PathLike[str],
+    *,
+    root_dir: str | os.PathLike[str] | None = None,
+    copy_style: str = "auto",
+    include: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+    version: str | None = None,
+) -> tuple[Selection, str, list[str]]:
+    """What a whole notebook needs, as for a bundle: its code as a job module (bundle path
+    returned) plus the files the copy style selects from it; and its `%pip` requirements.
+    The CLI (`bundle NOTEBOOK.ipynb`), the server's preview and export all use this."""
+    path = Path(notebook).resolve()
+    if path.suffix != ".ipynb" or not path.is_file():
+        raise UsageError(f"{notebook} is not a notebook file (.ipynb)")
+    code, requirements = notebook_code(path)
+    stem = re.sub(r"\W", "_", path.stem)
+    job = f"{GENERATED_PACKAGE}/{stem}_job.py"
+    root = Path(root_dir).resolve() if root_dir else detect_root_dir(path.parent)
+    selection = select_files(
+        root,
+        copy_style=copy_style,
+        include=include,
+        exclude=exclude,
+        version=version,
+        generated={
+            f"{GENERATED_PACKAGE}/__init__.py": ("", "notebook package"),
+            job: (code, f"notebook {path.name} as a job"),
+        },
+    )
+    return selection, job, requirements
+
+
 @dataclass
 class ExportResult:
     tag: str | None
@@ -141,22 +174,11 @@ def export_notebook(
     With `context_only`, write the Dockerfile and build context there and build nothing (no
     engine needed); otherwise build with the local engine and return the tag."""
     path = Path(notebook).resolve()
-    if path.suffix != ".ipynb" or not path.is_file():
-        raise UsageError(f"{notebook} is not a notebook file (.ipynb)")
-    code, requirements = notebook_code(path)
-    stem = re.sub(r"\W", "_", path.stem)
-    job = f"{GENERATED_PACKAGE}/{stem}_job.py"
-    root = Path(root_dir).resolve() if root_dir else detect_root_dir(path.parent)
-    selection = select_files(
-        root,
-        include=include,
-        exclude=exclude,
-        generated={
-            f"{GENERATED_PACKAGE}/__init__.py": ("", "notebook package"),
-            job: (code, f"notebook {path.name} as a job"),
-        },
+    selection, job, requirements = notebook_selection(
+        path, root_dir=root_dir, include=include, exclude=exclude
     )
     requirements += _pinned(selection.third_party)
+    stem = Path(job).stem.removesuffix("_job")
     name = image_name or f"flyte-jupyter-{stem.lower().replace('_', '-')}"
     image = (
         Image.from_base(base, name=name) if base else Image.from_debian_base(python_version, name)

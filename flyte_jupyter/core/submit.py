@@ -231,25 +231,29 @@ def submit(
     )
     if not spec.version:
         raise UsageError("a run without a bundle needs an explicit version naming the image code")
-    store.put_bytes(store.run_url(run_id, "spec.json"), json.dumps(spec.to_json()).encode())
+    _store_and_record(spec, store, payload)
+    return Run(spec, store, runner.launch(spec, store), upload)
+
+
+def _store_and_record(spec: RunSpec, store: Store, payload: bytes) -> None:
+    """Write the run's spec and inputs to the store and add it to the history."""
+    store.put_bytes(store.run_url(spec.run_id, "spec.json"), json.dumps(spec.to_json()).encode())
     store.put_bytes(spec.inputs_url, payload)
     history.record(
         history.RunRecord(
-            id=run_id,
-            entry=entry,
-            digest=digest,
+            id=spec.run_id,
+            entry=spec.entry,
+            digest=spec.digest,
             version=spec.version,
-            executor=executor,
+            executor=spec.executor,
             store=store.url,
             status="submitted",
             created=spec.created,
-            name=name,
-            image=image,
+            name=spec.name,
+            image=spec.image,
             spec=json.dumps(spec.to_json()),
         )
     )
-    execution = runner.launch(spec, store)
-    return Run(spec, store, execution, upload)
 
 
 class Run:
@@ -380,6 +384,16 @@ class Run:
         if error.get("missing_module"):
             hint = missing_module_hint(error["missing_module"], self.spec)
         raise RemoteError(self.id, error["type"], error["message"], error["traceback"], hint)
+
+    def rerun(self) -> Run:
+        """Run the same code (same bundle digest) with the same inputs again, as a new run."""
+        run_id = new_run_id()
+        spec = RunSpec(
+            **{**self.spec.to_json(), "run_id": run_id, "run_dir": self.store.run_url(run_id)},
+        )
+        spec.created = _now()
+        _store_and_record(spec, self.store, self.store.get_bytes(self.spec.inputs_url))
+        return Run(spec, self.store, get_executor(spec.executor).launch(spec, self.store))
 
     def describe(self) -> dict[str, Any]:
         """Spec, status with phase timestamps, and a summary of the outcome."""

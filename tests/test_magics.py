@@ -273,3 +273,33 @@ def test_export_magic_writes_a_build_context(kernel: Kernel, project: Path):
     assert "wrote the build context" in reply.stdout
     assert (project / "ctx/root/app/shop/pricing.py").is_file()
     assert "needs the notebook path" in usage_error(kernel.execute("%flyte_export"))
+
+
+def test_sidebar_comm_and_widgets_panel_share_the_session_settings(kernel: Kernel):
+    code = (
+        "from comm import create_comm\n"
+        "session = get_ipython()._flyte_session\n"
+        "sent = []\n"
+        "class FakeComm:\n"
+        "    def send(self, data):\n"
+        "        sent.append(data)\n"
+        "session.open_comm(FakeComm(), {'content': {'data': {'settings': "
+        "{'copy_style': 'all', 'include': ['data/*.csv'], 'version': ''}}}})\n"
+        "print(sent[0]['ok'], sent[0]['settings']['copy_style'], sent[0]['settings']['include'])"
+    )
+    assert kernel.ok(code).stdout.split() == ["True", "all", "['data/*.csv']"]
+    table = kernel.ok("%flyte_config").displays[0]["text/plain"]
+    assert "'all'" in next(line for line in table.splitlines() if line.startswith("copy_style"))
+    bad = kernel.ok(
+        "session.open_comm(FakeComm(), {'content': {'data': {'settings': {'copy_style': 5}}}})\n"
+        "print(sent[-1])"
+    )
+    assert "'ok': False" in bad.stdout and "copy_style" in bad.stdout
+    kernel.ok("from shop.pricing import with_tax")
+    widget = kernel.ok("panel = %flyte_panel\nprint(type(panel).__name__, len(panel.children))")
+    assert widget.stdout.split() == ["VBox", "4"]
+    preview = kernel.ok("print(get_ipython().__class__.__name__)\n"
+                        "p = [m for m in get_ipython().magics_manager.registry.values() "
+                        "if hasattr(m, 'preview_notebook')][0].preview_notebook()\n"
+                        "print('shop/pricing.py' in p['text/html'])")  # fmt: skip
+    assert preview.stdout.split()[-1] == "True"

@@ -13,7 +13,7 @@ from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.display import display
 
-from ..core import cells, config, history
+from ..core import cells, history
 from ..core.errors import FlyteJupyterError, RemoteError, UsageError
 from ..core.export import export_notebook
 from ..core.notebook import NotebookError
@@ -183,18 +183,42 @@ class FlyteMagics(Magics):
         """%flyte_config [key=value ...]: set session settings (`key=` unsets one); with no
         arguments, show each effective setting and where it comes from."""
         try:
-            for key, raw in parse_pairs(
-                shlex.split(line), "%flyte_config", json_values=False
-            ).items():
-                if raw == "":
-                    self.session.settings.pop(key, None)
-                else:
-                    self.session.settings[key] = config.coerce(key, raw)
+            self.session.update_settings(
+                parse_pairs(shlex.split(line), "%flyte_config", json_values=False)
+            )
             settings, _root = self.session.effective({})
         except UsageError as exc:
             raise IPythonUsageError(str(exc)) from None
         if not line.strip():
             display(views.settings_table(settings), raw=True)
+
+    @line_magic
+    def flyte_panel(self, line: str) -> Any:
+        """%flyte_panel: settings, bundle preview and runs as widgets (for front ends without
+        the JupyterLab sidebar)."""
+        from .panel import panel
+
+        return panel(self.session, self.preview_notebook)
+
+    def _every_definition(self) -> str:
+        """A cell body that uses every definition the notebook holds."""
+        names = {n for d in self.session.state.definitions.values() for n in d.names}
+        return "\n".join(sorted(names))
+
+    def preview_notebook(self) -> dict[str, str]:
+        """What a cell using every definition of this notebook would ship, as a MIME bundle."""
+        settings, root = self.session.effective({})
+        prepared = cells.prepare_cell(
+            self.session.state,
+            self._every_definition(),
+            "preview",
+            self.shell.user_ns,
+            settings,
+            root,
+            hidden=self.session.hidden_names(),
+            dry_run=True,
+        )
+        return views.bundle_preview(prepared)
 
     @line_cell_magic
     def flyte_bundle(self, line: str, cell: str | None = None) -> None:
@@ -202,8 +226,7 @@ class FlyteMagics(Magics):
         for every definition this notebook holds. Accepts %%flyte_run's options."""
         ns = _run_parser("%flyte_bundle").parse_args(shlex.split(line))
         if cell is None:
-            names = sorted({n for d in self.session.state.definitions.values() for n in d.names})
-            cell = "\n".join(names)
+            cell = self._every_definition()
         ns.dry_run = True
         try:
             self._run(cell, ns)
@@ -267,3 +290,29 @@ def load(shell: Any) -> None:
     shell.register_magics(FlyteMagics(shell, session))
     shell.set_custom_exc((RemoteError, FlyteJupyterError), _show_remote_error)
     shell._flyte_session = session
+    _register_comm_target(session)
+
+
+def _register_comm_target(session: KernelSession) -> None:
+    """Let the JupyterLab sidebar reach this kernel (only inside a Jupyter kernel)."""
+    try:
+        from comm import get_comm_manager
+
+        manager = get_comm_manager()
+    except Exception:  # plain IPython: no kernel, no comms
+        return
+    if manager is not None:
+        manager.register_target("flyte_jupyter", session.open_comm)
+    _register_comm_target(session)
+
+
+def _register_comm_target(session: KernelSession) -> None:
+    """Let the JupyterLab sidebar reach this kernel (only inside a Jupyter kernel)."""
+    try:
+        from comm import get_comm_manager
+
+        manager = get_comm_manager()
+    except Exception:  # plain IPython: no kernel, no comms
+        return
+    if manager is not None:
+        manager.register_target("flyte_jupyter", session.open_comm)

@@ -101,5 +101,26 @@ class KernelSession:
             settings["root_dir"] = config.Setting(str(root), "detected")
         return settings, root
 
+    def update_settings(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Set session settings (empty values unset them); the effective values after."""
+        for key, value in values.items():
+            if value in (None, "", [], {}):
+                self.settings.pop(key, None)
+            else:
+                self.settings[key] = config.coerce(key, value)
+        settings, _root = self.effective({})
+        return {key: s.value for key, s in settings.items()}
+
+    def open_comm(self, comm: Any, msg: dict[str, Any]) -> None:
+        """The "flyte_jupyter" comm target: the JupyterLab sidebar sends settings here so the
+        next %%flyte_run uses them at once (magic options still win)."""
+        data = msg.get("content", {}).get("data", {}) or {}
+        try:
+            effective = self.update_settings(data.get("settings", {}))
+        except Exception as exc:  # the sidebar shows the message; the kernel carries on
+            comm.send({"ok": False, "error": str(exc)})
+            return
+        comm.send({"ok": True, "settings": effective})
+
     def hidden_names(self) -> set[str]:
         return set(getattr(self.shell, "user_ns_hidden", {})) | {"get_ipython", "exit", "quit"}

@@ -1,0 +1,89 @@
+/**
+ * The flyte-jupyter server extension's REST API (/flyte-jupyter/api/...).
+ */
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+export interface ISetting {
+  value: unknown;
+  source: string;
+}
+
+export interface ISettingsDoc {
+  root_dir: string;
+  settings: Record<string, ISetting>;
+  fields: Record<string, { type: string; help: string }>;
+}
+
+export interface IFileEntry {
+  path: string;
+  size: number;
+  mode: string;
+  sha256: string;
+  reason: string;
+}
+
+export interface IPreview {
+  digest: string;
+  version: string;
+  root_dir: string;
+  copy_style: string;
+  files: IFileEntry[];
+  total_bytes: number;
+  excluded_secrets: string[];
+  warnings: string[];
+}
+
+export interface IRunRow {
+  id: string;
+  name: string;
+  status: string;
+  digest: string | null;
+  version: string;
+  image: string | null;
+  executor: string;
+  created: string;
+  duration: string;
+  error: string | null;
+}
+
+export interface IExportJob {
+  status: 'running' | 'succeeded' | 'failed';
+  log: string[];
+  tag: string | null;
+  error: string | null;
+}
+
+export async function request<T>(
+  path: string,
+  init: RequestInit = {},
+  params: Record<string, string> = {}
+): Promise<T> {
+  const settings = ServerConnection.makeSettings();
+  const query = Object.keys(params).length
+    ? URLExt.objectToQueryString(params)
+    : '';
+  const url = URLExt.join(settings.baseUrl, 'flyte-jupyter', 'api', path) + query;
+  const response = await ServerConnection.makeRequest(url, init, settings);
+  let body: any = {};
+  try {
+    body = await response.json();
+  } catch {
+    body = {};
+  }
+  if (!response.ok) {
+    throw new Error(body.error || body.message || response.statusText);
+  }
+  return body as T;
+}
+
+export function humanSize(n: number): string {
+  const units = ['B', 'KB', 'MB', 'GB'];
+  let size = n;
+  let unit = 0;
+  while (size >= 1024 && unit < units.length - 1) {
+    size /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${size} B` : `${size.toFixed(1)} ${units[unit]}`;
+}

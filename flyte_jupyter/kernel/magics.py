@@ -108,7 +108,7 @@ class FlyteMagics(Magics):
     def _run(self, code: str, ns: argparse.Namespace) -> Any:
         session = self.session
         settings, root = session.effective(_options(ns))
-        label = f"In[{self.shell.execution_count}]"
+        label = f"In[{self.session.current_count()}]"
         source = self.shell.transform_cell(code)
         prepared = cells.prepare_cell(
             session.state,

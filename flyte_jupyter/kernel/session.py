@@ -122,5 +122,10 @@ class KernelSession:
             return
         comm.send({"ok": True, "settings": effective})
 
+    def current_count(self) -> int:
+        """The running cell's number. IPython stores a cell's input before running it (while
+        when it advances execution_count differs between versions)."""
+        return len(self.shell.history_manager.input_hist_parsed) - 1
+
     def hidden_names(self) -> set[str]:
         return set(getattr(self.shell, "user_ns_hidden", {})) | {"get_ipython", "exit", "quit"}

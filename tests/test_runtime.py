@@ -100,13 +100,14 @@ def test_malformed_digest_is_refused(tmp_path):
 
 
 def _runtime(archive: Path, digest: str, run_dir: Path, entry: str, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "FLYTE_JUPYTER_VERBOSE": "1"}  # says when it downloads a bundle
     return subprocess.Popen(
         [
             sys.executable, "-I", "-m", "flyte_jupyter.runtime",
             "--bundle", archive.as_uri(), "--digest", digest, "--entry", entry,
             "--outputs", (run_dir / "outputs.pkl").as_uri(), "--run-dir", run_dir.as_uri(),
         ],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=os.environ.copy(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env,
     )  # fmt: skip
 
 

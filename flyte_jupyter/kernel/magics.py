@@ -142,7 +142,9 @@ class FlyteMagics(Magics):
         return self._apply(result)
 
     def _notes(self, prepared: cells.PreparedCell, root: Any) -> list[str]:
-        notes = [f"warning: {w}" for w in prepared.bundle.selection.warnings]
+        # secrets left out are listed by previews (%flyte_bundle, the sidebar), not every run
+        warnings = prepared.bundle.selection.warnings
+        notes = [f"warning: {w}" for w in warnings if "looks like a secret" not in w]
         for rel in self.session.stale_modules(root):
             notes.append(
                 f"note: {rel} changed on disk after this kernel imported it: the run ships the "

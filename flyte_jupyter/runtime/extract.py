@@ -52,7 +52,8 @@ def fetch_bundle(url: str, digest: str, cache: Path | None = None) -> Path:
         os.close(fd)
         staging = tempfile.mkdtemp(dir=cache, prefix=f".{hex_digest}.tmp-")
         try:
-            print(f"flyte-jupyter: fetching bundle {digest[:19]}…", file=sys.stderr, flush=True)
+            if os.environ.get("FLYTE_JUPYTER_VERBOSE"):
+                print(f"flyte-jupyter: fetching bundle {digest[:19]}…", file=sys.stderr, flush=True)
             blobs.get_file(url, download)
             actual = extract_verified(Path(download), Path(staging))
             if actual != digest:

@@ -336,50 +336,48 @@ export class FlyteSidebar extends Widget {
       this.runsBody.replaceChildren(el('p', {}, 'No runs yet: use %%flyte_run in a cell.'));
       return;
     }
-    const table = el('table', { class: 'fj-table fj-runs' });
-    const head = el('tr');
-    for (const title of ['status', 'name', 'digest', 'version', 'image', 'executor', 'time', '']) {
-      head.append(el('th', {}, title));
-    }
-    table.append(head);
+    const list = el('ul', { class: 'fj-runs', 'aria-label': 'runs' });
     for (const run of rows) {
-      const row = el('tr', { tabindex: '0', 'data-run': run.id, class: `fj-run fj-${run.status}` });
-      const actions = el('td');
-      if (!['succeeded', 'failed', 'cancelled'].includes(run.status)) {
-        const cancel = el('button', { class: 'jp-mod-styled', title: `cancel ${run.id}` }, 'Cancel');
-        cancel.addEventListener('click', event => {
-          event.stopPropagation();
-          void request(`runs/${run.id}/cancel`, { method: 'POST' }).then(() => this.refreshRuns());
-        });
-        actions.append(cancel);
-      } else {
-        const again = el('button', { class: 'jp-mod-styled', title: `re-run ${run.id}` }, 'Re-run');
-        again.addEventListener('click', event => {
-          event.stopPropagation();
-          void request(`runs/${run.id}/rerun`, { method: 'POST' }).then(() => this.refreshRuns());
-        });
-        actions.append(again);
-      }
-      row.append(
-        el('td', { class: 'fj-status-cell' }, run.status),
-        el('td', {}, run.name),
-        el('td', {}, (run.digest ?? '-').replace('sha256:', '').slice(0, 12)),
-        el('td', {}, run.version),
-        el('td', {}, run.image ?? '-'),
-        el('td', {}, run.executor),
-        el('td', {}, run.duration),
-        actions
+      const item = el('li', {
+        tabindex: '0',
+        'data-run': run.id,
+        class: `fj-run fj-${run.status}`,
+        title: `${run.id}: Enter shows its logs`
+      });
+      const action = ['succeeded', 'failed', 'cancelled'].includes(run.status)
+        ? ['Re-run', 'rerun']
+        : ['Cancel', 'cancel'];
+      const button = el('button', { class: 'jp-mod-styled fj-action', title: `${action[0]} ${run.id}` }, action[0]);
+      button.addEventListener('click', event => {
+        event.stopPropagation();
+        void request(`runs/${run.id}/${action[1]}`, { method: 'POST' }).then(() =>
+          this.refreshRuns()
+        );
+      });
+      const first = el('div', { class: 'fj-run-line' });
+      first.append(
+        el('span', { class: 'fj-status-cell' }, run.status),
+        el('span', { class: 'fj-run-name' }, run.name),
+        el('span', { class: 'fj-run-time' }, run.duration),
+        button
       );
+      const digest = (run.digest ?? 'no bundle').replace('sha256:', '').slice(0, 12);
+      const second = el(
+        'div',
+        { class: 'fj-run-meta' },
+        `${digest} · ${run.version} · ${run.image ?? 'default image'} · ${run.executor}`
+      );
+      item.append(first, second);
       const open = () => void this.showLogs(run);
-      row.addEventListener('click', open);
-      row.addEventListener('keydown', event => {
+      item.addEventListener('click', open);
+      item.addEventListener('keydown', event => {
         if (event.key === 'Enter') {
           open();
         }
       });
-      table.append(row);
+      list.append(item);
     }
-    this.runsBody.replaceChildren(table);
+    this.runsBody.replaceChildren(list);
   }
 
   private async showLogs(run: IRunRow): Promise<void> {

@@ -15,9 +15,9 @@ from .core.errors import FlyteJupyterError, RemoteError, UsageError
 from .core.export import export_notebook, notebook_selection
 from .core.imports import module_name_for
 from .core.pairs import parse_pairs
-from .core.preview import human_size, render_tree
+from .core.preview import human_size, render_tree, text_table
 from .core.select import COPY_STYLES, DEFAULT_MAX_BYTES, Selection, select_files
-from .core.storage import Progress, Store
+from .core.storage import Progress, Store, describe_upload
 from .core.submit import Run, submit
 
 
@@ -302,16 +302,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_banner(run: Run, bundle: Bundle) -> str:
-    upload = run.upload
-    if upload is None:
-        shipped = "no bundle (copy_style none)"
-    elif upload.skipped:
-        shipped = "bundle already in the store"
-    else:
-        shipped = f"uploaded {human_size(upload.uploaded_bytes)}"
     return (
         f"run {run.id} on {run.spec.executor}: {len(bundle.entries)} files, "
-        f"digest {bundle.digest[:19]}…, version {run.spec.version}; {shipped}"
+        f"digest {bundle.digest[:19]}…, version {run.spec.version}; {describe_upload(run.upload)}"
     )
 
 
@@ -336,26 +329,9 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _runs_table(records: list[history.RunRecord]) -> str:
-    header = ("ID", "STATUS", "DIGEST", "VERSION", "EXECUTOR", "IMAGE", "DURATION", "NAME")
-    rows = [header]
-    for r in records:
-        rows.append(
-            (
-                r.id,
-                r.status,
-                (r.digest or "-").removeprefix("sha256:")[:12],
-                r.version,
-                r.executor,
-                r.image or "-",
-                history.duration(r),
-                r.name or r.entry,
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    if len(rows) == 1:
-        lines.append("(no runs yet)")
-    return "\n".join(line.rstrip() for line in lines)
+    if not records:
+        return "no runs yet"
+    return text_table(*history.table(records))
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

@@ -125,6 +125,25 @@ def recent(limit: int = 50) -> list[RunRecord]:
     return [RunRecord(*row) for row in rows]
 
 
+def table(records: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a run listing, shared by the CLI and the notebook views."""
+    header = ["run", "status", "digest", "version", "image", "executor", "duration", "name"]
+    rows = [
+        [
+            r.id,
+            r.status,
+            (r.digest or "-").removeprefix("sha256:")[:12],
+            r.version,
+            r.image or "-",
+            r.executor,
+            duration(r),
+            r.name or r.entry,
+        ]
+        for r in records
+    ]
+    return header, rows
+
+
 def duration(record: RunRecord) -> str:
     """Wall time from submission to finish, for tables; "-" while unknown."""
     if not record.finished:

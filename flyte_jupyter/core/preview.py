@@ -14,6 +14,15 @@ def human_size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell."""
+    cells = [header, *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
 def render_tree(bundle: Bundle) -> str:
     """The bundle as a directory tree with each file's size and reason, then a summary."""
     sel = bundle.selection

@@ -73,6 +73,17 @@ class UploadResult:
     """Why nothing was sent: "known" (recorded locally) or "exists" (found in the store)."""
 
 
+def describe_upload(upload: UploadResult | None) -> str:
+    """One phrase for run banners: what submitting sent to the store."""
+    if upload is None:
+        return "no bundle to upload"
+    if upload.skipped:
+        return "bundle already in the store"
+    from .preview import human_size
+
+    return f"uploaded {human_size(upload.uploaded_bytes)}"
+
+
 class Store:
     """One blob store: a URL prefix plus fsspec storage options."""
 

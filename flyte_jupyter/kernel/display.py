@@ -8,7 +8,8 @@ from typing import Any
 
 from ..core import config, history
 from ..core.cells import PreparedCell
-from ..core.preview import human_size, render_tree
+from ..core.preview import human_size, render_tree, text_table
+from ..core.storage import describe_upload
 from ..core.submit import Run
 
 _TABLE = '<table class="flyte-jupyter">{head}{rows}</table>'
@@ -21,14 +22,6 @@ def _table(header: list[str], rows: list[list[Any]], caption: str = "") -> str:
     )
     text = _TABLE.format(head=head, rows=body)
     return (f"<p>{html.escape(caption)}</p>" if caption else "") + text
-
-
-def _text(header: list[str], rows: list[list[Any]]) -> str:
-    cells = [header, *[[str(c) for c in r] for r in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells
-    )
 
 
 def bundle_preview(prepared: PreparedCell) -> dict[str, str]:
@@ -57,7 +50,7 @@ def bundle_preview(prepared: PreparedCell) -> dict[str, str]:
     )
     text = [render_tree(bundle)]
     if values:
-        text.append("input values:\n" + _text(["name", "pickled size"], values))
+        text.append("input values:\n" + text_table(["name", "pickled size"], values))
     text.append(f"generated module {prepared.slice.module_path}:\n{prepared.slice.module_text}")
     return {"text/plain": "\n\n".join(text), "text/html": "\n".join(parts)}
 
@@ -65,37 +58,18 @@ def bundle_preview(prepared: PreparedCell) -> dict[str, str]:
 def settings_table(settings: dict[str, config.Setting]) -> dict[str, str]:
     rows = [[key, repr(s.value), s.source] for key, s in settings.items()]
     header = ["setting", "value", "from"]
-    return {"text/plain": _text(header, rows), "text/html": _table(header, rows)}
+    return {"text/plain": text_table(header, rows), "text/html": _table(header, rows)}
 
 
 def runs_table(records: list[history.RunRecord]) -> dict[str, str]:
-    header = ["run", "status", "digest", "version", "image", "executor", "duration", "name"]
-    rows = [
-        [
-            r.id,
-            r.status,
-            (r.digest or "-").removeprefix("sha256:")[:12],
-            r.version,
-            r.image or "-",
-            r.executor,
-            history.duration(r),
-            r.name or r.entry,
-        ]
-        for r in records
-    ]
-    if not rows:
+    if not records:
         return {"text/plain": "no runs yet", "text/html": "<p>no runs yet</p>"}
-    return {"text/plain": _text(header, rows), "text/html": _table(header, rows)}
+    header, rows = history.table(records)
+    return {"text/plain": text_table(header, rows), "text/html": _table(header, rows)}
 
 
 def run_banner(run: Run, prepared: PreparedCell) -> str:
-    upload = run.upload
-    if upload is None:
-        shipped = "nothing to upload"
-    elif upload.skipped:
-        shipped = "bundle already in the store"
-    else:
-        shipped = f"uploaded {human_size(upload.uploaded_bytes)}"
     digest = run.spec.digest[:19] + "…" if run.spec.digest else "no bundle"
     files = len(prepared.bundle.entries)
+    shipped = describe_upload(run.upload)
     return f"flyte-jupyter: run {run.id} on {run.spec.executor}: {files} files, {digest}; {shipped}"

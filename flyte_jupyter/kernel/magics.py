@@ -305,16 +305,3 @@ def _register_comm_target(session: KernelSession) -> None:
         return
     if manager is not None:
         manager.register_target("flyte_jupyter", session.open_comm)
-    _register_comm_target(session)
-
-
-def _register_comm_target(session: KernelSession) -> None:
-    """Let the JupyterLab sidebar reach this kernel (only inside a Jupyter kernel)."""
-    try:
-        from comm import get_comm_manager
-
-        manager = get_comm_manager()
-    except Exception:  # plain IPython: no kernel, no comms
-        return
-    if manager is not None:
-        manager.register_target("flyte_jupyter", session.open_comm)

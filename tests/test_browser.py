@@ -4,6 +4,7 @@ preview list the data file."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -83,6 +84,12 @@ def test_sidebar_end_to_end(lab: str):
                 "document.querySelector('.fj-status').textContent.startsWith('Settings saved')",
                 timeout=30_000,
             )
+            stored = json.loads(
+                urllib.request.urlopen(
+                    f"{lab}/lab/api/settings/flyte-jupyter:sidebar?token={TOKEN}"
+                ).read()
+            )
+            assert stored["settings"]["copy_style"] == "all"  # kept as a JupyterLab default
             page.wait_for_selector(".fj-preview", timeout=30_000)
             page.wait_for_function(
                 "document.querySelector('.fj-preview') && "

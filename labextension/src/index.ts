@@ -9,6 +9,7 @@ import {
 } from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
 import { INotebookTracker } from '@jupyterlab/notebook';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { LabIcon } from '@jupyterlab/ui-components';
 
 import { FlyteSidebar } from './sidebar';
@@ -26,14 +27,21 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description: 'Code packaging settings, bundle preview, runs and export for %%flyte_run.',
   autoStart: true,
   requires: [ILabShell, INotebookTracker],
-  optional: [ICommandPalette],
+  optional: [ICommandPalette, ISettingRegistry],
   activate: (
     app: JupyterFrontEnd,
     shell: ILabShell,
     tracker: INotebookTracker,
-    palette: ICommandPalette | null
+    palette: ICommandPalette | null,
+    registry: ISettingRegistry | null
   ) => {
     const sidebar = new FlyteSidebar(tracker);
+    if (registry) {
+      registry
+        .load(plugin.id)
+        .then(settings => sidebar.useDefaults(settings))
+        .catch(reason => console.warn('flyte-jupyter: settings not loaded', reason));
+    }
     sidebar.title.icon = flyteIcon;
     shell.add(sidebar, 'left', { rank: 850 });
     const command = 'flyte-jupyter:open-sidebar';

@@ -3,7 +3,8 @@
  * run ships, the run history, and export to an image.
  */
 import { NotebookPanel, INotebookTracker } from '@jupyterlab/notebook';
-import { JSONObject } from '@lumino/coreutils';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { JSONObject, JSONValue } from '@lumino/coreutils';
 import { Widget } from '@lumino/widgets';
 
 import {
@@ -64,6 +65,7 @@ export class FlyteSidebar extends Widget {
   private exportBody: HTMLElement;
   private status: HTMLElement;
   private previewTimer = 0;
+  private defaults: ISettingRegistry.ISettings | null = null;
   private runsTimer = 0;
 
   constructor(tracker: INotebookTracker) {
@@ -86,6 +88,12 @@ export class FlyteSidebar extends Widget {
     this.buildExport();
     tracker.currentChanged.connect(() => this.follow(tracker.currentWidget));
     this.follow(tracker.currentWidget);
+  }
+
+  /** JupyterLab settings: defaults for what a project leaves unset, updated by Apply. */
+  useDefaults(settings: ISettingRegistry.ISettings): void {
+    this.defaults = settings;
+    void this.loadSettings();
   }
 
   /** The notebook the panel describes. */
@@ -140,7 +148,12 @@ export class FlyteSidebar extends Widget {
     const form = el('form', { class: 'fj-form', 'aria-label': 'flyte-jupyter settings' });
     const inputs: Record<string, HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement> = {};
     for (const key of EDITABLE) {
-      const setting = doc.settings[key];
+      const setting = { ...doc.settings[key] };
+      const fallback = this.defaults?.user[key];
+      if (setting.source === 'default' && fallback !== undefined) {
+        setting.value = fallback;
+        setting.source = 'JupyterLab settings';
+      }
       const id = `fj-setting-${key}`;
       const row = el('div', { class: 'fj-row' });
       row.append(el('label', { for: id }, key.replace('_', ' ')));
@@ -231,6 +244,14 @@ export class FlyteSidebar extends Widget {
       return;
     }
     const values = this.collect(inputs);
+    if (this.defaults) {
+      for (const key of Object.keys(this.defaults.schema.properties ?? {})) {
+        const value = values[key];
+        if (value !== null && value !== undefined) {
+          await this.defaults.set(key, value as JSONValue);
+        }
+      }
+    }
     try {
       await request('settings', { method: 'PUT', body: JSON.stringify({ settings: values }) }, {
         path: this.path

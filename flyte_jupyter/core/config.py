@@ -30,7 +30,7 @@ FIELDS: dict[str, tuple[type, Any, str]] = {
     "include": (list, [], "globs of extra files to ship, e.g. data/*.csv"),
     "exclude": (list, [], "globs of files never to ship"),
     "lazy_imports": (bool, True, "follow imports inside functions"),
-    "executor": (str, "local", "where runs execute: local | docker | flyte"),
+    "executor": (str, "local", "where runs execute: local | docker (any registered executor)"),
     "image": (str, None, "image (URI or reference name); local: python=/path"),
     "images": (dict, {}, "reference name -> image URI, as Flyte's images={...}"),
     "version": (str, None, "explicit version (required with copy_style none)"),

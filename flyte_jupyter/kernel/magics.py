@@ -90,7 +90,7 @@ class FlyteMagics(Magics):
 
         %%flyte_run [--copy-style auto|all|none] [--root-dir DIR] [--include GLOB]...
                     [--exclude GLOB]... [--image NAME|URI] [--images NAME=URI]...
-                    [--version V] [--executor local|docker|flyte] [--store URL]
+                    [--version V] [--executor local|docker] [--store URL]
                     [--env K=V]... [--name NAME] [--timeout S] [--dry-run] [--detach]
         """
         if cell is None:

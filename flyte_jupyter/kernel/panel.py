@@ -33,7 +33,7 @@ def panel(session: KernelSession, preview: Callable[[], dict[str, str]]) -> widg
         value=", ".join(value["include"]), description="include", placeholder="data/*.csv"
     )
     executor = widgets.Dropdown(
-        options=["local", "docker", "flyte"], value=value["executor"], description="executor"
+        options=["local", "docker"], value=value["executor"], description="executor"
     )
     store = widgets.Text(
         value=value["store"] or "",

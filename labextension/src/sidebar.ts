@@ -167,7 +167,7 @@ export class FlyteSidebar extends Widget {
         input.value = String(setting.value);
       } else if (key === 'executor') {
         input = el('select', { id, class: 'jp-mod-styled', name: key });
-        for (const name of ['local', 'docker', 'flyte']) {
+        for (const name of ['local', 'docker']) {
           input.append(el('option', { value: name }, name));
         }
         input.value = String(setting.value);

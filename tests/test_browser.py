@@ -109,9 +109,10 @@ def test_sidebar_end_to_end(lab: str):
             row = page.query_selector(".fj-runs li.fj-succeeded")
             row.click()
             page.wait_for_function(
-                "document.querySelector('.fj-logs').textContent.includes('succeeded')",
+                "document.querySelector('.fj-logs').textContent.includes('result (')",
                 timeout=30_000,
             )
+            assert "succeeded" in page.text_content(".fj-logs")
             sidebar = page.query_selector("#flyte-jupyter-sidebar")
             sidebar.screenshot(path=str(ARTIFACTS / "sidebar.png"))
             page.screenshot(path=str(ARTIFACTS / "lab.png"))

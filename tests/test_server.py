@@ -163,3 +163,16 @@ async def test_export_context_only_is_refused_outside_root_and_runs_in_backgroun
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert status["status"] == "failed" and "is not a notebook file" in status["error"]
+
+
+def test_both_extensions_are_enabled_after_install():
+    server = subprocess.run(
+        ["jupyter", "server", "extension", "list"], capture_output=True, text=True, check=True
+    )
+    text = server.stdout + server.stderr
+    assert "flyte_jupyter.server" in text and "enabled" in text
+    lab = subprocess.run(
+        ["jupyter", "labextension", "list"], capture_output=True, text=True, check=True
+    )
+    line = next(x for x in (lab.stdout + lab.stderr).splitlines() if "flyte-jupyter" in x)
+    assert "enabled" in line and "OK" in line

@@ -31,7 +31,7 @@ from .select import foreign_dirs, select_files
 from .storage import Store
 from .submit import Run, submit
 
-ENTRY = "flyte_jupyter.runtime.cells:run_cell"
+ENTRY = remote_cells.ENTRY
 
 
 @dataclass

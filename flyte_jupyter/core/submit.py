@@ -25,6 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..runtime.cells import ENTRY as CELL_ENTRY
 from ..runtime.extract import extract_verified
 from . import history
 from .bundle import Bundle
@@ -405,6 +406,9 @@ class Run:
             outcome = {"output_bytes": len(raw)}
             try:
                 value = self._load_output(raw)
+                if self.spec.entry == CELL_ENTRY and isinstance(value, dict):
+                    outcome["assigned"] = sorted(value.get("values", {}))
+                    value = pickle.loads(value["out"]) if value.get("out") else None
                 outcome.update(type=type(value).__name__, repr=repr(value)[:200])
             except Exception as exc:
                 outcome["note"] = f"cannot load the output here: {type(exc).__name__}: {exc}"

@@ -15,6 +15,9 @@ from typing import Any
 
 from .values import dumps
 
+ENTRY = "flyte_jupyter.runtime.cells:run_cell"
+"""The entry point a notebook cell run calls."""
+
 
 def import_attribute(module: str, name: str) -> Any:
     """Unpickling helper: notebook classes travel by reference to the generated module."""

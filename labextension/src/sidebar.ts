@@ -405,10 +405,20 @@ export class FlyteSidebar extends Widget {
     const doc = await request<{ status: string; logs: string; final: boolean }>(
       `runs/${run.id}/logs`
     );
-    const outcome = run.error ? `\n${run.error}` : '';
-    this.logsBox.textContent = doc.final
-      ? `run ${run.id} (${doc.status})\n${doc.logs}${outcome}`
-      : `run ${run.id} is ${doc.status}: its output appears here when it ends`;
+    if (!doc.final) {
+      this.logsBox.textContent = `run ${run.id} is ${doc.status}: its output appears here when it ends`;
+      return;
+    }
+    const detail = await request<{ outcome: Record<string, string> }>(`runs/${run.id}`);
+    const outcome = detail.outcome;
+    const summary = outcome.traceback
+      ? `\n${outcome.traceback}`
+      : outcome.repr !== undefined
+        ? `\nresult (${outcome.type}): ${outcome.repr}`
+        : outcome.note
+          ? `\n${outcome.note}`
+          : '';
+    this.logsBox.textContent = `run ${run.id} (${doc.status})\n${doc.logs}${summary}`;
   }
 
   // --- export -----------------------------------------------------------------------

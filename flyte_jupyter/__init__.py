@@ -3,6 +3,11 @@
 __version__ = "0.1.0"
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where the prebuilt JupyterLab extension lives (for `jupyter labextension develop`)."""
+    return [{"src": "labextension", "dest": "flyte-jupyter"}]
+
+
 def load_ipython_extension(shell) -> None:  # type: ignore[no-untyped-def]
     """`%load_ext flyte_jupyter`: register the magics (imported only now, so that importing
     this package stays cheap for the runtime)."""

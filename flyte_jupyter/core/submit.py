@@ -29,7 +29,7 @@ from ..runtime.cells import ENTRY as CELL_ENTRY
 from ..runtime.extract import extract_verified
 from . import history
 from .bundle import Bundle
-from .errors import RemoteError, RunError, UsageError
+from .errors import FlyteJupyterError, RemoteError, RunError, UsageError
 from .storage import Progress, Store, UploadResult
 from .troubleshoot import missing_module_hint
 
@@ -300,7 +300,10 @@ class Run:
         """The record with its status brought up to date (for runs still going)."""
         if record.is_final:
             return record
-        Run.from_history(record.id).status()
+        try:
+            Run.from_history(record.id).status()
+        except FlyteJupyterError:
+            return record  # its executor is unreachable now (e.g. no Docker engine): as recorded
         return history.get(record.id)
 
     # --- state -------------------------------------------------------------------------

@@ -106,6 +106,15 @@ def test_sidebar_end_to_end(lab: str):
                 ".some(td => td.textContent === 'succeeded')",
                 timeout=120_000,
             )
+            # with the extension loaded, the preview follows the active cell, sliced by the kernel
+            page.click("text=summary = summarize(prices)")
+            page.wait_for_function(
+                "document.querySelector('.fj-summary').textContent"
+                ".startsWith('For the active cell')",
+                timeout=30_000,
+            )
+            assert "input value prices" in page.text_content("#flyte-jupyter-sidebar")
+            assert "_flyte_notebook/cell_" in page.text_content(".fj-preview")
             row = page.query_selector(".fj-runs li.fj-succeeded")
             row.click()
             page.wait_for_function(

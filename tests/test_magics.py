@@ -303,3 +303,13 @@ def test_sidebar_comm_and_widgets_panel_share_the_session_settings(kernel: Kerne
                         "if hasattr(m, 'preview_notebook')][0].preview_notebook()\n"
                         "print('shop/pricing.py' in p['text/html'])")  # fmt: skip
     assert preview.stdout.split()[-1] == "True"
+    kernel.ok("values = [float(v) for v in range(2)]  # computed: ships as data")
+    kernel.ok("def taxed():\n    return [with_tax(v) for v in values]")
+    ask = "{'content': {'data': {'preview': '%%flyte_run\\ntaxed()'}}}"
+    preview = kernel.ok(
+        f"session.open_comm(FakeComm(), {ask})\n"
+        "doc = sent[-1]['preview']\n"
+        "print(sorted(doc['values']), [f['path'] for f in doc['files'] if 'shop' in f['path']])"
+    )
+    names, shipped = preview.stdout.strip().split(" ", 1)
+    assert names == "['values']" and "'shop/pricing.py'" in shipped

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import config
-from ..core.cells import resolved_file
+from ..core.cells import prepare_cell, resolved_file
 from ..core.notebook import NotebookState
 from ..core.select import detect_root_dir
 
@@ -112,15 +112,37 @@ class KernelSession:
         return {key: s.value for key, s in settings.items()}
 
     def open_comm(self, comm: Any, msg: dict[str, Any]) -> None:
-        """The "flyte_jupyter" comm target: the JupyterLab sidebar sends settings here so the
-        next %%flyte_run uses them at once (magic options still win)."""
+        """The "flyte_jupyter" comm target. The JupyterLab sidebar sends `settings` here so
+        the next %%flyte_run uses them at once (magic options still win), and asks for a
+        `preview` of what a cell's run would ship, sliced from this kernel's state."""
         data = msg.get("content", {}).get("data", {}) or {}
         try:
-            effective = self.update_settings(data.get("settings", {}))
+            reply: dict[str, Any] = {"ok": True}
+            if "settings" in data:
+                reply["settings"] = self.update_settings(data["settings"])
+            if "preview" in data:
+                reply["preview"] = self.preview_cell(str(data["preview"]))
         except Exception as exc:  # the sidebar shows the message; the kernel carries on
             comm.send({"ok": False, "error": str(exc)})
             return
-        comm.send({"ok": True, "settings": effective})
+        comm.send(reply)
+
+    def preview_cell(self, raw: str) -> dict[str, Any]:
+        """What running this cell remotely would ship: the bundle document plus the pickled
+        size of each input value."""
+        settings, root = self.effective({})
+        body = "\n".join(raw.splitlines()[1:]) if raw.lstrip().startswith("%%") else raw
+        prepared = prepare_cell(
+            self.state,
+            self.shell.transform_cell(body),
+            "the active cell",
+            self.shell.user_ns,
+            settings,
+            root,
+            hidden=self.hidden_names(),
+            dry_run=True,
+        )
+        return {**prepared.bundle.to_json(), "values": prepared.payload_sizes}
 
     def current_count(self) -> int:
         """The running cell's number. IPython stores a cell's input before running it (while

@@ -32,6 +32,8 @@ export interface IPreview {
   total_bytes: number;
   excluded_secrets: string[];
   warnings: string[];
+  /** Pickled size of each input value (previews sliced by the kernel only). */
+  values?: Record<string, number>;
 }
 
 export interface IRunRow {

@@ -267,26 +267,36 @@ export class FlyteSidebar extends Widget {
     this.schedulePreview();
   }
 
-  /** Session settings for the notebook's kernel, through the "flyte_jupyter" comm target. */
+  /** Session settings for the notebook's kernel. */
   private async sendToKernel(values: Record<string, unknown>): Promise<boolean> {
+    const reply = await this.askKernel({ settings: values as JSONObject });
+    return reply?.ok === true;
+  }
+
+  /**
+   * One request to the notebook's kernel through the "flyte_jupyter" comm target (registered
+   * by %load_ext flyte_jupyter); null when there is no kernel or it does not answer.
+   */
+  private async askKernel(data: JSONObject): Promise<any | null> {
     const kernel = this.notebook?.sessionContext.session?.kernel;
     if (!kernel) {
-      return false;
+      return null;
     }
     try {
       const comm = kernel.createComm('flyte_jupyter');
-      const reply = new Promise<boolean>(resolve => {
-        comm.onMsg = () => resolve(true);
-        window.setTimeout(() => resolve(false), 3000);
+      const reply = new Promise<any | null>(resolve => {
+        comm.onMsg = msg => resolve(msg.content.data);
+        comm.onClose = () => resolve(null);
+        window.setTimeout(() => resolve(null), 5000);
       });
-      await comm.open({ settings: values as JSONObject }).done;
-      const ok = await reply;
+      await comm.open(data).done;
+      const answer = await reply;
       if (!comm.isDisposed) {
         comm.close();
       }
-      return ok;
+      return answer;
     } catch {
-      return false;
+      return null;
     }
   }
 
@@ -303,12 +313,22 @@ export class FlyteSidebar extends Widget {
       body.replaceChildren();
       return;
     }
+    // The active cell's slice from the kernel when it can answer, else the whole notebook.
     let preview: IPreview;
-    try {
-      preview = await request<IPreview>('preview', {}, { path: this.path });
-    } catch (error) {
-      body.replaceChildren(el('p', { class: 'fj-error' }, String(error)));
-      return;
+    let scope = 'the whole notebook';
+    const cell = this.notebook?.content.activeCell;
+    const source = cell?.model.type === 'code' ? cell.model.sharedModel.getSource() : '';
+    const answer = source.trim() ? await this.askKernel({ preview: source }) : null;
+    if (answer?.ok && answer.preview) {
+      preview = answer.preview as IPreview;
+      scope = 'the active cell';
+    } else {
+      try {
+        preview = await request<IPreview>('preview', {}, { path: this.path });
+      } catch (error) {
+        body.replaceChildren(el('p', { class: 'fj-error' }, String(error)));
+        return;
+      }
     }
     const table = el('table', { class: 'fj-table fj-preview' });
     const head = el('tr');
@@ -328,10 +348,13 @@ export class FlyteSidebar extends Widget {
     const summary = el(
       'p',
       { class: 'fj-summary' },
-      `${preview.files.length} files, ${humanSize(preview.total_bytes)} · copy style ` +
+      `For ${scope}: ${preview.files.length} files, ${humanSize(preview.total_bytes)} · copy style ` +
         `${preview.copy_style} · ${preview.digest.slice(0, 19)}… · version ${preview.version}`
     );
     const parts: HTMLElement[] = [summary, table];
+    for (const [name, size] of Object.entries(preview.values ?? {})) {
+      parts.push(el('p', { class: 'fj-value' }, `input value ${name}: ${humanSize(size)} pickled`));
+    }
     for (const secret of preview.excluded_secrets) {
       parts.push(el('p', { class: 'fj-warning' }, `left out as a secret: ${secret}`));
     }

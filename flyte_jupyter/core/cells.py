@@ -82,7 +82,7 @@ def prepare_cell(
     cells = ", ".join(dict.fromkeys(d.cell for d in cell.definitions)) or "none"
     generated = {
         f"{GENERATED_PACKAGE}/__init__.py": ("", "notebook package"),
-        cell.module_path: (cell.module_text, f"cell {label}; definitions from {cells}"),
+        cell.module_path: (cell.module_text, f"{label}; definitions from {cells}"),
     }
     style = value["copy_style"]
     selection = select_files(

@@ -1,5 +1,6 @@
 """IPython magics: `%%flyte_run`, `%flyte_run`, `%flyte_config`, `%flyte_bundle`,
-`%flyte_runs`, `%flyte_result`. Thin: parse options, call the core, show the outcome."""
+`%flyte_runs`, `%flyte_result`, `%flyte_export`, `%flyte_panel`. Thin: parse options, call the
+core, show the outcome."""
 
 from __future__ import annotations
 
@@ -52,11 +53,10 @@ def _run_parser(prog: str) -> _Parser:
 def _options(ns: argparse.Namespace) -> dict[str, Any]:
     """Parsed magic options as settings (only those given)."""
     out: dict[str, Any] = {}
-    for key in ("copy_style", "root_dir", "include", "exclude", "image", "version", "executor"):
+    keys = ("copy_style", "root_dir", "include", "exclude", "image", "version", "executor", "store")
+    for key in keys:
         if getattr(ns, key) is not None:
             out[key] = getattr(ns, key)
-    if ns.store is not None:
-        out["store"] = ns.store
     if ns.images:
         out["images"] = parse_pairs(ns.images, "--images", json_values=False)
     if ns.env:
@@ -209,18 +209,7 @@ class FlyteMagics(Magics):
 
     def preview_notebook(self) -> dict[str, str]:
         """What a cell using every definition of this notebook would ship, as a MIME bundle."""
-        settings, root = self.session.effective({})
-        prepared = cells.prepare_cell(
-            self.session.state,
-            self._every_definition(),
-            "preview",
-            self.shell.user_ns,
-            settings,
-            root,
-            hidden=self.session.hidden_names(),
-            dry_run=True,
-        )
-        return views.bundle_preview(prepared)
+        return views.bundle_preview(self.session.dry_run(self._every_definition(), "preview"))
 
     @line_cell_magic
     def flyte_bundle(self, line: str, cell: str | None = None) -> None:

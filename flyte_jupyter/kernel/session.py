@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import config
-from ..core.cells import prepare_cell, resolved_file
+from ..core.cells import PreparedCell, prepare_cell, resolved_file
 from ..core.notebook import NotebookState
 from ..core.select import detect_root_dir
 
@@ -130,19 +130,23 @@ class KernelSession:
     def preview_cell(self, raw: str) -> dict[str, Any]:
         """What running this cell remotely would ship: the bundle document plus the pickled
         size of each input value."""
-        settings, root = self.effective({})
         body = "\n".join(raw.splitlines()[1:]) if raw.lstrip().startswith("%%") else raw
-        prepared = prepare_cell(
+        prepared = self.dry_run(self.shell.transform_cell(body), "the active cell")
+        return {**prepared.bundle.to_json(), "values": prepared.payload_sizes}
+
+    def dry_run(self, source: str, label: str) -> PreparedCell:
+        """Slice and bundle `source` with the session's settings, uploading nothing."""
+        settings, root = self.effective({})
+        return prepare_cell(
             self.state,
-            self.shell.transform_cell(body),
-            "the active cell",
+            source,
+            label,
             self.shell.user_ns,
             settings,
             root,
             hidden=self.hidden_names(),
             dry_run=True,
         )
-        return {**prepared.bundle.to_json(), "values": prepared.payload_sizes}
 
     def current_count(self) -> int:
         """The running cell's number. IPython stores a cell's input before running it (while

@@ -117,8 +117,10 @@ async def test_runs_list_detail_logs_rerun_and_cancel(jp_fetch, project):
     from flyte_jupyter.core.select import select_files
     from flyte_jupyter.core.submit import submit
 
-    (project / "job.py").write_text("import time\n\ndef hi():\n    print('hello')\n    return 5\n\n"
-                                    "def slow():\n    time.sleep(60)\n")  # fmt: skip
+    (project / "job.py").write_text(
+        "import time\n\ndef hi():\n    print('hello')\n    return 5\n\n"
+        "def slow():\n    print('started')\n    time.sleep(60)\n"
+    )
     bundle = build_bundle(select_files(project, entries=[project / "job.py"]))
     done = submit(bundle, "job:hi", name="greeting")
     done.wait(60)
@@ -139,6 +141,11 @@ async def test_runs_list_detail_logs_rerun_and_cancel(jp_fetch, project):
         assert time.monotonic() < deadline
         time.sleep(0.2)
     slow = submit(bundle, "job:slow")
+    deadline = time.monotonic() + 30
+    while "started" not in (live := await get_json(jp_fetch, "runs", slow.id, "logs"))["logs"]:
+        assert time.monotonic() < deadline, live
+        time.sleep(0.2)
+    assert live["final"] is False  # output of a run that is still going
     response = await jp_fetch(
         "flyte-jupyter", "api", "runs", slow.id, "cancel", method="POST", body=""
     )

@@ -98,6 +98,9 @@ class Execution(Protocol):
     def log_lines(self) -> Iterator[LogLine]:
         """Output as it is produced, ending when the run ends."""
 
+    def output_so_far(self) -> str:
+        """Everything written so far, without waiting."""
+
 
 class Executor(Protocol):
     name: str
@@ -466,6 +469,13 @@ class Run:
                 ) from exc
             sys.path.extend(missing)
             return pickle.loads(raw)
+
+    def output_so_far(self) -> str:
+        """The run's output up to now, without waiting: live while it runs, the stored log
+        once it has ended."""
+        if self._execution is not None and self.status() not in history.FINAL:
+            return self._execution.output_so_far()
+        return "".join(line.text for line in self.logs())
 
     def logs(self) -> Iterator[LogLine]:
         """Output lines, live while the run is going; the stored log for runs from the history."""

@@ -158,7 +158,7 @@ class RunHandler(_Base):
             if what == "logs":
                 status = run.status()
                 final = status in history.FINAL
-                text = "".join(line.text for line in run.logs()) if final else ""
+                text = run.output_so_far()
                 self.finish(json.dumps({"status": status, "logs": text, "final": final}))
             else:
                 self.finish(json.dumps(run.describe(), default=str))

@@ -66,6 +66,8 @@ export class FlyteSidebar extends Widget {
   private status: HTMLElement;
   private previewTimer = 0;
   private defaults: ISettingRegistry.ISettings | null = null;
+  /** The run whose logs are shown: followed while it is still going. */
+  private shownRun: string | null = null;
   private runsTimer = 0;
 
   constructor(tracker: INotebookTracker) {
@@ -422,14 +424,19 @@ export class FlyteSidebar extends Widget {
       list.append(item);
     }
     this.runsBody.replaceChildren(list);
+    const followed = rows.find(run => run.id === this.shownRun);
+    if (followed && this.logsBox.textContent?.includes(', live)')) {
+      void this.showLogs(followed);
+    }
   }
 
   private async showLogs(run: IRunRow): Promise<void> {
     const doc = await request<{ status: string; logs: string; final: boolean }>(
       `runs/${run.id}/logs`
     );
+    this.shownRun = run.id;
     if (!doc.final) {
-      this.logsBox.textContent = `run ${run.id} is ${doc.status}: its output appears here when it ends`;
+      this.logsBox.textContent = `run ${run.id} (${doc.status}, live)\n${doc.logs}`;
       return;
     }
     const detail = await request<{ outcome: Record<string, string> }>(`runs/${run.id}`);

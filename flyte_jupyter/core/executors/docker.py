@@ -173,6 +173,14 @@ class DockerExecution:
         except docker.errors.NotFound:
             pass
 
+    def output_so_far(self) -> str:
+        import docker.errors
+
+        try:
+            return self.container.logs(stdout=True, stderr=True).decode(errors="replace")
+        except docker.errors.NotFound:
+            return ""
+
     def log_lines(self) -> Iterator[LogLine]:
         """stdout and stderr, live, as separate streams."""
         lines: queue.Queue[LogLine | None] = queue.Queue()

@@ -172,6 +172,13 @@ class LocalExecution:
             os.killpg(self.pid, signal.SIGKILL)  # stragglers that left the leader behind
         self.wait(_GRACE_SECONDS)
 
+    def output_so_far(self) -> str:
+        parts = []
+        for name in ("stdout", "stderr"):
+            with contextlib.suppress(OSError):
+                parts.append((self.logs / f"{name}.txt").read_text(errors="replace"))
+        return "".join(parts)
+
     def log_lines(self) -> Iterator[LogLine]:
         streams = {name: (self.logs / f"{name}.txt").open("rb") for name in ("stdout", "stderr")}
         partial = dict.fromkeys(streams, b"")

@@ -313,3 +313,11 @@ def test_sidebar_comm_and_widgets_panel_share_the_session_settings(kernel: Kerne
     )
     names, shipped = preview.stdout.strip().split(" ", 1)
     assert names == "['values']" and "'shop/pricing.py'" in shipped
+
+
+def test_big_uploads_show_a_progress_bar(kernel: Kernel, project: Path):
+    (project / "blob.bin").write_bytes(os.urandom(600_000))  # random: does not compress away
+    reply = kernel.ok("%%flyte_run --include blob.bin\nlen(open('blob.bin', 'rb').read())")
+    assert reply.result == "600000"
+    bars = [d for d in reply.displays if "application/vnd.jupyter.widget-view+json" in d]
+    assert bars, reply.displays  # an ipywidgets FloatProgress was displayed

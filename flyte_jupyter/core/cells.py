@@ -28,7 +28,7 @@ from .notebook import (
     slice_cell,
 )
 from .select import foreign_dirs, select_files
-from .storage import Store
+from .storage import Progress, Store
 from .submit import Run, submit
 
 ENTRY = remote_cells.ENTRY
@@ -99,7 +99,12 @@ def prepare_cell(
     return PreparedCell(cell, build_bundle(selection, dry_run=dry_run), sizes)
 
 
-def submit_cell(prepared: PreparedCell, settings: Mapping[str, Setting], name: str | None) -> Run:
+def submit_cell(
+    prepared: PreparedCell,
+    settings: Mapping[str, Setting],
+    name: str | None,
+    progress: Progress | None = None,
+) -> Run:
     value = {k: s.value for k, s in settings.items()}
     cell = prepared.slice
     payload = {"module": cell.module_name, "values": cell.values}
@@ -114,6 +119,7 @@ def submit_cell(prepared: PreparedCell, settings: Mapping[str, Setting], name: s
         name=name,
         version=value["version"],
         dumps=lambda obj: dumps_for(cell, obj, "the inputs"),
+        progress=progress,
     )
 
 

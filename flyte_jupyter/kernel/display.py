@@ -4,7 +4,10 @@ shows a table and a terminal IPython shows text."""
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from typing import Any
+
+from IPython.display import display
 
 from ..core import config, history
 from ..core.cells import PreparedCell
@@ -66,6 +69,31 @@ def runs_table(records: list[history.RunRecord]) -> dict[str, str]:
         return {"text/plain": "no runs yet", "text/html": "<p>no runs yet</p>"}
     header, rows = history.table(records)
     return {"text/plain": text_table(header, rows), "text/html": _table(header, rows)}
+
+
+UPLOAD_BAR_BYTES = 256 * 1024
+"""Uploads smaller than this finish before a progress bar would be worth drawing."""
+
+
+def upload_progress() -> Callable[[int, int], None]:
+    """An upload progress callback that shows an ipywidgets bar once an upload is big enough
+    to watch (and falls back to nothing where widgets cannot render)."""
+    bar: list[Any] = []
+
+    def update(sent: int, total: int) -> None:
+        if total < UPLOAD_BAR_BYTES:
+            return
+        if not bar:
+            try:
+                import ipywidgets
+            except ImportError:
+                return
+            bar.append(ipywidgets.FloatProgress(min=0, max=total, description="upload"))
+            display(bar[0])
+        bar[0].value = sent
+        bar[0].description = f"{human_size(sent)}/{human_size(total)}"
+
+    return update
 
 
 def run_banner(run: Run, prepared: PreparedCell) -> str:

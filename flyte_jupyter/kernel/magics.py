@@ -125,7 +125,7 @@ class FlyteMagics(Magics):
         if ns.dry_run:
             display(views.bundle_preview(prepared), raw=True)
             return None
-        run = cells.submit_cell(prepared, settings, ns.name or label)
+        run = cells.submit_cell(prepared, settings, ns.name or label, views.upload_progress())
         print(views.run_banner(run, prepared), file=sys.stderr)
         if ns.detach:
             return run

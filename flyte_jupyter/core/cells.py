@@ -38,8 +38,12 @@ ENTRY = remote_cells.ENTRY
 class PreparedCell:
     slice: CellSlice
     bundle: Bundle
-    payload_sizes: dict[str, int] = field(default_factory=dict)
-    """Pickled size of each data input, for previews."""
+    payloads: dict[str, bytes] = field(default_factory=dict)
+    """Each data input, pickled once (checked here, sent as is)."""
+
+    @property
+    def payload_sizes(self) -> dict[str, int]:
+        return {name: len(blob) for name, blob in self.payloads.items()}
 
 
 @cache
@@ -48,13 +52,12 @@ def resolved_file(file: str) -> Path:
     return Path(file).resolve()
 
 
-def local_module_files(root: Path, modules: Mapping[str, Any] | None = None) -> list[str]:
+def local_module_files(root: Path) -> list[str]:
     """Files of modules loaded in this interpreter that live under root_dir (Flyte's
     loaded-modules source for copy style auto)."""
-    modules = sys.modules if modules is None else modules
     foreign = foreign_dirs(root)
     out = []
-    for module in list(modules.values()):
+    for module in list(sys.modules.values()):
         file = getattr(module, "__file__", None)
         if not file or not file.endswith(".py"):
             continue
@@ -77,7 +80,7 @@ def prepare_cell(
 ) -> PreparedCell:
     """Slice the cell, check its inputs can travel, and build its bundle."""
     cell = slice_cell(state, source, label, namespace, hidden)
-    sizes = {name: len(dumps_for(cell, value, name)) for name, value in cell.values.items()}
+    payloads = {name: dumps_for(cell, value, name) for name, value in cell.values.items()}
     value = {k: s.value for k, s in settings.items()}
     cells = ", ".join(dict.fromkeys(d.cell for d in cell.definitions)) or "none"
     generated = {
@@ -96,7 +99,7 @@ def prepare_cell(
         max_bytes=int(value["max_size_mb"] * 1024 * 1024),
         generated=generated,
     )
-    return PreparedCell(cell, build_bundle(selection, dry_run=dry_run), sizes)
+    return PreparedCell(cell, build_bundle(selection, dry_run=dry_run), payloads)
 
 
 def submit_cell(
@@ -107,7 +110,7 @@ def submit_cell(
 ) -> Run:
     value = {k: s.value for k, s in settings.items()}
     cell = prepared.slice
-    payload = {"module": cell.module_name, "values": cell.values}
+    payload = {"module": cell.module_name, "values": prepared.payloads}
     return submit(
         prepared.bundle,
         ENTRY,
@@ -118,7 +121,6 @@ def submit_cell(
         env=value["env"],
         name=name,
         version=value["version"],
-        dumps=lambda obj: dumps_for(cell, obj, "the inputs"),
         progress=progress,
     )
 

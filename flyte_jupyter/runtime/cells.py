@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import importlib
 import linecache
+import pickle
 from typing import Any
 
 from .values import dumps
@@ -24,15 +25,16 @@ def import_attribute(module: str, name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def run_cell(module: str, values: dict[str, Any]) -> dict[str, Any]:
-    """Execute the cell of generated `module` with `values` as globals.
+def run_cell(module: str, values: dict[str, bytes]) -> dict[str, Any]:
+    """Execute the cell of generated `module` with `values` (each pickled on its own by the
+    client) as globals.
 
     Returns `{"values": {name: pickled bytes}, "out": pickled bytes or None (no last
     expression), "skipped": {name: reason}}`. Each value is pickled on its own, so one that
     cannot travel back (an open file, a generator) is reported instead of failing the run.
     """
     namespace = importlib.import_module(module).__dict__
-    namespace.update(values)
+    namespace.update({name: pickle.loads(blob) for name, blob in values.items()})
     source: str = namespace["CELL_SOURCE"]
     label: str = namespace["CELL_LABEL"]
     linecache.cache[label] = (len(source), None, source.splitlines(keepends=True), label)

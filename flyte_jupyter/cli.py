@@ -32,7 +32,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="flyte-jupyter",
         description="Package notebook and project code into content-hashed bundles and run "
-        "them in clean interpreters, containers or on Flyte.",
+        "them in clean interpreters or containers.",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 

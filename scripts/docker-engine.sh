@@ -27,6 +27,11 @@ if ! engine_up; then
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
   fi
+  # A previous engine killed without cleanup leaves its pid file behind; dockerd refuses to
+  # start over a pid file whose process still exists, so clear only a stale one.
+  if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+    rm -f /var/run/docker.pid
+  fi
   say "starting dockerd (vfs storage, no bridge)"
   nohup dockerd --storage-driver=vfs --iptables=false --bridge=none >"$LOG" 2>&1 &
   for _ in $(seq 1 60); do engine_up && break; sleep 0.5; done

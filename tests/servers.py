@@ -23,7 +23,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Until `url` answers (any HTTP status); RuntimeError if `proc` dies or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -49,15 +50,20 @@ def _server(argv: list[str], ready_url: str, url: str, log: Path) -> Iterator[Se
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     try:
-        _wait_http(ready_url, proc)
+        wait_http(ready_url, proc)
         yield Server(url, log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate a server, killing it if it does not stop within 15 s."""
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def moto_server(log_dir: Path) -> contextlib.AbstractContextManager[Server]:

@@ -9,13 +9,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from servers import free_port
+from servers import free_port, stop, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -42,22 +41,13 @@ def lab(tmp_path: Path) -> Iterator[str]:
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((tmp_path / "lab.log").read_text()) from None
-                time.sleep(0.3)
+        try:
+            wait_http(f"{url}/api/status?token={TOKEN}", proc, timeout=60)
+        except RuntimeError as exc:
+            raise RuntimeError((tmp_path / "lab.log").read_text()) from exc
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 def test_sidebar_end_to_end(lab: str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,6 +31,16 @@ def isolated_cache(
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("FLYTE_JUPYTER_CACHE_DIR", str(cache))
     return cache
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` still runs; a zombie (ended, not yet reaped) counts as ended."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
 
 
 def write_tree(root: Path, files: dict[str, str | bytes]) -> Path:

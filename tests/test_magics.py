@@ -11,7 +11,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import write_tree
+from conftest import process_alive, write_tree
 from kernel import Kernel
 
 from flyte_jupyter.core import history
@@ -229,20 +229,11 @@ def test_interrupt_cancels_the_run(kernel: Kernel, project: Path):
     while kernel.client.get_shell_msg(timeout=60)["parent_header"]["msg_id"] != msg:
         pass  # replies to earlier cells
     deadline = time.monotonic() + 10
-    while _alive(remote_pid) and time.monotonic() < deadline:
+    while process_alive(remote_pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _alive(remote_pid), "the remote process survived the interrupt"
+    assert not process_alive(remote_pid), "the remote process survived the interrupt"
     assert history.recent()[0].status == "cancelled"
     assert kernel.ok("1 + 1").result == "2"  # the kernel is fine
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
 
 
 def test_copy_style_none_hint_when_the_image_lacks_the_code(kernel: Kernel):

@@ -11,6 +11,7 @@ import venv
 from pathlib import Path
 
 import pytest
+from conftest import process_alive
 
 from flyte_jupyter.core import history
 from flyte_jupyter.core.bundle import build_bundle
@@ -172,18 +173,9 @@ def test_cancel_kills_the_whole_process_tree(tree, tmp_path):
     assert run.status() == "cancelled"
     assert history.get(run.id).status == "cancelled"
     for pid in (leader, child):
-        assert not _running(pid), f"process {pid} survived cancel"
+        assert not process_alive(pid), f"process {pid} survived cancel"
     with pytest.raises(RunError, match="was cancelled"):
         run.result()
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.exists() and stat.read_text().split()[2] == "Z")  # zombies are dead
 
 
 def test_wait_timeout_is_a_clear_error(tree, tmp_path):

@@ -2,9 +2,8 @@
 
 `submit()` uploads the bundle (once per store), writes the run's spec and inputs to the
 store, records the run in the local history and asks an executor to start the runtime.
-Executors plug in through the `flyte_jupyter.executors` entry-point group, imported only
-when asked for, so a missing optional extra is one clear message instead of an import
-error at start-up.
+Executors plug in through `executors/registry.py` (the contract and the entry-point
+registry; re-exported here for older imports).
 """
 
 from __future__ import annotations
@@ -23,25 +22,23 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from ..runtime.cells import ENTRY as CELL_ENTRY
 from ..runtime.extract import extract_verified
 from . import history
 from .bundle import Bundle
 from .errors import FlyteJupyterError, RemoteError, RunError, UsageError
+from .executors.registry import (  # noqa: F401 (re-exported)
+    EXECUTOR_GROUP,
+    Execution,
+    Executor,
+    LogLine,
+    available_executors,
+    get_executor,
+)
 from .storage import Progress, Store, UploadResult
 from .troubleshoot import missing_module_hint
-
-EXECUTOR_GROUP = "flyte_jupyter.executors"
-_EXTRAS = {"docker": "docker", "flyte": "flyte"}
-
-
-@dataclass(frozen=True)
-class LogLine:
-    stream: str
-    """"stdout" or "stderr"."""
-    text: str
 
 
 @dataclass
@@ -85,56 +82,6 @@ class RunSpec:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class Execution(Protocol):
-    """An executor's handle on one started run."""
-
-    def wait(self, timeout: float | None) -> int | None:
-        """The exit code, or None if still running when `timeout` passed."""
-
-    def cancel(self) -> None: ...
-
-    def log_lines(self) -> Iterator[LogLine]:
-        """Output as it is produced, ending when the run ends."""
-
-    def output_so_far(self) -> str:
-        """Everything written so far, without waiting."""
-
-
-class Executor(Protocol):
-    name: str
-
-    def launch(self, spec: RunSpec, store: Store) -> Execution: ...
-
-    def attach(self, record: history.RunRecord, store: Store) -> Execution | None:
-        """A handle on a run started by another process, if this executor can reach it."""
-
-
-@lru_cache(maxsize=1)
-def _executor_entry_points() -> dict[str, importlib.metadata.EntryPoint]:
-    return {ep.name: ep for ep in importlib.metadata.entry_points(group=EXECUTOR_GROUP)}
-
-
-def available_executors() -> list[str]:
-    return sorted(_executor_entry_points())
-
-
-def get_executor(name: str, **options: Any) -> Executor:
-    """The executor registered under `name`, imported on first use."""
-    entry_point = _executor_entry_points().get(name)
-    if entry_point is None:
-        known = ", ".join(available_executors()) or "none"
-        raise UsageError(f"unknown executor {name!r}: available executors are {known}")
-    try:
-        cls = entry_point.load()
-    except ImportError as exc:
-        extra = _EXTRAS.get(name, name)
-        raise UsageError(
-            f"executor {name!r} needs extra packages ({exc.name or exc}): "
-            f"pip install 'flyte-jupyter[{extra}]'"
-        ) from exc
-    return cls(**options)
 
 
 def new_run_id() -> str:

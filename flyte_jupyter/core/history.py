@@ -11,10 +11,11 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ..runtime import protocol
 from ..runtime.locations import data_dir
 from .errors import UsageError
 
-FINAL = ("succeeded", "failed", "cancelled")
+FINAL = protocol.FINAL
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

@@ -24,6 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ..runtime import protocol
 from ..runtime.cells import ENTRY as CELL_ENTRY
 from ..runtime.extract import extract_verified
 from . import history
@@ -64,11 +65,11 @@ class RunSpec:
 
     @property
     def inputs_url(self) -> str:
-        return f"{self.run_dir}/inputs.pkl"
+        return f"{self.run_dir}/{protocol.INPUTS}"
 
     @property
     def outputs_url(self) -> str:
-        return f"{self.run_dir}/outputs.pkl"
+        return f"{self.run_dir}/{protocol.OUTPUTS}"
 
     def runtime_args(self) -> list[str]:
         """Arguments for `python -m flyte_jupyter.runtime`."""
@@ -188,7 +189,7 @@ def submit(
 
 def _store_and_record(spec: RunSpec, store: Store, payload: bytes) -> None:
     """Write the run's spec and inputs to the store and add it to the history."""
-    store.put_bytes(store.run_url(spec.run_id, "spec.json"), json.dumps(spec.to_json()).encode())
+    store.put_bytes(store.run_url(spec.run_id, protocol.SPEC), json.dumps(spec.to_json()).encode())
     store.put_bytes(spec.inputs_url, payload)
     history.record(
         history.RunRecord(
@@ -198,7 +199,7 @@ def _store_and_record(spec: RunSpec, store: Store, payload: bytes) -> None:
             version=spec.version,
             executor=spec.executor,
             store=store.url,
-            status="submitted",
+            status=protocol.SUBMITTED,
             created=spec.created,
             name=spec.name,
             image=spec.image,
@@ -272,8 +273,8 @@ class Run:
             code = self._execution.wait(0)
             if code is not None:
                 return self._finish(code)
-        doc = self._read_json("status.json")
-        return doc["phase"] if doc else "submitted"
+        doc = self._read_json(protocol.STATUS)
+        return doc["phase"] if doc else protocol.SUBMITTED
 
     def wait(self, timeout: float | None = None) -> str:
         """Block until the run ends; its final status. RunError if `timeout` passes first."""
@@ -292,26 +293,26 @@ class Run:
     def _poll_store(self, timeout: float | None) -> str:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            doc = self._read_json("status.json")
-            if doc and doc["phase"] in history.FINAL:
+            doc = self._read_json(protocol.STATUS)
+            if doc and doc["phase"] in protocol.FINAL:
                 return self._finish()
             if deadline is not None and time.monotonic() >= deadline:
                 raise RunError(f"run {self.id} has not finished after {timeout:g}s")
             time.sleep(0.2)
 
     def _finish(self, exit_code: int | None = None) -> str:
-        doc = self._read_json("status.json") or {}
+        doc = self._read_json(protocol.STATUS) or {}
         phase = doc.get("phase")
         if self._cancelled:
-            phase = "cancelled"
-        elif phase not in history.FINAL:
-            phase = "failed"  # the process ended without saying how: it was killed
+            phase = protocol.CANCELLED
+        elif phase not in protocol.FINAL:
+            phase = protocol.FAILED  # the process ended without saying how: it was killed
         phases = {p["phase"]: p["at"] for p in doc.get("phases", [])}
-        error = self._read_json("error.json") if phase == "failed" else None
+        error = self._read_json(protocol.ERROR) if phase == protocol.FAILED else None
         history.update(
             self.id,
             status=phase,
-            started=phases.get("running") or phases.get("downloading"),
+            started=phases.get(protocol.RUNNING) or phases.get(protocol.DOWNLOADING),
             finished=phases.get(phase) or _now(),
             exit_code=doc.get("exit_code", exit_code if exit_code != -1 else None),
             error=f"{error['type']}: {error['message']}" if error else None,
@@ -324,11 +325,11 @@ class Run:
     def result(self, timeout: float | None = None) -> Any:
         """The return value; RemoteError (with the remote traceback) if the code raised."""
         status = self.wait(timeout)
-        if status == "succeeded":
+        if status == protocol.SUCCEEDED:
             return self._load_output()
-        if status == "cancelled":
+        if status == protocol.CANCELLED:
             raise RunError(f"run {self.id} was cancelled")
-        error = self._read_json("error.json")
+        error = self._read_json(protocol.ERROR)
         if error is None:
             tail = "".join(line.text for line in self.logs())[-2000:]
             raise RemoteError(
@@ -352,9 +353,9 @@ class Run:
     def describe(self) -> dict[str, Any]:
         """Spec, status with phase timestamps, and a summary of the outcome."""
         status = self.status()
-        doc = self._read_json("status.json") or {}
+        doc = self._read_json(protocol.STATUS) or {}
         outcome: dict[str, Any] = {}
-        if status == "succeeded":
+        if status == protocol.SUCCEEDED:
             raw = self.store.get_bytes(self.spec.outputs_url)
             outcome = {"output_bytes": len(raw)}
             try:
@@ -365,8 +366,8 @@ class Run:
                 outcome.update(type=type(value).__name__, repr=repr(value)[:200])
             except Exception as exc:
                 outcome["note"] = f"cannot load the output here: {type(exc).__name__}: {exc}"
-        elif status == "failed":
-            outcome = self._read_json("error.json") or {"note": "the runtime reported nothing"}
+        elif status == protocol.FAILED:
+            outcome = self._read_json(protocol.ERROR) or {"note": "the runtime reported nothing"}
         return {
             "id": self.id,
             "status": status,
@@ -420,7 +421,7 @@ class Run:
     def output_so_far(self) -> str:
         """The run's output up to now, without waiting: live while it runs, the stored log
         once it has ended."""
-        if self._execution is not None and self.status() not in history.FINAL:
+        if self._execution is not None and self.status() not in protocol.FINAL:
             return self._execution.output_so_far()
         return "".join(line.text for line in self.logs())
 
@@ -430,7 +431,7 @@ class Run:
             yield from self._execution.log_lines()
             return
         try:
-            text = self.store.get_bytes(self.store.run_url(self.id, "logs.txt")).decode()
+            text = self.store.get_bytes(self.store.run_url(self.id, protocol.LOGS)).decode()
         except FileNotFoundError:
             return
         for line in text.splitlines(keepends=True):
@@ -444,9 +445,9 @@ class Run:
             self._cancelled = True
             self._execution.cancel()
             self._finish(self._execution.wait(0))
-            doc = self._read_json("status.json") or {"phases": []}
-            doc["phase"] = "cancelled"
-            doc["phases"].append({"phase": "cancelled", "at": _now()})
+            doc = self._read_json(protocol.STATUS) or {"phases": []}
+            doc["phase"] = protocol.CANCELLED
+            doc["phases"].append({"phase": protocol.CANCELLED, "at": _now()})
             self.store.put_bytes(
-                self.store.run_url(self.id, "status.json"), json.dumps(doc).encode()
+                self.store.run_url(self.id, protocol.STATUS), json.dumps(doc).encode()
             )

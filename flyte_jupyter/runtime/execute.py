@@ -3,9 +3,7 @@
     python -m flyte_jupyter.runtime --bundle URL --digest D --entry module:function
         --inputs URL --outputs URL [--run-dir URL] [--python-path DIR]...
 
-Run-directory protocol (all JSON unless noted), each object written atomically:
-`spec.json` (from the client), `status.json` (phases with timestamps), `outputs.pkl`
-(pickled return value), `error.json` (type, message, traceback), `logs.txt` (stdout+stderr).
+The run-directory files and phases are named in protocol.py.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import blobs
+from . import blobs, protocol
 from .extract import COMPLETE_MARKER, fetch_bundle
 from .values import dumps
 
@@ -56,7 +54,7 @@ class _Status:
         self.doc["phases"].append({"phase": name, "at": now})
         self.doc.update(extra)
         if self.run_dir:
-            blobs.write_json(blobs.join(self.run_dir, "status.json"), self.doc)
+            blobs.write_json(blobs.join(self.run_dir, protocol.STATUS), self.doc)
 
 
 class _Tee(io.TextIOBase):
@@ -115,17 +113,17 @@ def _run(args: argparse.Namespace, log_file: Any) -> int:
     try:
         spec = _read_spec(args.run_dir)
         if args.bundle:
-            status.phase("downloading")
+            status.phase(protocol.DOWNLOADING)
             root = fetch_bundle(args.bundle, args.digest)
         check_environment(spec.get("client", {}))
         if root is not None:
             workdir = _private_workdir(root)
             _isolate_sys_path(root, args.python_path or spec.get("python_path") or ["."])
         inputs = pickle.loads(blobs.read_bytes(args.inputs)) if args.inputs else {}
-        status.phase("running")
+        status.phase(protocol.RUNNING)
         result = call_entry(args.entry, inputs.get("args", ()), inputs.get("kwargs", {}))
         blobs.write_bytes(args.outputs, dumps(result))
-        status.phase("succeeded")
+        status.phase(protocol.SUCCEEDED)
     except BaseException as exc:
         code = _exit_code(exc)
         error = describe_error(exc, root)
@@ -133,15 +131,15 @@ def _run(args: argparse.Namespace, log_file: Any) -> int:
         if not args.run_dir:
             print(error["traceback"], file=real_err, end="")
         if args.run_dir:
-            blobs.write_json(blobs.join(args.run_dir, "error.json"), error)
-        status.phase("failed", exit_code=code)
+            blobs.write_json(blobs.join(args.run_dir, protocol.ERROR), error)
+        status.phase(protocol.FAILED, exit_code=code)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
         sys.stdout, sys.stderr = real_out, real_err
         if args.run_dir:
             log_file.seek(0)
-            blobs.write_bytes(blobs.join(args.run_dir, "logs.txt"), log_file.read().encode())
+            blobs.write_bytes(blobs.join(args.run_dir, protocol.LOGS), log_file.read().encode())
         if workdir:
             os.chdir(tempfile.gettempdir())
             shutil.rmtree(workdir, ignore_errors=True)
@@ -153,7 +151,7 @@ def _read_spec(run_dir: str | None) -> dict[str, Any]:
     if not run_dir:
         return {}
     try:
-        return blobs.read_json(blobs.join(run_dir, "spec.json"))
+        return blobs.read_json(blobs.join(run_dir, protocol.SPEC))
     except FileNotFoundError:
         return {}
 

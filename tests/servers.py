@@ -46,9 +46,13 @@ class Server:
 
 
 @contextlib.contextmanager
-def _server(argv: list[str], ready_url: str, url: str, log: Path) -> Iterator[Server]:
+def _server(
+    argv: list[str], ready_url: str, url: str, log: Path, env: dict[str, str] | None = None
+) -> Iterator[Server]:
     with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
     try:
         wait_http(ready_url, proc)
         yield Server(url, log)
@@ -70,7 +74,10 @@ def moto_server(log_dir: Path) -> contextlib.AbstractContextManager[Server]:
     port = free_port()
     argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     url = f"http://127.0.0.1:{port}"
-    return _server(argv, f"{url}/moto-api/", url, log_dir / "moto.log")
+    # moto's request recorder writes to ./moto_recording unless told otherwise: keep the
+    # checkout clean by pointing it into the server's own log directory.
+    recording = {"MOTO_RECORDER_FILEPATH": str(log_dir / "moto_recording")}
+    return _server(argv, f"{url}/moto-api/", url, log_dir / "moto.log", recording)
 
 
 def gcs_emulator(log_dir: Path) -> contextlib.AbstractContextManager[Server]:

@@ -77,11 +77,15 @@ def normalize_copy_style(copy_style: str) -> str:
     return style
 
 
-def detect_root_dir(start: Path) -> Path:
+def detect_root_dir(start: Path, boundary: Path | None = None) -> Path:
     """The nearest directory at or above `start` holding a project marker
-    (pyproject.toml, setup.cfg, .git, .flyte/); `start` itself when none is found."""
+    (pyproject.toml, setup.cfg, .git, .flyte/); `start` itself when none is found.
+    With `boundary` (e.g. the Jupyter server root) the walk never goes above it."""
     start = start.resolve()
-    for candidate in (start, *start.parents):
+    candidates = [start, *start.parents]
+    if boundary is not None:
+        candidates = [c for c in candidates if c.is_relative_to(boundary.resolve())]
+    for candidate in candidates:
         if any((candidate / marker).exists() for marker in ROOT_MARKERS):
             if candidate == Path.home() or candidate == Path(candidate.anchor):
                 break

@@ -183,3 +183,19 @@ def test_both_extensions_are_enabled_after_install():
     )
     line = next(x for x in (lab.stdout + lab.stderr).splitlines() if "flyte-jupyter" in x)
     assert "enabled" in line and "OK" in line
+
+
+async def test_run_detail_never_unpickles_run_data_nor_imports_project_code(jp_fetch, tmp_path):
+    import os
+
+    from test_trust_runtime import submit_bomb
+
+    run_id, markers = submit_bomb(tmp_path)  # a result whose unpickling runs project code
+    detail = await get_json(jp_fetch, "runs", run_id)
+    server_made = {"unpickled", f"imported-{os.getpid()}"}  # the server runs in this process
+    created = [p.name for p in markers.iterdir() if p.name in server_made]
+    print("files created by the result's __reduce__ in the server:", len(created))
+    assert created == [] and "bomb_job" not in sys.modules
+    outcome = detail["outcome"]
+    assert (outcome["type"], outcome["module"]) == ("Bomb", "bomb_job")
+    assert outcome["repr"].startswith("<bomb_job.Bomb object at")

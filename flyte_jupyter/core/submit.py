@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from ..runtime import protocol
-from ..runtime.cells import ENTRY as CELL_ENTRY
 from ..runtime.extract import extract_verified
 from . import history
 from .bundle import Bundle
@@ -356,16 +355,7 @@ class Run:
         doc = self._read_json(protocol.STATUS) or {}
         outcome: dict[str, Any] = {}
         if status == protocol.SUCCEEDED:
-            raw = self.store.get_bytes(self.spec.outputs_url)
-            outcome = {"output_bytes": len(raw)}
-            try:
-                value = self._load_output(raw)
-                if self.spec.entry == CELL_ENTRY and isinstance(value, dict):
-                    outcome["assigned"] = sorted(value.get("values", {}))
-                    value = pickle.loads(value["out"]) if value.get("out") else None
-                outcome.update(type=type(value).__name__, repr=repr(value)[:200])
-            except Exception as exc:
-                outcome["note"] = f"cannot load the output here: {type(exc).__name__}: {exc}"
+            outcome = self._output_summary()
         elif status == protocol.FAILED:
             outcome = self._read_json(protocol.ERROR) or {"note": "the runtime reported nothing"}
         return {
@@ -451,3 +441,20 @@ class Run:
             self.store.put_bytes(
                 self.store.run_url(self.id, protocol.STATUS), json.dumps(doc).encode()
             )
+    def _output_summary(self) -> dict[str, Any]:
+        """What the runtime recorded about the result, as text. Never unpickles: this runs in
+        the Jupyter server and `runs show`, which must not run code from a run's data."""
+        summary = self._read_json(protocol.OUTPUTS_SUMMARY)
+        if summary is None:
+            return {
+                "note": "no summary recorded (run from an older flyte-jupyter); "
+                "Run.result() in the notebook or script that started it loads the value"
+            }
+        value = summary.get("value") or {}
+        outcome = {"output_bytes": summary.get("size")}
+        outcome.update({k: value[k] for k in ("type", "module", "repr") if k in value})
+        if "values" in summary:
+            outcome["assigned"] = sorted(summary["values"])
+        outcome.update({k: v for k, v in summary.items() if k not in ("size", "value")})
+        return outcome
+

@@ -14,7 +14,7 @@ import linecache
 import pickle
 from typing import Any
 
-from .values import dumps
+from .values import dumps, summarize
 
 ENTRY = "flyte_jupyter.runtime.cells:run_cell"
 """The entry point a notebook cell run calls."""
@@ -30,8 +30,9 @@ def run_cell(module: str, values: dict[str, bytes]) -> dict[str, Any]:
     client) as globals.
 
     Returns `{"values": {name: pickled bytes}, "out": pickled bytes or None (no last
-    expression), "skipped": {name: reason}}`. Each value is pickled on its own, so one that
-    cannot travel back (an open file, a generator) is reported instead of failing the run.
+    expression), "skipped": {name: reason}, "summary": text for outputs.json}`. Each value is
+    pickled on its own, so one that cannot travel back (an open file, a generator) is reported
+    instead of failing the run.
     """
     namespace = importlib.import_module(module).__dict__
     namespace.update({name: pickle.loads(blob) for name, blob in values.items()})
@@ -45,17 +46,34 @@ def run_cell(module: str, values: dict[str, bytes]) -> dict[str, Any]:
     exec(compile(tree, label, "exec"), namespace)
     out = eval(compile(last, label, "eval"), namespace) if last is not None else None
     skipped: dict[str, str] = {}
+    summaries: dict[str, dict[str, Any]] = {}
 
     def pack(name: str, value: Any) -> bytes | None:
         try:
-            return dumps(value)
+            blob = dumps(value)
         except Exception as exc:  # anything pickling raises means "cannot travel back"
             skipped[name] = f"{type(value).__name__}: {exc}"
             return None
+        summaries[name] = summarize(value, len(blob))
+        return blob
 
     assigned = {n: pack(n, namespace[n]) for n in namespace["ASSIGNED"] if n in namespace}
-    return {
-        "values": {n: blob for n, blob in assigned.items() if blob is not None},
-        "out": pack("the cell's value", out) if last is not None else None,
+    values = {n: blob for n, blob in assigned.items() if blob is not None}
+    out = pack(_OUT, out) if last is not None else None
+    summary = {
+        "value": summaries.pop(_OUT, None),
+        "values": {n: summaries[n] for n in values},
         "skipped": skipped,
     }
+    return {"values": values, "out": out, "skipped": skipped, "summary": summary}
+
+
+_OUT = "the cell's value"
+
+
+def _summary(result: dict[str, Any]) -> dict[str, Any]:
+    """outputs.json of a cell run: the cell's value and each assigned name, as text."""
+    return result["summary"]
+
+
+run_cell.summarize = _summary  # type: ignore[attr-defined]  # read by execute.summarize_result

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from . import blobs, protocol
-from .extract import COMPLETE_MARKER, fetch_bundle
-from .values import dumps
+from .extract import describe_changes, discard_if_changed, fetch_bundle
+from .values import dumps, summarize
 
 _RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -117,12 +117,17 @@ def _run(args: argparse.Namespace, log_file: Any) -> int:
             root = fetch_bundle(args.bundle, args.digest)
         check_environment(spec.get("client", {}))
         if root is not None:
-            workdir = _private_workdir(root)
+            workdir = linked_workdir(root)
             _isolate_sys_path(root, args.python_path or spec.get("python_path") or ["."])
         inputs = pickle.loads(blobs.read_bytes(args.inputs)) if args.inputs else {}
         status.phase(protocol.RUNNING)
-        result = call_entry(args.entry, inputs.get("args", ()), inputs.get("kwargs", {}))
-        blobs.write_bytes(args.outputs, dumps(result))
+        target = load_entry(args.entry)
+        result = call(target, inputs.get("args", ()), inputs.get("kwargs", {}))
+        raw = dumps(result)
+        if args.run_dir:
+            summary = summarize_result(target, result, len(raw))
+            blobs.write_json(blobs.join(args.run_dir, protocol.OUTPUTS_SUMMARY), summary)
+        blobs.write_bytes(args.outputs, raw)
         status.phase(protocol.SUCCEEDED)
     except BaseException as exc:
         code = _exit_code(exc)
@@ -134,6 +139,8 @@ def _run(args: argparse.Namespace, log_file: Any) -> int:
             blobs.write_json(blobs.join(args.run_dir, protocol.ERROR), error)
         status.phase(protocol.FAILED, exit_code=code)
     finally:
+        if root is not None:
+            _forget_changes(root)
         sys.stdout.flush()
         sys.stderr.flush()
         sys.stdout, sys.stderr = real_out, real_err
@@ -198,18 +205,34 @@ def check_environment(client: dict[str, Any]) -> None:
         raise EnvironmentMismatch("; ".join(problems))
 
 
-def _private_workdir(root: Path) -> str:
-    """A fresh working directory holding a copy of the bundle's files, so relative data paths
-    work and whatever the run writes never touches the shared extraction."""
+def linked_workdir(root: Path) -> str:
+    """A fresh working directory holding a link to each top-level entry of the extraction, so
+    relative data paths work at the cost of a few symlinks. New top-level files stay private;
+    writes through the links reach the extraction, which the post-run check then discards."""
     workdir = tempfile.mkdtemp(prefix="flyte-jupyter-run-")
-    shutil.copytree(
-        root,
-        workdir,
-        dirs_exist_ok=True,
-        ignore=shutil.ignore_patterns("__pycache__", COMPLETE_MARKER),
-    )
+    with os.scandir(root) as entries:
+        for entry in entries:
+            if entry.name != "__pycache__":
+                os.symlink(entry.path, os.path.join(workdir, entry.name))
     os.chdir(workdir)
     return workdir
+
+
+def _forget_changes(root: Path) -> None:
+    """What a run wrote into its code directory never reaches a later run: a changed
+    extraction is discarded (and fetched again by the next run)."""
+    try:
+        changed = discard_if_changed(root)
+    except OSError as exc:
+        print(f"flyte-jupyter: note: could not check the bundle directory: {exc}", file=sys.stderr)
+        return
+    if changed:
+        print(
+            f"flyte-jupyter: note: this run changed its code directory "
+            f"({describe_changes(changed)}); the change "
+            "was discarded, later runs get the verified bundle",
+            file=sys.stderr,
+        )
 
 
 def _isolate_sys_path(root: Path, python_path: list[str]) -> None:
@@ -219,19 +242,34 @@ def _isolate_sys_path(root: Path, python_path: list[str]) -> None:
     sys.dont_write_bytecode = True  # the shared extraction was compiled once when extracted
 
 
-def call_entry(entry: str, args: Any, kwargs: dict[str, Any]) -> Any:
+def load_entry(entry: str) -> Any:
+    """The function named by "module:function" (imports the module)."""
     module_name, _, attr = entry.partition(":")
     if not module_name or not attr:
         raise ValueError(f"entry {entry!r} must look like 'module:function'")
     target: Any = importlib.import_module(module_name)
     for part in attr.split("."):
         target = getattr(target, part)
+    return target
+
+
+def call(target: Any, args: Any, kwargs: dict[str, Any]) -> Any:
     result = target(*args, **kwargs)
     if inspect.iscoroutine(result):
         import asyncio  # only async entries pay for it
 
         result = asyncio.run(result)
     return result
+
+
+def summarize_result(target: Any, result: Any, size: int) -> dict[str, Any]:
+    """outputs.json: `{"size": pickled bytes, "value": summary, ...}`. An entry whose result is
+    a container of values (a notebook cell's) says how to summarize it with a `summarize`
+    attribute."""
+    custom = getattr(target, "summarize", None)
+    if callable(custom):
+        return {"size": size, **custom(result)}
+    return {"size": size, "value": summarize(result, size)}
 
 
 def describe_error(exc: BaseException, root: Path | None) -> dict[str, Any]:

@@ -1,9 +1,21 @@
-"""Pickling values on their way back to the client."""
+"""Pickling values on their way back to the client, and the text summary of them that
+processes which must not unpickle (the Jupyter server, `flyte-jupyter runs show`) show."""
 
 from __future__ import annotations
 
 import pickle
+import reprlib
 from typing import Any
+
+REPR_LIMIT = 1024
+"""Bytes of UTF-8 a summary's repr may take."""
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 3
+_REPR.maxlong = 200
+_REPR.maxstring = _REPR.maxother = REPR_LIMIT
+for _kind in ("maxdict", "maxlist", "maxtuple", "maxset", "maxfrozenset", "maxdeque", "maxarray"):
+    setattr(_REPR, _kind, 30)
 
 
 def dumps(value: Any) -> bytes:
@@ -17,3 +29,27 @@ def dumps(value: Any) -> bytes:
         except ImportError:
             raise exc from None
         return cloudpickle.dumps(value, protocol=pickle.DEFAULT_PROTOCOL)
+
+
+def summarize(value: Any, size: int | None) -> dict[str, Any]:
+    """Type, module, bounded repr and pickled size of `value`, made in the run's own process
+    (the only place where running the value's `__repr__` is the user's code running as asked)."""
+    cls = type(value)
+    return {
+        "type": cls.__qualname__,
+        "module": cls.__module__,
+        "repr": bounded_repr(value),
+        "size": size,
+    }
+
+
+def bounded_repr(value: Any) -> str:
+    """repr() cut to REPR_LIMIT bytes; containers are abbreviated before they are rendered."""
+    try:
+        text = _REPR.repr(value)
+    except Exception as exc:  # a broken __repr__ must not fail the run that returned it
+        text = f"<{type(value).__qualname__} object: repr() raised {type(exc).__name__}>"
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= REPR_LIMIT:
+        return text
+    return raw[: REPR_LIMIT - 3].decode("utf-8", "ignore") + "..."

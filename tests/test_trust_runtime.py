@@ -4,11 +4,18 @@ our own processes."""
 
 from __future__ import annotations
 
+import fcntl
+import gzip
 import json
+import os
+import pickle
 import subprocess
 import sys
+import tarfile
+import time
 from pathlib import Path
 
+import pytest
 from conftest import write_tree
 from kernel import Kernel
 
@@ -16,6 +23,13 @@ from flyte_jupyter.core import history
 from flyte_jupyter.core.bundle import build_bundle
 from flyte_jupyter.core.select import select_files
 from flyte_jupyter.core.submit import submit
+from flyte_jupyter.runtime.extract import (
+    BundleVerificationError,
+    extract_verified,
+    fetch_bundle,
+)
+
+DIGEST = "sha256:" + "0" * 64
 
 
 def bomb_project(root: Path, markers: Path) -> Path:
@@ -115,3 +129,216 @@ def test_cell_run_summary_lists_assigned_names_and_the_cells_value(tmp_path):
     assert outcome["values"]["label"]["type"] == "str"
     assert len(outcome["values"]["label"]["repr"].encode()) <= 1024  # bounded
     assert outcome["values"]["label"]["size"] > 5000  # the pickled size is the real one
+
+
+# --- the shared extraction: what runs is what was verified ---------------------------------
+
+
+def runtime(archive: Path, digest: str, run_dir: Path, entry: str) -> subprocess.CompletedProcess:
+    """The runtime as an executor starts it."""
+    return subprocess.run(
+        [
+            sys.executable, "-I", "-m", "flyte_jupyter.runtime",
+            "--bundle", archive.as_uri(), "--digest", digest, "--entry", entry,
+            "--outputs", (run_dir / "outputs.pkl").as_uri(), "--run-dir", run_dir.as_uri(),
+        ],
+        capture_output=True, text=True, cwd=run_dir.parent, timeout=120,
+    )  # fmt: skip
+
+
+def output(run_dir: Path):
+    return pickle.loads((run_dir / "outputs.pkl").read_bytes())
+
+
+def test_a_run_that_rewrites_its_module_does_not_change_the_next_run(tmp_path, tree):
+    root = tree(
+        {
+            "mod.py": "VALUE = 1\n",
+            "app.py": """
+                import os
+                import shutil
+                from pathlib import Path
+
+                import mod
+
+                def tamper():
+                    source = Path(mod.__file__)
+                    before = source.stat()
+                    source.write_text("VALUE = 2\\n")  # same size, written in place
+                    os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))  # mtime back
+                    shutil.rmtree(source.parent / "__pycache__")  # so the source is recompiled
+                    return mod.VALUE
+
+                def read():
+                    return mod.VALUE
+                """,
+        }
+    )
+    built = build_bundle(select_files(root, entries=[root / "app.py"]))
+    first = runtime(built.archive, built.digest, tmp_path / "run1", "app:tamper")
+    assert first.returncode == 0, first.stderr
+    assert "this run changed its code directory (__pycache__" in first.stderr
+    second = runtime(built.archive, built.digest, tmp_path / "run2", "app:read")
+    assert second.returncode == 0, second.stderr
+    print("value seen by the run after the tampering run:", output(tmp_path / "run2"))
+    assert output(tmp_path / "run2") == 1
+
+
+def test_a_tree_changed_between_runs_is_fetched_again_with_one_note(tmp_path, tree):
+    app = "import mod\n\ndef read():\n    return mod.VALUE\n"
+    root = tree({"mod.py": "VALUE = 1\n", "app.py": app})
+    built = build_bundle(select_files(root, entries=[root / "app.py"]))
+    assert runtime(built.archive, built.digest, tmp_path / "run1", "app:read").returncode == 0
+    extracted = Path(os.environ["FLYTE_JUPYTER_CACHE_DIR"]) / "bundles" / built.hex
+    (extracted / "mod.py").write_text("VALUE = 666\n")  # changed by something outside any run
+    (extracted / "__pycache__").rename(extracted / "elsewhere")
+    second = runtime(built.archive, built.digest, tmp_path / "run2", "app:read")
+    assert second.returncode == 0, second.stderr
+    assert output(tmp_path / "run2") == 1
+    notes = [line for line in second.stderr.splitlines() if "flyte-jupyter: note" in line]
+    assert len(notes) == 1 and "changed since it was verified (__pycache__" in notes[0], notes
+    assert (extracted / "mod.py").read_text() == "VALUE = 1\n"
+
+
+def test_writes_to_the_code_directory_never_persist_and_relative_paths_work(tmp_path, tree):
+    root = tree(
+        {
+            "app.py": """
+                from pathlib import Path
+
+                def write():
+                    before = Path("data/values.txt").read_text()  # relative to the bundle root
+                    Path("data/values.txt").write_text("overwritten by a run")
+                    Path("data/new.txt").write_text("new")
+                    (Path(__file__).parent / "beside_code.txt").write_text("x")
+                    Path("scratch.txt").write_text("private to this run")
+                    return before
+
+                def look():
+                    here = sorted(p.name for p in Path(".").iterdir())
+                    return Path("data/values.txt").read_text(), here, Path(__file__).parent.name
+                """,
+            "data/values.txt": "original",
+        }
+    )
+    built = build_bundle(select_files(root, entries=[root / "app.py"], include=["data/*"]))
+    first = runtime(built.archive, built.digest, tmp_path / "run1", "app:write")
+    assert first.returncode == 0, first.stderr
+    assert output(tmp_path / "run1") == "original"
+    second = runtime(built.archive, built.digest, tmp_path / "run2", "app:look")
+    assert second.returncode == 0, second.stderr
+    values, listing, code_dir = output(tmp_path / "run2")
+    print("second run sees:", values, listing)
+    assert values == "original"
+    assert listing == ["app.py", "data"]  # no new.txt, beside_code.txt or scratch.txt
+    assert code_dir == built.hex  # the code runs from the shared extraction, not a copy
+    cache = Path(os.environ["FLYTE_JUPYTER_CACHE_DIR"]) / "bundles" / built.hex
+    assert sorted(p.name for p in (cache / "data").iterdir()) == ["values.txt"]
+
+
+# --- extraction limits ------------------------------------------------------------------------
+
+
+def bytes_under(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def gzip_tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> Path:
+    """A tar.gz written header by header, so a member can declare a size it does not have."""
+    with gzip.open(path, "wb") as out:
+        for info, data in members:
+            out.write(info.tobuf(format=tarfile.GNU_FORMAT))
+            out.write(data)
+            out.write(b"\0" * (-len(data) % 512))
+        out.write(b"\0" * 1024)
+    return path
+
+
+def regular(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = size, 0o644
+    return info
+
+
+def test_a_member_declaring_20_gib_is_refused_before_a_byte_is_written(tmp_path):
+    archive = gzip_tar(tmp_path / "bomb.tar.gz", [(regular("big.bin", 20 << 30), b"x" * 4096)])
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(BundleVerificationError, match="declares 21474836480 bytes, more than"):
+        extract_verified(archive, dest)
+    written = bytes_under(dest)
+    print("bytes written by bomb:", written)
+    assert written == 0
+
+
+def test_a_long_name_header_declaring_20_gib_is_refused_without_reading_it(tmp_path):
+    longname = tarfile.TarInfo("././@LongLink")
+    longname.type, longname.size = tarfile.GNUTYPE_LONGNAME, 20 << 30
+    archive = gzip_tar(tmp_path / "bomb.tar.gz", [(longname, b"a" * 600)])
+    with pytest.raises(BundleVerificationError, match="header entry declares 21474836480 bytes"):
+        fetch_bundle(archive.as_uri(), DIGEST, tmp_path / "cache")
+
+
+def test_real_bytes_beyond_the_limit_are_never_written(tmp_path, monkeypatch):
+    limit = 10_000_000
+    monkeypatch.setenv("FLYTE_JUPYTER_MAX_EXTRACT_BYTES", str(limit))
+    zeros = b"\0" * 6_000_000  # 6 MB that compress to a few KB, twice
+    members = [(regular("a.bin", len(zeros)), zeros), (regular("b.bin", len(zeros)), zeros)]
+    archive = gzip_tar(tmp_path / "zeros.tar.gz", members)
+    print("compressed bomb bytes:", archive.stat().st_size)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(BundleVerificationError, match=r"b\.bin' declares 6000000 bytes"):
+        extract_verified(archive, dest)  # no clean-up, so what it wrote can be counted
+    written = bytes_under(dest)
+    print("bytes written by bomb:", written)
+    assert written == 6_000_000  # a.bin fit the budget; b.bin did not start
+    cache = tmp_path / "cache"
+    with pytest.raises(BundleVerificationError, match="extraction limit"):
+        fetch_bundle(archive.as_uri(), DIGEST, cache)
+    assert not [p for p in cache.iterdir() if not p.name.endswith(".lock")]  # staging removed
+
+
+def test_too_many_members_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLYTE_JUPYTER_MAX_EXTRACT_MEMBERS", "100")
+    archive = gzip_tar(tmp_path / "many.tar.gz", [(regular(f"f{i}", 1), b"x") for i in range(150)])
+    cache = tmp_path / "cache"
+    with pytest.raises(BundleVerificationError, match="more than 100 entries"):
+        fetch_bundle(archive.as_uri(), DIGEST, cache)
+    files = [p for p in cache.rglob("*") if p.is_file() and not p.name.endswith(".lock")]
+    print("files left by the member bomb:", len(files))
+    assert files == []
+
+
+def test_a_bad_limit_setting_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLYTE_JUPYTER_MAX_EXTRACT_BYTES", "1GB")
+    archive = gzip_tar(tmp_path / "ok.tar.gz", [(regular("a.py", 2), b"x\n")])
+    with pytest.raises(BundleVerificationError, match="FLYTE_JUPYTER_MAX_EXTRACT_BYTES='1GB'"):
+        fetch_bundle(archive.as_uri(), DIGEST, tmp_path / "cache")
+
+
+def test_stale_leftovers_of_other_digests_are_removed_unless_locked_or_recent(tmp_path, tree):
+    cache = tmp_path / "cache"
+    old = time.time() - 11 * 60
+    killed, busy, recent = ("1" * 64, "2" * 64, "3" * 64)
+    leftovers = {
+        "killed staging": cache / f".{killed}.tmp-abc",
+        "killed download": cache / f".{killed}.download-abc",
+        "locked staging": cache / f".{busy}.tmp-def",
+        "recent staging": cache / f".{recent}.tmp-ghi",
+    }
+    for label, path in leftovers.items():
+        if "staging" in label:
+            write_tree(path, {"pkg/big.bin": b"\0" * 1000})
+        else:
+            write_tree(cache, {path.name: b"partial"})
+        if label != "recent staging":
+            os.utime(path, (old, old))
+    root = tree({"app.py": "def main():\n    return 1\n"})
+    built = build_bundle(select_files(root, entries=[root / "app.py"]))
+    with open(cache / f"{busy}.lock", "a+b") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # an extraction of that digest is going on
+        fetch_bundle(built.archive.as_uri(), built.digest, cache)
+    gone = sorted(label for label, path in leftovers.items() if not path.exists())
+    print("stale leftovers removed:", gone)
+    assert gone == ["killed download", "killed staging"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import pickle
 import sys
+import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -22,9 +23,9 @@ from .errors import RemoteError
 from .notebook import (
     GENERATED_PACKAGE,
     CellSlice,
+    LineMap,
     NotebookError,
     NotebookState,
-    map_traceback,
     slice_cell,
 )
 from .select import foreign_dirs, select_files
@@ -52,13 +53,17 @@ def resolved_file(file: str) -> Path:
     return Path(file).resolve()
 
 
-def local_module_files(root: Path) -> list[str]:
-    """Files of modules loaded in this interpreter that live under root_dir (Flyte's
-    loaded-modules source for copy style auto)."""
+def local_module_files(root: Path, names: Iterable[str]) -> list[str]:
+    """Files under root_dir of the loaded modules `names` (and their parent packages): the
+    local modules that unpickling a cell's inputs imports. Flyte ships every loaded local
+    module; here the rest reach the bundle through the import graph only, so a cell that
+    merely imports another local module does not change other cells' bundles."""
     foreign = foreign_dirs(root)
+    parts = [name.split(".") for name in names]
+    wanted = {".".join(p[:i]) for p in parts for i in range(1, len(p) + 1)}
     out = []
-    for module in list(sys.modules.values()):
-        file = getattr(module, "__file__", None)
+    for name in sorted(wanted):
+        file = getattr(sys.modules.get(name), "__file__", None)
         if not file or not file.endswith(".py"):
             continue
         path = resolved_file(file)
@@ -80,7 +85,8 @@ def prepare_cell(
 ) -> PreparedCell:
     """Slice the cell, check its inputs can travel, and build its bundle."""
     cell = slice_cell(state, source, label, namespace, hidden)
-    payloads = {name: dumps_for(cell, value, name) for name, value in cell.values.items()}
+    referenced: set[str] = set()
+    payloads = {n: dumps_for(cell, v, n, referenced) for n, v in cell.values.items()}
     value = {k: s.value for k, s in settings.items()}
     cells = ", ".join(dict.fromkeys(d.cell for d in cell.definitions)) or "none"
     generated = {
@@ -94,7 +100,7 @@ def prepare_cell(
         include=value["include"],
         exclude=value["exclude"],
         lazy_imports=value["lazy_imports"],
-        loaded_modules=local_module_files(root) if style == "auto" else (),
+        loaded_modules=local_module_files(root, referenced) if style == "auto" else (),
         version=value["version"],
         max_bytes=int(value["max_size_mb"] * 1024 * 1024),
         generated=generated,
@@ -129,12 +135,21 @@ class _NotebookPickler(cloudpickle.Pickler):
     """cloudpickle, except that the notebook's own functions and classes travel by reference
     to the generated module, so remote code sees one class, not a by-value copy."""
 
-    def __init__(self, file: io.BytesIO, cell: CellSlice):
+    def __init__(self, file: io.BytesIO, cell: CellSlice, modules: set[str]):
         super().__init__(file, protocol=pickle.DEFAULT_PROTOCOL)
         self.cell = cell
         self.names = {n for d in cell.definitions for n in d.names}
+        self.modules = modules
+        """Filled with the modules of every class and function met: what unpickling imports."""
 
     def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, types.ModuleType):
+            self.modules.add(obj.__name__)
+        else:
+            owner = obj if isinstance(obj, type | types.FunctionType) else type(obj)
+            module = getattr(owner, "__module__", None)
+            if isinstance(module, str):
+                self.modules.add(module)
         if (
             getattr(obj, "__module__", None) == "__main__"
             and isinstance(obj, type | type(lambda: 0))
@@ -144,10 +159,11 @@ class _NotebookPickler(cloudpickle.Pickler):
         return super().reducer_override(obj)
 
 
-def dumps_for(cell: CellSlice, value: Any, name: str) -> bytes:
+def dumps_for(cell: CellSlice, value: Any, name: str, modules: set[str]) -> bytes:
+    """`value` pickled for the run; adds the modules unpickling it imports to `modules`."""
     buffer = io.BytesIO()
     try:
-        _NotebookPickler(buffer, cell).dump(value)
+        _NotebookPickler(buffer, cell, modules).dump(value)
     except Exception as exc:  # any pickling failure means the same thing to the user
         raise NotebookError(
             f"{name!r} ({type(value).__name__}) cannot be sent to the run: {exc}. "
@@ -180,17 +196,18 @@ class CellResult:
 
 
 def cell_result(
-    run: Run, namespace: Mapping[str, Any], cell: CellSlice | None, timeout: float | None = None
+    run: Run,
+    namespace: Mapping[str, Any],
+    line_map: LineMap | None,
+    timeout: float | None = None,
 ) -> CellResult:
-    """Wait for the run; unpack its values (RemoteError, mapped to notebook cell lines, if the
-    cell raised)."""
+    """Wait for the run; unpack its values (RemoteError, mapped to the notebook's current cell
+    lines by the client-side `line_map`, if the cell raised)."""
     try:
         raw = run.result(timeout=timeout)
     except RemoteError as exc:
-        if cell is not None:
-            exc.remote_traceback = map_traceback(
-                exc.remote_traceback, cell.module_path, cell.line_map
-            )
+        if line_map is not None:
+            exc.remote_traceback = line_map.apply(exc.remote_traceback)
         raise
 
     def load(blob: bytes) -> Any:

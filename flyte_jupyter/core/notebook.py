@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..runtime.cells import CELL_FILE
+
 GENERATED_PACKAGE = "_flyte_notebook"
 _MAGIC_CALL = re.compile(r"\bget_ipython\(\)")
 _PIP_MAGIC = re.compile(r"get_ipython\(\)\.run_line_magic\(['\"]pip['\"],\s*['\"](.*)['\"]\)")
@@ -43,7 +45,10 @@ class Definition:
     kind: str
     """import | function | class | constant"""
     uses: frozenset[str]
-    order: int
+    """Every module-level name it reads, now or when called: what ships with it."""
+    needs: frozenset[str] = frozenset()
+    """The names it reads while being defined (decorators, defaults, annotations, bases, class
+    bodies): the only ones that must come before it in the generated module."""
     uses_magics: bool = False
 
 
@@ -88,9 +93,35 @@ def _loaded_names(node: ast.AST) -> set[str]:
             outer += [*node.bases, *(k.value for k in node.keywords)]
             params: set[str] = set()
         else:
-            outer += [d for d in (*node.args.defaults, *node.args.kw_defaults) if d]
+            outer += _signature(node)
             params = {a.arg for a in ast.walk(node.args) if isinstance(a, ast.arg)}
         return _scope_loads(outer) | (_scope_loads(node.body) - params)
+    return _scope_loads([node])
+
+
+def _signature(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.AST]:
+    """The parts of a `def` line evaluated when the function is defined: defaults and
+    annotations (a name used only in an annotation must still ship, or the import fails)."""
+    args = node.args
+    every = [*args.posonlyargs, *args.args, args.vararg, *args.kwonlyargs, args.kwarg]
+    notes = [a.annotation for a in every if a is not None and a.annotation is not None]
+    return [
+        *args.defaults,
+        *(d for d in args.kw_defaults if d),
+        *notes,
+        *filter(None, [node.returns]),
+    ]
+
+
+def _definition_time_loads(node: ast.stmt) -> set[str]:
+    """Names a statement reads while it executes, not later when what it defines is called."""
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        return _scope_loads([*node.decorator_list, *_signature(node)])
+    if isinstance(node, ast.ClassDef):
+        names = _scope_loads([*node.decorator_list, *node.bases, *(k.value for k in node.keywords)])
+        for stmt in node.body:  # a class body runs at definition time, its methods' bodies not
+            names |= _definition_time_loads(stmt)
+        return names
     return _scope_loads([node])
 
 
@@ -146,7 +177,6 @@ class NotebookState:
 
     definitions: dict[str, Definition] = field(default_factory=dict)
     requirements: list[str] = field(default_factory=list)
-    _order: int = 0
 
     def record_cell(self, source: str, label: str) -> None:
         """Record the top-level definitions of a cell the kernel just executed."""
@@ -190,7 +220,6 @@ class NotebookState:
         return []
 
     def _definitions_of(self, stmt: ast.stmt, source: str, label: str) -> list[Definition]:
-        self._order += 1
         line = _first_line(stmt)
         magics = bool(_MAGIC_CALL.search(_statement_source(source, stmt)))
         if isinstance(stmt, ast.Import | ast.ImportFrom):
@@ -202,9 +231,8 @@ class NotebookState:
                 bound = (alias.asname or alias.name).split(".")[0]
                 key = text if (isinstance(stmt, ast.Import) and not alias.asname) else bound
                 out.append(
-                    Definition(key, (bound,), text + "\n", label, line, "import", frozenset(),
-                               self._order)
-                )  # fmt: skip
+                    Definition(key, (bound,), text + "\n", label, line, "import", frozenset())
+                )
             return out
         kinds = {
             ast.FunctionDef: "function",
@@ -218,10 +246,11 @@ class NotebookState:
             return []
         names = tuple(self._names_defined_by(stmt))
         uses = frozenset(_loaded_names(stmt) - set(names)) if kind != "constant" else frozenset()
+        needs = frozenset(_definition_time_loads(stmt) - set(names))
         text = _statement_source(source, stmt)
         return [
             Definition(names[0] if len(names) == 1 else "|".join(sorted(names)), names, text,
-                       label, line, kind, uses, self._order, magics)
+                       label, line, kind, uses, needs, magics)
         ]  # fmt: skip
 
     def _replace(self, definition: Definition) -> None:
@@ -278,6 +307,36 @@ def assigned_names(source: str) -> list[str]:
     return data
 
 
+@dataclass(frozen=True)
+class LineMap:
+    """Which notebook cell line each line of a generated module came from, under the labels
+    the notebook shows now. It stays on the client: the shipped text has no labels or
+    execution counts, so re-running a cell (or re-running its definitions in another order)
+    ships the same bundle, and tracebacks still name the current `In[n]`."""
+
+    module_path: str
+    label: str
+    """The run cell's own label; its body runs remotely as file CELL_FILE."""
+    spans: tuple[tuple[int, int, str, int], ...]
+    """(first, last) generated-file lines -> (cell label, first line in that cell)."""
+
+    def apply(self, text: str) -> str:
+        """Rewrite a remote traceback's references to the generated module and to the cell
+        body as notebook cell lines."""
+        module = re.compile(rf'File "(?:[^"\n]*/)?{re.escape(self.module_path)}", line (\d+)')
+        body = re.compile(rf'File "{re.escape(CELL_FILE)}", line (\d+)')
+
+        def in_module(match: re.Match[str]) -> str:
+            line = int(match.group(1))
+            for first, last, cell, cell_line in self.spans:
+                if first <= line <= last:
+                    return f'File "{cell}", line {cell_line + line - first}'
+            return match.group(0)
+
+        text = module.sub(in_module, text)
+        return body.sub(lambda m: f'File "{self.label}", line {m.group(1)}', text)
+
+
 @dataclass
 class CellSlice:
     """What a remote cell needs: definitions as source, data values, and the module text."""
@@ -285,12 +344,12 @@ class CellSlice:
     label: str
     source: str
     definitions: list[Definition]
+    """In the generated module's (canonical) order."""
     values: dict[str, Any]
     assigned: list[str]
     module_name: str
     module_text: str
-    line_map: list[tuple[int, int, str, int]]
-    """(first, last) generated-file lines -> (cell label, first line in that cell)."""
+    line_map: LineMap
     undefined: list[str]
 
     @property
@@ -342,21 +401,45 @@ def slice_cell(
             values[name] = namespace[name]
         elif name not in skip:
             undefined.append(name)
-    ordered = sorted(chosen.values(), key=lambda d: (d.kind != "import", d.order))
+    ordered = canonical_order(chosen.values())
     assigned = assigned_names(source)
-    text, line_map = _module_text(ordered, source, label, assigned)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    text, spans = _module_text(ordered, source, assigned)
+    module_name = f"{GENERATED_PACKAGE}.cell_{hashlib.sha256(text.encode()).hexdigest()[:16]}"
     return CellSlice(
         label=label,
         source=source,
         definitions=ordered,
         values=values,
         assigned=assigned,
-        module_name=f"{GENERATED_PACKAGE}.cell_{digest}",
+        module_name=module_name,
         module_text=text,
-        line_map=line_map,
+        line_map=LineMap(module_name.replace(".", "/") + ".py", label, spans),
         undefined=undefined,
     )
+
+
+def canonical_order(definitions: Iterable[Definition]) -> list[Definition]:
+    """The order the generated module lists definitions in, which depends on their text only
+    (never on which cell ran first): imports sorted, then a topological order of what each
+    definition needs while it is defined (a base class before its subclass, a decorator before
+    what it decorates), ties broken by name. A cycle (only possible through over-approximated
+    needs) is broken by name too."""
+    imports = sorted((d for d in definitions if d.kind == "import"), key=lambda d: d.source)
+    rest = {d.key: d for d in definitions if d.kind != "import"}
+    provider = {name: d.key for d in rest.values() for name in d.names}
+    waiting = {
+        key: {provider[n] for n in d.needs if n in provider and provider[n] != key}
+        for key, d in rest.items()
+    }
+    ordered: list[Definition] = []
+    while waiting:
+        ready = [key for key, before in waiting.items() if not before]
+        key = min(ready or waiting)
+        ordered.append(rest[key])
+        del waiting[key]
+        for before in waiting.values():
+            before.discard(key)
+    return imports + ordered
 
 
 def _still_held(definition: Definition, name: str, namespace: Mapping[str, Any]) -> bool:
@@ -395,51 +478,38 @@ def _synthesize(name: str, value: Any, state: NotebookState) -> list[Definition]
                 f"cannot find the source of {name!r}: define it in a cell of this notebook "
                 "(after %load_ext flyte_jupyter) or in a module under root_dir"
             ) from exc
-        probe = NotebookState(_order=0)
+        probe = NotebookState()
         probe.record_cell(text, "kernel")
         return probe.providers(name)
     return []
 
 
 def _module_text(
-    definitions: list[Definition], source: str, label: str, assigned: list[str]
-) -> tuple[str, list[tuple[int, int, str, int]]]:
-    cells = ", ".join(dict.fromkeys(d.cell for d in definitions)) or "none"
+    definitions: list[Definition], source: str, assigned: list[str]
+) -> tuple[str, tuple[tuple[int, int, str, int], ...]]:
+    """The shipped module: content only (no cell labels, no execution counts), so its hash
+    and the bundle's digest change only when the code does. The spans for the client's
+    LineMap come with it."""
     lines = [
-        f'"""Generated by flyte-jupyter for notebook cell {label}. Do not edit.',
+        '"""Generated by flyte-jupyter from notebook cells. Do not edit.',
         "",
-        f"Definitions from cells: {cells}.",
+        "Imports sorted, then definitions in dependency order (ties by name), then the cell.",
         '"""',
         "",
     ]
-    line_map: list[tuple[int, int, str, int]] = []
-    for d in definitions:
-        lines.append(f"# {d.cell}, line {d.line}")
+    spans: list[tuple[int, int, str, int]] = []
+    for i, d in enumerate(definitions):
         first = len(lines) + 1
         body = d.source.rstrip("\n").split("\n")
         lines += body
-        line_map.append((first, first + len(body) - 1, d.cell, d.line))
-        if d.kind in ("function", "class"):
+        spans.append((first, first + len(body) - 1, d.cell, d.line))
+        following = definitions[i + 1].kind if i + 1 < len(definitions) else None
+        if d.kind != "import" or following != "import":
             lines.append("")
     lines += [
         "",
-        f"CELL_LABEL = {label!r}",
         f"CELL_SOURCE = {source!r}",
         f"ASSIGNED = {assigned!r}",
         "",
     ]
-    return "\n".join(lines), line_map
-
-
-def map_traceback(text: str, module_path: str, line_map: list[tuple[int, int, str, int]]) -> str:
-    """Rewrite references to the generated module as notebook cell lines."""
-    pattern = re.compile(rf'File "{re.escape(module_path)}", line (\d+)')
-
-    def replace(match: re.Match[str]) -> str:
-        line = int(match.group(1))
-        for first, last, cell, cell_line in line_map:
-            if first <= line <= last:
-                return f'File "{cell}", line {cell_line + line - first}'
-        return match.group(0)
-
-    return pattern.sub(replace, text)
+    return "\n".join(lines), tuple(spans)

@@ -47,14 +47,17 @@ def bundle_preview(prepared: PreparedCell) -> dict[str, str]:
                 + "".join(f"<li>{html.escape(i)}</li>" for i in items)
                 + "</ul>"
             )
+    cell = prepared.slice
+    cells = ", ".join(dict.fromkeys(d.cell for d in cell.definitions)) or "none"
+    caption = f"generated module {cell.module_path} (definitions from {cells})"
     parts.append(
-        f"<details><summary>generated module {prepared.slice.module_path}</summary>"
-        f"<pre>{html.escape(prepared.slice.module_text)}</pre></details>"
+        f"<details><summary>{html.escape(caption)}</summary>"
+        f"<pre>{html.escape(cell.module_text)}</pre></details>"
     )
     text = [render_tree(bundle)]
     if values:
         text.append("input values:\n" + text_table(["name", "pickled size"], values))
-    text.append(f"generated module {prepared.slice.module_path}:\n{prepared.slice.module_text}")
+    text.append(f"{caption}:\n{cell.module_text}")
     return {"text/plain": "\n\n".join(text), "text/html": "\n".join(parts)}
 
 

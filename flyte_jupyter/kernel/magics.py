@@ -76,6 +76,21 @@ def split_line_options(line: str) -> tuple[list[str], str]:
     return shlex.split(consumed), rest
 
 
+def magic_options(raw: str) -> tuple[dict[str, Any], str]:
+    """A notebook cell's `%%flyte_run`/`%flyte_run` options as settings, and the code the
+    magic would run (the sidebar preview slices exactly that, so its digest is the run's)."""
+    first, _, rest = raw.partition("\n")
+    if first.startswith("%%"):
+        name, _, line = first[2:].partition(" ")
+        if name in ("flyte_run", "flyte_bundle"):
+            return _options(_run_parser(f"%%{name}").parse_args(shlex.split(line))), rest
+        return {}, rest
+    if first.startswith("%flyte_run ") and not rest.strip():
+        words, code = split_line_options(first.removeprefix("%flyte_run"))
+        return _options(_run_parser("%flyte_run").parse_args(words)), code
+    return {}, raw
+
+
 @magics_class
 class FlyteMagics(Magics):
     def __init__(self, shell: Any, session: KernelSession):
@@ -126,6 +141,7 @@ class FlyteMagics(Magics):
             display(views.bundle_preview(prepared), raw=True)
             return None
         run = cells.submit_cell(prepared, settings, ns.name or label, views.upload_progress())
+        session.line_maps[run.id] = prepared.slice.line_map
         print(views.run_banner(run, prepared), file=sys.stderr)
         if ns.detach:
             return run
@@ -134,7 +150,7 @@ class FlyteMagics(Magics):
                 stream = sys.stdout if line.stream == "stdout" else sys.stderr
                 stream.write(line.text)
                 stream.flush()
-            result = cells.cell_result(run, self.shell.user_ns, prepared.slice, ns.timeout)
+            result = cells.cell_result(run, self.shell.user_ns, prepared.slice.line_map, ns.timeout)
         except KeyboardInterrupt:
             run.cancel()
             print(f"flyte-jupyter: run {run.id} cancelled", file=sys.stderr)
@@ -174,7 +190,8 @@ class FlyteMagics(Magics):
             run = Run.from_history(run_id)
             if run.spec.entry != cells.ENTRY:
                 return run.result()
-            return self._apply(cells.cell_result(run, self.shell.user_ns, None))
+            line_map = self.session.line_maps.get(run_id)  # None from another kernel
+            return self._apply(cells.cell_result(run, self.shell.user_ns, line_map))
         except UsageError as exc:
             raise IPythonUsageError(str(exc)) from None
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..core import config
 from ..core.cells import PreparedCell, prepare_cell, resolved_file
-from ..core.notebook import NotebookState
+from ..core.notebook import LineMap, NotebookState
 from ..core.select import detect_root_dir
 
 
@@ -21,6 +21,9 @@ class KernelSession:
         self.settings: dict[str, Any] = {}
         """The session layer: %flyte_config and the JupyterLab sidebar write here."""
         self._modules: dict[str, tuple[int, str, int, int]] = {}
+        self.line_maps: dict[str, LineMap] = {}
+        """Per run id: generated module lines -> this notebook's cells. Kept here, never
+        shipped, so the bundle does not change with execution counts."""
 
     # --- recording -----------------------------------------------------------------------
 
@@ -129,14 +132,20 @@ class KernelSession:
 
     def preview_cell(self, raw: str) -> dict[str, Any]:
         """What running this cell remotely would ship: the bundle document plus the pickled
-        size of each input value."""
-        body = "\n".join(raw.splitlines()[1:]) if raw.lstrip().startswith("%%") else raw
-        prepared = self.dry_run(self.shell.transform_cell(body), "the active cell")
+        size of each input value. A `%%flyte_run`/`%flyte_run` cell's own options count, so
+        the digest shown is the one the run then ships."""
+        from .magics import magic_options  # the magics module imports this one
+
+        options, body = magic_options(raw)
+        prepared = self.dry_run(self.shell.transform_cell(body), "the active cell", options)
         return {**prepared.bundle.to_json(), "values": prepared.payload_sizes}
 
-    def dry_run(self, source: str, label: str) -> PreparedCell:
-        """Slice and bundle `source` with the session's settings, uploading nothing."""
-        settings, root = self.effective({})
+    def dry_run(
+        self, source: str, label: str, options: dict[str, Any] | None = None
+    ) -> PreparedCell:
+        """Slice and bundle `source` as a run with these magic options would, uploading
+        nothing."""
+        settings, root = self.effective(options or {})
         return prepare_cell(
             self.state,
             source,

@@ -19,6 +19,10 @@ from .values import dumps, summarize
 ENTRY = "flyte_jupyter.runtime.cells:run_cell"
 """The entry point a notebook cell run calls."""
 
+CELL_FILE = "<notebook cell>"
+"""The cell body's file name in remote tracebacks. The shipped module holds no cell label
+(that would change the bundle on every re-run); the client maps this name to `In[n]`."""
+
 
 def import_attribute(module: str, name: str) -> Any:
     """Unpickling helper: notebook classes travel by reference to the generated module."""
@@ -37,14 +41,13 @@ def run_cell(module: str, values: dict[str, bytes]) -> dict[str, Any]:
     namespace = importlib.import_module(module).__dict__
     namespace.update({name: pickle.loads(blob) for name, blob in values.items()})
     source: str = namespace["CELL_SOURCE"]
-    label: str = namespace["CELL_LABEL"]
-    linecache.cache[label] = (len(source), None, source.splitlines(keepends=True), label)
-    tree = ast.parse(source, label)
+    linecache.cache[CELL_FILE] = (len(source), None, source.splitlines(keepends=True), CELL_FILE)
+    tree = ast.parse(source, CELL_FILE)
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         last = ast.Expression(tree.body.pop().value)
-    exec(compile(tree, label, "exec"), namespace)
-    out = eval(compile(last, label, "eval"), namespace) if last is not None else None
+    exec(compile(tree, CELL_FILE, "exec"), namespace)
+    out = eval(compile(last, CELL_FILE, "eval"), namespace) if last is not None else None
     skipped: dict[str, str] = {}
     summaries: dict[str, dict[str, Any]] = {}
 

@@ -132,8 +132,10 @@ def test_traceback_names_the_current_cells_after_a_definition_is_re_executed(ker
     assert "_flyte_notebook" not in text and "<notebook cell>" not in text
 
     detached = kernel.ok("run = %flyte_run --detach check(-2)\nprint(run.id)").stdout.strip()
+    kernel.ok("# again\n" + check)  # In[7]: check now starts on line 2 of a newer cell
     text = "\n".join(kernel.execute(f"%flyte_result {detached}").error["traceback"])
-    assert "negative: -2" in text and 'File "In[4]", line 3, in check' in text, text
+    print(text)
+    assert "negative: -2" in text and 'File "In[7]", line 4, in check' in text, text
     assert 'File "In[6]", line 1' in text
 
 

@@ -19,7 +19,7 @@ import inspect
 import re
 import types
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..runtime.cells import CELL_FILE
@@ -319,6 +319,18 @@ class LineMap:
     """The run cell's own label; its body runs remotely as file CELL_FILE."""
     spans: tuple[tuple[int, int, str, int], ...]
     """(first, last) generated-file lines -> (cell label, first line in that cell)."""
+    sources: tuple[str, ...]
+    """Each span's definition text, to find it again under a later label."""
+
+    def relabel(self, state: NotebookState) -> LineMap:
+        """This map under the labels the notebook shows now: a definition executed again since
+        (same text, new `In[n]`) is named by its latest cell. For results fetched later."""
+        where = {d.source: (d.cell, d.line) for d in state.definitions.values()}
+        spans = tuple(
+            (first, last, *where.get(text, (cell, line)))
+            for (first, last, cell, line), text in zip(self.spans, self.sources, strict=True)
+        )
+        return replace(self, spans=spans)
 
     def apply(self, text: str) -> str:
         """Rewrite a remote traceback's references to the generated module and to the cell
@@ -413,7 +425,9 @@ def slice_cell(
         assigned=assigned,
         module_name=module_name,
         module_text=text,
-        line_map=LineMap(module_name.replace(".", "/") + ".py", label, spans),
+        line_map=LineMap(
+            module_name.replace(".", "/") + ".py", label, spans, tuple(d.source for d in ordered)
+        ),
         undefined=undefined,
     )
 

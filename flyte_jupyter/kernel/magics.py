@@ -190,7 +190,7 @@ class FlyteMagics(Magics):
             run = Run.from_history(run_id)
             if run.spec.entry != cells.ENTRY:
                 return run.result()
-            line_map = self.session.line_maps.get(run_id)  # None from another kernel
+            line_map = self.session.line_map(run_id)
             return self._apply(cells.cell_result(run, self.shell.user_ns, line_map))
         except UsageError as exc:
             raise IPythonUsageError(str(exc)) from None

@@ -130,6 +130,12 @@ class KernelSession:
             return
         comm.send(reply)
 
+    def line_map(self, run_id: str) -> LineMap | None:
+        """How to show run `run_id`'s remote traceback in this notebook's current cells (None
+        for a run this kernel did not submit)."""
+        known = self.line_maps.get(run_id)
+        return known.relabel(self.state) if known else None
+
     def preview_cell(self, raw: str) -> dict[str, Any]:
         """What running this cell remotely would ship: the bundle document plus the pickled
         size of each input value. A `%%flyte_run`/`%flyte_run` cell's own options count, so

@@ -38,6 +38,17 @@ FIELDS: dict[str, tuple[type, Any, str]] = {
     "storage_options": (dict, {}, "fsspec storage options for the store"),
     "env": (dict, {}, "environment variables for runs"),
     "max_size_mb": (float, 100.0, "refuse bundles larger than this"),
+    # flyte executor: on top of the Flyte config found the Flyte way (.flyte/config.yaml...)
+    "flyte_config": (str, None, "flyte: path of the Flyte config.yaml (default: Flyte's search)"),
+    "endpoint": (str, None, "flyte: control-plane endpoint, e.g. dns:///flyte.example.com"),
+    "insecure": (bool, False, "flyte: plain-text connection to `endpoint`"),
+    "project": (str, None, "flyte: project (default: task.project of the Flyte config)"),
+    "domain": (str, None, "flyte: domain (default: task.domain of the Flyte config)"),
+    "org": (str, None, "flyte: org (default: task.org of the Flyte config)"),
+    "resources": (str, None, "flyte: task resources, e.g. cpu=2,memory=4Gi,gpu=1"),
+    "secrets": (list, [], "flyte: secrets NAME or NAME=ENV_VAR mounted into the task"),
+    "retries": (int, 0, "flyte: task retries"),
+    "timeout": (float, None, "flyte: task timeout in seconds"),
 }
 
 PROJECT_FILES = ("pyproject.toml", ".flyte-jupyter.toml")
@@ -74,6 +85,8 @@ def coerce(key: str, value: Any) -> Any:
                 return float(value)
             except ValueError:
                 pass
+        elif kind is int and value.strip().isdigit():
+            return int(value)
         elif kind is list:
             if value.strip().startswith("["):
                 return coerce(key, _json(key, value))

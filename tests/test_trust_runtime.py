@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_tree
+from conftest import process_alive, write_tree
 from kernel import Kernel
 
 from flyte_jupyter.core import history
@@ -342,3 +342,64 @@ def test_stale_leftovers_of_other_digests_are_removed_unless_locked_or_recent(tm
     gone = sorted(label for label, path in leftovers.items() if not path.exists())
     print("stale leftovers removed:", gone)
     assert gone == ["killed download", "killed staging"]
+
+
+# --- cancel signals only our own processes ----------------------------------------------------
+
+
+@pytest.fixture
+def sleeper():
+    """An unrelated live process of the same user, leading its own process group (what a
+    reused pid of a run's process group leader could be)."""
+    proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def finished_run(tree) -> str:
+    root = tree({"app.py": "def main():\n    return 1\n"})
+    run = submit(build_bundle(select_files(root, entries=[root / "app.py"])), "app:main")
+    assert run.wait(60) == "succeeded"
+    return run.id
+
+
+def test_cancel_never_signals_a_process_that_reused_the_runs_pid(tree, sleeper):
+    run_id = finished_run(tree)
+    identity = history.get(run_id).pid_start
+    assert identity and identity.count(":") == 1  # boot id and start time, recorded at launch
+    history.update(run_id, status="running", pid=sleeper.pid, pid_start=identity)
+    cancelled = cli("runs", "cancel", run_id)
+    time.sleep(0.2)
+    killed = int(sleeper.poll() is not None)
+    print("unrelated processes killed:", killed)
+    assert killed == 0
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert history.get(run_id).status == "succeeded"  # treated as ended, as its status.json says
+
+
+def test_status_of_a_run_whose_pid_was_reused_is_its_end(tree, sleeper):
+    run_id = finished_run(tree)
+    history.update(run_id, status="running", pid=sleeper.pid)  # identity of the real run kept
+    listing = cli("runs")
+    assert listing.returncode == 0, listing.stderr
+    assert history.get(run_id).status == "succeeded" and sleeper.poll() is None
+
+
+def test_a_row_without_a_recorded_identity_is_not_signalled(tree, sleeper):
+    run_id = finished_run(tree)
+    history.update(run_id, status="running", pid=sleeper.pid, pid_start=None)  # an older row
+    cancelled = cli("runs", "cancel", run_id)
+    assert cancelled.returncode != 0 and sleeper.poll() is None
+    assert "without its identity, so it is not signalled" in cancelled.stderr
+    assert cancelled.stderr.count("\n") == 1, cancelled.stderr
+
+
+def test_cancel_from_another_process_stops_a_real_run(tree):
+    root = tree({"app.py": "import time\n\ndef main():\n    time.sleep(60)\n"})
+    run = submit(build_bundle(select_files(root, entries=[root / "app.py"])), "app:main")
+    pid = history.get(run.id).pid
+    cancelled = cli("runs", "cancel", run.id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.strip() == f"run {run.id}: cancelled"
+    assert run.wait(10) in ("cancelled", "failed") and not process_alive(pid)

@@ -21,7 +21,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, name TEXT, entry TEXT, digest TEXT, version TEXT, image TEXT,
     executor TEXT, store TEXT, status TEXT, created TEXT, started TEXT, finished TEXT,
-    exit_code INTEGER, error TEXT, pid INTEGER, spec TEXT
+    exit_code INTEGER, error TEXT, pid INTEGER, spec TEXT, pid_start TEXT
 )
 """
 
@@ -46,6 +46,9 @@ class RunRecord:
     pid: int | None = None
     spec: str | None = None
     """The run spec as JSON."""
+    pid_start: str | None = None
+    """Identity of the process `pid` (boot id and start time): a pid reused by another process
+    after the run ended does not match, so it is never signalled."""
 
     @property
     def is_final(self) -> bool:
@@ -72,6 +75,7 @@ def _connect() -> Iterator[sqlite3.Connection]:
         if path not in _ready:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(_SCHEMA)
+            _add_missing_columns(db)
             _ready.add(path)
         with db:
             yield db
@@ -80,6 +84,14 @@ def _connect() -> Iterator[sqlite3.Connection]:
 
 
 _COLUMNS = [f.name for f in fields(RunRecord)]
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """A history written by an older version gains the newer columns (empty in its rows)."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+    for column in _COLUMNS:
+        if column not in present:
+            db.execute(f"ALTER TABLE runs ADD COLUMN {column}")
 
 
 def record(run: RunRecord) -> None:

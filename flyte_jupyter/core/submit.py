@@ -432,6 +432,10 @@ class Run:
         if self._final:
             return
         if self._execution is not None:
+            ended = self._execution.wait(0)
+            if ended is not None:  # nothing left to stop: record how it ended
+                self._finish(ended)
+                return
             self._cancelled = True
             self._execution.cancel()
             self._finish(self._execution.wait(0))

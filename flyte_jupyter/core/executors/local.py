@@ -26,7 +26,7 @@ from pathlib import Path
 from ...runtime.blobs import STORAGE_OPTIONS_ENV
 from ...runtime.locations import cache_dir
 from .. import history
-from ..errors import UsageError
+from ..errors import RunError, UsageError
 from ..storage import Store
 from ..submit import LogLine, RunSpec
 
@@ -58,13 +58,14 @@ class LocalExecutor:
                 stderr=err,
                 start_new_session=True,
             )
-        history.update(spec.run_id, pid=proc.pid)
-        return LocalExecution(proc.pid, logs, proc, workdir)
+        identity = process_identity(proc.pid)
+        history.update(spec.run_id, pid=proc.pid, pid_start=identity)
+        return LocalExecution(proc.pid, logs, proc, workdir, identity)
 
     def attach(self, record: history.RunRecord, store: Store) -> LocalExecution | None:
         if record.pid is None:
             return None
-        return LocalExecution(record.pid, _logs_dir(record.id), None, None)
+        return LocalExecution(record.pid, _logs_dir(record.id), None, None, record.pid_start)
 
 
 def _logs_dir(run_id: str) -> Path:
@@ -135,13 +136,23 @@ def _child_env(spec: RunSpec, store: Store) -> dict[str, str]:
 
 
 class LocalExecution:
-    """A runtime process, followed through its pid and its log files."""
+    """A runtime process, followed through its pid and its log files. A run started by another
+    process is known by its pid and that process's identity (`process_identity`): once the pid
+    belongs to another process, the run has ended and nothing is signalled."""
 
-    def __init__(self, pid: int, logs: Path, proc: subprocess.Popen | None, workdir: str | None):
+    def __init__(
+        self,
+        pid: int,
+        logs: Path,
+        proc: subprocess.Popen | None,
+        workdir: str | None,
+        identity: str | None = None,
+    ):
         self.pid = pid
         self.logs = logs
         self.proc = proc
         self.workdir = workdir
+        self.identity = identity
 
     def wait(self, timeout: float | None) -> int | None:
         if self.proc is not None:
@@ -153,14 +164,29 @@ class LocalExecution:
                 shutil.rmtree(self.workdir, ignore_errors=True)
             return code
         deadline = None if timeout is None else time.monotonic() + timeout
-        while _alive(self.pid):
+        while self._running():
             if deadline is not None and time.monotonic() >= deadline:
                 return None
             time.sleep(0.05)
         return -1  # not our child: the exit code is in status.json
 
+    def _running(self) -> bool:
+        """Our run's process is alive: the pid runs and, when recorded, is the same process."""
+        if not _alive(self.pid):
+            return False
+        return self.identity is None or process_identity(self.pid) == self.identity
+
     def cancel(self) -> None:
-        """SIGTERM to the whole process group, SIGKILL after a grace period."""
+        """SIGTERM to the whole process group, SIGKILL after a grace period; only when the
+        pid is still our run's process."""
+        if self.proc is None:
+            if self.identity is None:
+                raise RunError(
+                    f"process {self.pid} was recorded by an older flyte-jupyter without its "
+                    "identity, so it is not signalled: stop it yourself if it is still the run"
+                )
+            if not self._running():
+                return  # the run ended; the pid may belong to another process by now
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
                 os.killpg(self.pid, sig)
@@ -202,6 +228,33 @@ class LocalExecution:
         finally:
             for handle in streams.values():
                 handle.close()
+
+
+def process_identity(pid: int) -> str | None:
+    """Who `pid` is, beyond its number: the boot id and the process's start time (clock ticks
+    after boot, field 22 of /proc/<pid>/stat), else `ps`'s start time; None if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return None  # /proc works: the process is gone
+        return _ps_start_time(pid)
+    except OSError:
+        return None
+    boot = Path("/proc/sys/kernel/random/boot_id")
+    boot_id = boot.read_text().strip() if boot.exists() else "-"
+    return f"{boot_id}:{stat.rsplit(')', 1)[1].split()[19]}"
+
+
+def _ps_start_time(pid: int) -> str | None:
+    """Start time from `ps` where there is no /proc (macOS)."""
+    try:
+        out = subprocess.run(
+            ["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"ps:{out}" if out else None
 
 
 def _alive(pid: int) -> bool:

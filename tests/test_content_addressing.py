@@ -196,3 +196,20 @@ def test_generated_module_is_the_same_text_whatever_order_definitions_ran_in():
     namespace: dict = {}
     exec(compile(texts.pop(), "generated", "exec"), namespace)
     assert namespace["area"](1) == 0  # len(OD()) is 0: it ran, with every name defined
+
+
+def test_only_what_runs_at_definition_time_orders_the_module():
+    """A lambda in a class body refers to a later class only when called; the subclass still
+    comes after its base whatever the execution order (and both names sort the other way)."""
+    cells = ["class Zed:\n    make = lambda self: Yak()\n", "class Yak(Zed):\n    pass\n"]
+    texts = set()
+    for order in (cells, cells[::-1]):
+        state = NotebookState()
+        for count, text in enumerate(order, start=1):
+            state.record_cell(text, f"In[{count}]")
+        texts.add(slice_cell(state, "Yak().make()", "In[3]", {}).module_text)
+    print(f"distinct module texts for 2 orders: {len(texts)}")
+    assert len(texts) == 1
+    namespace: dict = {}
+    exec(compile(texts.pop(), "generated", "exec"), namespace)
+    assert type(namespace["Yak"]().make()).__name__ == "Yak"

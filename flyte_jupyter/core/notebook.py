@@ -113,16 +113,20 @@ def _signature(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.AST]:
     ]
 
 
-def _definition_time_loads(node: ast.stmt) -> set[str]:
-    """Names a statement reads while it executes, not later when what it defines is called."""
+def _definition_time_loads(node: ast.AST) -> set[str]:
+    """Names a statement reads while it executes, not later when what it defines is called
+    (function and lambda bodies); class bodies run at definition time."""
     if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-        return _scope_loads([*node.decorator_list, *_signature(node)])
-    if isinstance(node, ast.ClassDef):
-        names = _scope_loads([*node.decorator_list, *node.bases, *(k.value for k in node.keywords)])
-        for stmt in node.body:  # a class body runs at definition time, its methods' bodies not
-            names |= _definition_time_loads(stmt)
-        return names
-    return _scope_loads([node])
+        parts: list[ast.AST] = [*node.decorator_list, *_signature(node)]
+    elif isinstance(node, ast.Lambda):
+        parts = [*node.args.defaults, *(d for d in node.args.kw_defaults if d)]
+    elif isinstance(node, ast.ClassDef):
+        parts = [*node.decorator_list, *node.bases, *(k.value for k in node.keywords), *node.body]
+    elif isinstance(node, ast.Name):
+        return {node.id} if isinstance(node.ctx, ast.Load) else set()
+    else:
+        parts = list(ast.iter_child_nodes(node))
+    return set().union(*map(_definition_time_loads, parts))
 
 
 def _scope_loads(nodes: list[ast.AST]) -> set[str]:

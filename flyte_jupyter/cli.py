@@ -160,6 +160,11 @@ def _selection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--force-root", action="store_true", help="allow your home directory or / as root_dir"
     )
+    parser.add_argument(
+        "--keep-notebook-outputs",
+        action="store_true",
+        help="ship .ipynb files with their outputs (default: outputs and counts stripped)",
+    )
 
 
 def _run_options(parser: argparse.ArgumentParser) -> None:
@@ -196,6 +201,7 @@ def _select(args: argparse.Namespace, root: str | None, entries: list[str]) -> S
         version=args.version,
         max_bytes=int(args.max_size * 1024**2),
         force_root=args.force_root,
+        keep_notebook_outputs=args.keep_notebook_outputs,
     )
 
 
@@ -212,6 +218,7 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
                 include=args.include,
                 exclude=args.exclude,
                 version=args.version,
+                keep_notebook_outputs=args.keep_notebook_outputs,
             )[0]
             bundle = build_bundle(selection, output=args.output, dry_run=args.dry_run)
             print(json.dumps(bundle.to_json(), indent=2) if args.json else render_tree(bundle))

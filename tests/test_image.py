@@ -162,7 +162,7 @@ def test_notebook_becomes_a_job_module(tmp_path: Path):
     path = tmp_path / "job.ipynb"
     nbformat.write(book, path)
     code, requirements = notebook_code(path)
-    assert requirements == ["pandas==2.2.3", "'scipy>=1.13'"]
+    assert requirements == ["pandas==2.2.3", "scipy>=1.13"]  # as pip reads the quoted word
     assert "x = 1\ny = x + 1" in code and "%%flyte_run" not in code.replace("# (", "")
     assert "files = subprocess.run('ls', shell=True" in code
     assert "subprocess.run('echo hello', shell=True, check=True)" in code

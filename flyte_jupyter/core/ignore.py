@@ -42,15 +42,32 @@ SECRET_PATTERNS = (
     "*.pem",
     "*.key",
     "id_rsa*",
+    "id_dsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
     ".ssh/",
     ".aws/",
     ".netrc",
     "*.p12",
     "credentials*.json",
+    "*service[-_]account*.json",
+    "token.json",
+    ".git-credentials",
+    ".pypirc",
+    ".npmrc",
+    ".htpasswd",
+    ".docker/config.json",
+    ".kube/config",
+    ".streamlit/secrets.toml",
 )
+"""Secrets never ship unless named exactly in include. A pattern ending in "/" is a directory
+whose whole content is secret; "dir/name" is a file in a directory of that name, anywhere;
+any other pattern is a file name. SSH public keys (`id_*.pub`) are not secrets."""
 
-# Every built-in pattern names a single path component, so matching names is exact and much
-# faster than general gitignore matching on each of thousands of paths.
+_PUBLIC_KEY = ".pub"
+
+# Every built-in pattern names one path component (or a parent/name pair), so matching names
+# is exact and much faster than general gitignore matching on each of thousands of paths.
 
 
 def _names_regex(patterns: list[str]) -> re.Pattern[str]:
@@ -60,9 +77,10 @@ def _names_regex(patterns: list[str]) -> re.Pattern[str]:
 _STANDARD_DIR = _names_regex([p for p in STANDARD_IGNORES if p.endswith("/")])
 _STANDARD_FILE = _names_regex([p for p in STANDARD_IGNORES if not p.endswith("/")])
 _SECRET_DIRS = [(p, _names_regex([p])) for p in SECRET_PATTERNS if p.endswith("/")]
-_SECRET_FILES = [(p, _names_regex([p])) for p in SECRET_PATTERNS if not p.endswith("/")]
-
-
+_SECRET_FILES = [(p, _names_regex([p])) for p in SECRET_PATTERNS if "/" not in p]
+_SECRET_PAIRS = {
+    tuple(p.split("/")): p for p in SECRET_PATTERNS if "/" in p and not p.endswith("/")
+}
 _SECRET_FILE_ANY = _names_regex([p for p, _ in _SECRET_FILES])
 
 
@@ -85,13 +103,35 @@ def _secret_dir(rel_dir: str) -> str | None:
     return None
 
 
+def _secret_name(name: str) -> str | None:
+    if not _SECRET_FILE_ANY.match(name):
+        return None
+    pattern = next(p for p, regex in _SECRET_FILES if regex.match(name))
+    if pattern.startswith("id_") and name.endswith(_PUBLIC_KEY):
+        return None
+    return pattern
+
+
 def secret_pattern(rel_path: str) -> str | None:
     """The secrets-guard pattern that `rel_path` matches, if any."""
     rel_dir, _, name = rel_path.rpartition("/")
     found = _secret_dir(rel_dir) if rel_dir else None
-    if found is None and _SECRET_FILE_ANY.match(name):
-        found = next(p for p, regex in _SECRET_FILES if regex.match(name))
+    if found is None:
+        found = _secret_name(name)
+    if found is None and rel_dir:
+        found = _SECRET_PAIRS.get((rel_dir.rpartition("/")[2], name))
     return found
+
+
+def secret_pattern_anywhere(rel_path: str) -> str | None:
+    """Like `secret_pattern`, but any component may match any pattern: for what a symlink
+    points at, where `docs.txt -> .env` or `notes -> .ssh/id_rsa` must not ship a secret."""
+    parts = rel_path.split("/")
+    for i, part in enumerate(parts):
+        found = _secret_dir(part) or _secret_name(part) or secret_pattern("/".join(parts[: i + 1]))
+        if found:
+            return found
+    return None
 
 
 def glob_spec(patterns: list[str] | tuple[str, ...]) -> pathspec.GitIgnoreSpec:

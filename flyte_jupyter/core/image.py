@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -78,11 +79,12 @@ class Image:
     ) -> Image:
         """Debian bookworm with Python (default: this interpreter's major.minor)."""
         version = python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
-        return cls(base=f"python:{version}-slim-bookworm", python_version=version, name=name)
+        base = _checked_base(f"python:{version}-slim-bookworm")
+        return cls(base=base, python_version=version, name=name)
 
     @classmethod
     def from_base(cls, uri: str, name: str = DEFAULT_REPOSITORY) -> Image:
-        return cls(base=uri, name=name)
+        return cls(base=_checked_base(uri), name=name)
 
     @classmethod
     def from_ref_name(cls, ref_name: str) -> Image:
@@ -105,7 +107,7 @@ class Image:
 
     def with_pip_packages(self, *packages: str) -> Image:
         self._buildable()
-        return replace(self, pip_packages=self.pip_packages + packages)
+        return replace(self, pip_packages=self.pip_packages + _checked(_pip_name, packages))
 
     def with_requirements(self, path: str | os.PathLike[str]) -> Image:
         self._buildable()
@@ -121,19 +123,22 @@ class Image:
 
     def with_apt_packages(self, *packages: str) -> Image:
         self._buildable()
-        return replace(self, apt_packages=self.apt_packages + packages)
+        return replace(self, apt_packages=self.apt_packages + _checked(_apt_name, packages))
 
     def with_commands(self, *commands: str) -> Image:
         self._buildable()
-        return replace(self, commands=self.commands + commands)
+        return replace(self, commands=self.commands + _checked(_command, commands))
 
     def with_env_vars(self, env: Mapping[str, str]) -> Image:
         self._buildable()
-        return replace(self, env_vars=self.env_vars + tuple(sorted(env.items())))
+        pairs = tuple(sorted(env.items()))
+        for key, value in pairs:
+            _env_pair(key, value)
+        return replace(self, env_vars=self.env_vars + pairs)
 
     def with_workdir(self, path: str) -> Image:
         self._buildable()
-        return replace(self, workdir=path)
+        return replace(self, workdir=_workdir(path))
 
     def with_source_folder(
         self,
@@ -144,7 +149,8 @@ class Image:
         """Copy a folder into the image: its contents into `dst` (copy_contents_only=True),
         or the folder itself, by name, under `dst` (False). `dst` defaults to the workdir."""
         self._buildable()
-        folder = SourceFolder(Path(src).resolve(), dst or self.workdir, copy_contents_only)
+        dst = _context_path(dst or self.workdir, "with_source_folder dst")
+        folder = SourceFolder(Path(src).resolve(), dst, copy_contents_only)
         if not folder.src.is_dir():
             raise ImageError(f"with_source_folder: {folder.src} is not a directory")
         return replace(self, sources=(*self.sources, folder))
@@ -156,7 +162,10 @@ class Image:
         selection, into `dst` (default: the workdir)."""
         self._buildable()
         pairs = tuple(sorted((rel, str(source)) for rel, source in files.items()))
-        folder = SourceFolder(Path(dst or self.workdir), dst or self.workdir, True, pairs)
+        for rel, _ in pairs:
+            _context_path(rel, "with_files path")
+        dst = _context_path(dst or self.workdir, "with_files dst")
+        folder = SourceFolder(Path(dst), dst, True, pairs)
         return replace(self, sources=(*self.sources, folder))
 
     def with_source_file(self, src: str | os.PathLike[str], dst: str) -> Image:
@@ -164,6 +173,7 @@ class Image:
         path = Path(src).resolve()
         if not path.is_file():
             raise ImageError(f"with_source_file: {path} is not a file")
+        dst = _context_path(dst, "with_source_file dst")
         return replace(self, files=(*self.files, (path, dst)))
 
     def with_dockerignore(self, path: str | os.PathLike[str]) -> Image:
@@ -174,6 +184,100 @@ class Image:
         """The default command (`docker run IMAGE` with no arguments)."""
         self._buildable()
         return replace(self, entrypoint=command)
+
+
+# --- values that end up in the Dockerfile, the build's shell lines or requirements.txt ------
+# Each is checked against a strict pattern (or quoted) so that no value can add a Dockerfile
+# instruction, a shell command or a pip option: one UsageError names the bad value instead.
+
+_BASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*")
+_APT = re.compile(r"[a-z0-9][a-z0-9+.-]*(:[a-z0-9-]+)?(=[A-Za-z0-9.+~:-]+)?")
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_WORKDIR = re.compile(r"/[A-Za-z0-9._@+/-]*")
+_UNQUOTED_ENV = re.compile(r"[A-Za-z0-9_./:$-]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _refuse(what: str, value: object, rule: str) -> UsageError:
+    return UsageError(f"refusing {what} {value!r}: {rule}")
+
+
+def _checked(check: Callable[[str], str], values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(check(v) for v in values)
+
+
+def _checked_base(uri: str) -> str:
+    if not isinstance(uri, str) or not _BASE.fullmatch(uri):
+        raise _refuse("base image", uri, "give an image reference like python:3.11-slim")
+    return uri
+
+
+def _apt_name(name: str) -> str:
+    if not isinstance(name, str) or not _APT.fullmatch(name):
+        raise _refuse("apt package", name, "give one Debian package name, e.g. curl=7.88.1-10")
+    return name
+
+
+def _pip_name(name: str) -> str:
+    """One PEP 508 requirement (`numpy>=2`, `pkg[extra]`, `pkg @ https://...`): never a pip
+    option such as --index-url, and never more than one line of requirements.txt."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    rule = "give one requirement like numpy==2.1.0 or 'name @ URL'; pip options are not allowed"
+    if not isinstance(name, str) or name.lstrip().startswith("-") or _CONTROL.search(name):
+        raise _refuse("pip package", name, rule)
+    try:
+        Requirement(name)
+    except InvalidRequirement as exc:
+        raise _refuse("pip package", name, rule) from exc
+    return name
+
+
+def _command(command: str) -> str:
+    if not isinstance(command, str) or _CONTROL.search(command.replace("\t", " ")):
+        raise _refuse(
+            "command", command, "each command is one RUN line: join steps with && not newlines"
+        )
+    return command
+
+
+def _env_pair(key: str, value: str) -> None:
+    if not isinstance(key, str) or not _ENV_KEY.fullmatch(key):
+        raise _refuse("environment variable name", key, "use letters, digits and _")
+    if not isinstance(value, str) or _CONTROL.search(value):
+        raise _refuse(f"value of environment variable {key}", value, "it must be one line of text")
+
+
+def _workdir(path: str) -> str:
+    """The WORKDIR also goes into a shell line of the build: strict characters only."""
+    if not isinstance(path, str) or not _WORKDIR.fullmatch(path) or ".." in path.split("/"):
+        raise _refuse("workdir", path, "use an absolute path of letters, digits and ._@+-/")
+    return path
+
+
+def _context_path(path: str, what: str) -> str:
+    """A place in the build context (copied to the same place in the image): no `..`, so
+    writing the context never lands outside its directory."""
+    if not isinstance(path, str) or ".." in path.split("/"):
+        raise _refuse(what, path, "a path in the image must not contain ..")
+    return path
+
+
+def _validate(image: Image) -> None:
+    """Every value of a spec, however it was built (even `Image(...)` directly)."""
+    _checked_base(image.base or "")
+    _checked(_apt_name, image.apt_packages)
+    _checked(_pip_name, image.pip_packages)
+    _checked(_command, image.commands)
+    for key, value in image.env_vars:
+        _env_pair(key, value)
+    _workdir(image.workdir)
+    for folder in image.sources:
+        _context_path(folder.dst, "destination")
+        for rel, _ in folder.files or ():
+            _context_path(rel, "file path")
+    for _, dst in image.files:
+        _context_path(dst, "destination")
 
 
 def check_source_layout(image: Image, root_dir: str | os.PathLike[str]) -> None:
@@ -276,6 +380,7 @@ def render(
             raise ImageError(f"Dockerfile {image.dockerfile} does not exist")
         files["Dockerfile"] = image.dockerfile.read_bytes()
         return BuildContext(files["Dockerfile"].decode(), files)
+    _validate(image)
     # Few instructions on purpose: each one is a layer, and some storage drivers copy the
     # whole filesystem per layer. Order: environment, system packages, Python packages and
     # the runtime's path file, commands, then code last.
@@ -354,8 +459,11 @@ def render(
 
 
 def _env_value(value: str) -> str:
-    """ENV values keep `$VAR` references unquoted so Docker expands them."""
-    return value if "$" in value and " " not in value else json.dumps(value)
+    """A JSON string (Docker expands `$VAR` inside double quotes too); plain `$VAR` paths
+    stay unquoted, as before, so existing images keep their content hash."""
+    if "$" in value and _UNQUOTED_ENV.fullmatch(value):
+        return value
+    return json.dumps(value, ensure_ascii=False)
 
 
 def default_tag(image: Image, context: BuildContext, version: str | None = None) -> str:

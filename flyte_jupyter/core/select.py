@@ -14,6 +14,7 @@ import site
 import stat
 import sys
 import sysconfig
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from . import ignore as ig
 from .errors import BundleError, UsageError
 from .files import archive_mode, read_bytes
 from .imports import ImportRef, absolute_targets, find_module, module_name_for, scan_source
+from .notebook_outputs import strip_outputs
 
 COPY_STYLES = ("auto", "all", "none")
 _STYLE_ALIASES = {"loaded_modules": "auto"}
@@ -106,6 +108,7 @@ def select_files(
     max_bytes: int = DEFAULT_MAX_BYTES,
     force_root: bool = False,
     generated: Mapping[str, tuple[str, str]] | None = None,
+    keep_notebook_outputs: bool = False,
 ) -> Selection:
     """Decide which files ship.
 
@@ -115,6 +118,8 @@ def select_files(
     `generated` adds files that exist only in memory (bundle path -> (text, reason)), such as
     the module a notebook cell becomes; they ship with every copy style and their imports are
     followed like an entry's.
+    Notebooks that ship as files (`all`, include) ship without outputs and execution counts
+    unless `keep_notebook_outputs`.
     Raises UsageError for bad arguments and BundleError when the result cannot ship.
     """
     style = normalize_copy_style(copy_style)
@@ -140,6 +145,7 @@ def select_files(
             "file, or use copy_style 'all'"
         )
     selector = _Selector(root, style, list(include), list(exclude), version)
+    selector.keep_notebook_outputs = keep_notebook_outputs
     for rel, (text, reason) in (generated or {}).items():
         selector.add_generated(rel, text, reason)
     return selector.run(entry_paths, [Path(m) for m in loaded_modules], lazy_imports, max_bytes)
@@ -189,14 +195,11 @@ class _Selector:
         self._installed: dict[str, bool] = {}
         self.generated: dict[Path, str] = {}
         self.sources: dict[str, str] = {}
-        """Content-addressed file on disk -> its path in the bundle."""
+        """Bundle path -> the content-addressed file on disk holding its bytes."""
+        self.keep_notebook_outputs = False
 
     def add_generated(self, rel: str, text: str, reason: str) -> None:
-        data = text.encode()
-        digest = hashlib.sha256(data).hexdigest()
-        path = cache_dir() / "generated" / digest[:2] / f"{digest}{Path(rel).suffix}"
-        if not path.is_file():
-            write_local_atomic(str(path), data)
+        path = _content_file(text.encode(), Path(rel).suffix)
         self.generated[path] = rel
         self.sources[rel] = str(path)
         self.reasons[rel] = reason
@@ -220,14 +223,22 @@ class _Selector:
             if self.exclude and self.exclude_spec.match_file(rel):
                 continue
             pattern = ig.secret_pattern(rel)
-            if pattern and rel not in self.include:
+            selected = None if pattern else self._stat(rel)
+            if selected is not None:
+                pattern = self._link_target_secret(selected)
+            if pattern and not self._named_in_include(rel):
                 secrets.append(rel)
                 self.warnings.append(
                     f"left out {rel}: it looks like a secret ({pattern!r}); "
                     "name it exactly in include to ship it anyway"
                 )
                 continue
-            selected = self._stat(rel)
+            if pattern:
+                self.warnings.append(
+                    f"SHIPPING A SECRET: {rel} looks like a secret ({pattern!r}) and ships only "
+                    "because include names it; anyone who can read the store can read it"
+                )
+                selected = selected or self._stat(rel)
             if selected is not None:
                 files.append(selected)
         selection = Selection(
@@ -299,6 +310,21 @@ class _Selector:
                     f"include pattern {pattern!r} matched no files under {self.root}"
                 )
 
+    def _named_in_include(self, rel: str) -> bool:
+        """Only an include pattern naming exactly this path opts a secret back in."""
+        return any(
+            ig.is_literal(p) and p.removeprefix("./").lstrip("/") == rel for p in self.include
+        )
+
+    def _link_target_secret(self, selected: SelectedFile) -> str | None:
+        """The secret pattern matched by a symlink's target (`_stat` keeps only targets under
+        root_dir): `notes.txt -> .env` must not ship the `.env` bytes under another name."""
+        if selected.source.startswith(self.root_prefix) and selected.path not in self.sources:
+            target = selected.source[len(self.root_prefix) :]
+            if target != selected.path:
+                return ig.secret_pattern_anywhere(target)
+        return None
+
     def _stat(self, rel: str) -> SelectedFile | None:
         path = self.sources.get(rel) or self.root_prefix + rel
         try:
@@ -318,6 +344,13 @@ class _Selector:
         if not stat.S_ISREG(st.st_mode):
             self.warnings.append(f"skipped {rel}: not a regular file")
             return None
+        reason = self.reasons[rel]
+        notebook = rel.lower().endswith(".ipynb") and rel not in self.sources
+        if notebook and not self.keep_notebook_outputs:
+            stripped = self._without_outputs(rel, source, st)
+            if stripped is not None:
+                source, st = stripped, os.stat(stripped)
+                reason += " (outputs stripped)"
         if st.st_size > LARGE_FILE_BYTES:
             self.warnings.append(
                 f"{rel} is {_mb(st.st_size)}: large files slow every upload; "
@@ -330,8 +363,25 @@ class _Selector:
             archive_mode(st.st_mode),
             st.st_mtime_ns,
             st.st_ino,
-            self.reasons[rel],
+            reason,
         )
+
+    def _without_outputs(self, rel: str, source: str, st: os.stat_result) -> str | None:
+        """A content-addressed copy of notebook `rel` without outputs (None: not a notebook,
+        it ships as it is, with a warning)."""
+        key = (source, st.st_size, st.st_mtime_ns, st.st_ino)
+        path = _STRIPPED.get(key, "")
+        if path == "" or (path is not None and not os.path.isfile(path)):
+            stripped = strip_outputs(read_bytes(source, rel))
+            path = None if stripped is None else str(_content_file(stripped, ".ipynb"))
+            if st.st_mtime_ns < time.time_ns() - _RACY_NS:  # else it may change unseen
+                _STRIPPED[key] = path
+        if path is None:
+            self.warnings.append(
+                f"{rel} is not a notebook nbformat can read: it ships as it is, with any "
+                "outputs it holds; exclude it if it should not ship"
+            )
+        return path
 
     def _is_foreign(self, path: Path) -> bool:
         return any(path.is_relative_to(d) for d in self.foreign_dirs)
@@ -455,6 +505,22 @@ class _Selector:
         else:
             hint = "it is neither under root_dir nor installed in this environment"
         return f"cannot resolve import {module!r} ({where}) under root_dir {self.root}: {hint}"
+
+
+_STRIPPED: dict[tuple[str, int, int, int], str | None] = {}
+"""Notebook stat key -> its stripped copy, so an unchanged notebook is parsed once."""
+_RACY_NS = 2_000_000_000
+"""A file modified this recently may change again within the same mtime tick."""
+
+
+def _content_file(data: bytes, suffix: str) -> Path:
+    """`data` in a file under the cache named by its hash: the stable source of bytes that
+    exist only in memory (generated modules, stripped notebooks)."""
+    digest = hashlib.sha256(data).hexdigest()
+    path = cache_dir() / "generated" / digest[:2] / f"{digest}{suffix}"
+    if not path.is_file():
+        write_local_atomic(str(path), data)
+    return path
 
 
 def foreign_dirs(root: Path) -> list[Path]:

@@ -403,3 +403,23 @@ def test_cancel_from_another_process_stops_a_real_run(tree):
     assert cancelled.returncode == 0, cancelled.stderr
     assert cancelled.stdout.strip() == f"run {run.id}: cancelled"
     assert run.wait(10) in ("cancelled", "failed") and not process_alive(pid)
+
+
+def test_a_history_from_an_older_version_gains_the_identity_column():
+    import sqlite3
+
+    path = history.history_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as db:  # the schema before process identities were recorded
+        db.execute(
+            "CREATE TABLE runs (id TEXT PRIMARY KEY, name TEXT, entry TEXT, digest TEXT, "
+            "version TEXT, image TEXT, executor TEXT, store TEXT, status TEXT, created TEXT, "
+            "started TEXT, finished TEXT, exit_code INTEGER, error TEXT, pid INTEGER, spec TEXT)"
+        )
+        db.execute(
+            "INSERT INTO runs (id, entry, version, executor, store, status, created, pid) "
+            "VALUES ('old-run', 'app:main', 'v', 'local', 'file:///s', 'running', '2026', 1)"
+        )
+    db.close()
+    record = history.get("old-run")
+    assert (record.pid, record.pid_start) == (1, None)

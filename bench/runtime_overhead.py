@@ -1,0 +1,93 @@
+"""Per-run cost of guarding the shared extraction: the pre-run check against the snapshot, the
+linked working directory and the post-run check, for bundles of N files, next to what the
+private copy of the tree it replaced cost.
+
+    python bench/runtime_overhead.py [--files 2000 100000] [--repeat 5]
+
+Prints milliseconds (median of --repeat) per bundle size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def median_ms(repeat: int, fn: Callable[[], object]) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def make_project(root: Path, files: int) -> None:
+    """`files` small modules in packages of 100, plus the entry module."""
+    for i in range(files):
+        package = root / f"pkg{i // 100}"
+        package.mkdir(parents=True, exist_ok=True)
+        (package / f"m{i}.py").write_text(f"VALUE = {i}\n" + "# padding\n" * 20)
+    (root / "app.py").write_text("def main():\n    return 1\n")
+
+
+def measure(work: Path, count: int, repeat: int) -> str:
+    from flyte_jupyter.core.bundle import build_bundle
+    from flyte_jupyter.core.select import select_files
+    from flyte_jupyter.runtime.execute import linked_workdir
+    from flyte_jupyter.runtime.extract import changes, discard_if_changed, fetch_bundle
+
+    project = work / f"project{count}"
+    make_project(project, count)
+    built = build_bundle(select_files(project, copy_style="all", max_bytes=1 << 40))
+    url = built.archive.as_uri()
+    start = time.perf_counter()
+    tree = fetch_bundle(url, built.digest)
+    first = (time.perf_counter() - start) * 1000
+    here = os.getcwd()
+
+    def guarded_run() -> None:
+        assert fetch_bundle(url, built.digest) == tree
+        workdir = linked_workdir(tree)
+        os.chdir(here)
+        shutil.rmtree(workdir)
+        assert discard_if_changed(tree) == []
+
+    def private_copy() -> None:
+        copy = tempfile.mkdtemp(dir=work)
+        shutil.copytree(tree, copy, dirs_exist_ok=True)
+        shutil.rmtree(copy)
+
+    check = median_ms(repeat, lambda: changes(tree))
+    guarded = median_ms(repeat, guarded_run)
+    copied = median_ms(max(1, repeat // 2), private_copy)
+    return (
+        f"{count} files: first fetch+extract+snapshot {first:.0f} ms; per run: "
+        f"one check {check:.1f} ms, both checks + linked workdir {guarded:.1f} ms "
+        f"(the private copy it replaces: {copied:.0f} ms)"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, nargs="+", default=[2000])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="fj-bench-overhead-"))
+    os.environ["FLYTE_JUPYTER_CACHE_DIR"] = str(work / "cache")
+    try:
+        for count in args.files:
+            print(measure(work, count, args.repeat), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

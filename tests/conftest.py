@@ -14,6 +14,8 @@ import servers
 from flyte_jupyter.core.storage import Store
 from flyte_jupyter.runtime import blobs
 
+pytest_plugins = ["flyte_fixtures"]
+
 servers.setup_env()
 
 

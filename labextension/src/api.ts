@@ -74,7 +74,11 @@ export async function request<T>(
     body = {};
   }
   if (!response.ok) {
-    throw new Error(body.error || body.message || response.statusText);
+    // every endpoint answers errors as {"message": ...}
+    throw new ServerConnection.ResponseError(
+      response,
+      body.message || response.statusText
+    );
   }
   return body as T;
 }

@@ -4,9 +4,11 @@ pods that are real `a0` processes. Nothing leaves the machine."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,3 +74,164 @@ def test_project_function_runs_as_a_flyte_task(tree, emulator, tmp_path):
     assert args[args.index("mod") + 1 :] == ["flyte_jupyter.runtime.flyte_task", "instance", "run"]
     run_name = ok.stderr.split("Flyte run ", 1)[1].split(":", 1)[0]
     assert emulator.run_phase(run_name) == "SUCCEEDED"
+
+
+def test_failure_dedup_and_version(tree, emulator, tmp_path):
+    root = tree(PROJECT)
+    env = cli_env(emulator)
+    first = cli(env, tmp_path, "run", f"{root}/app.py:main", "--executor", "flyte")
+    assert first.returncode == 0, first.stderr
+    uploads = len(emulator.uploads)
+    again = cli(env, tmp_path, "run", f"{root}/app.py:main", "--executor", "flyte")
+    assert again.returncode == 0, again.stderr
+    print(f"uploads for the unchanged re-run: {len(emulator.uploads) - uploads}")
+    assert len(emulator.uploads) == uploads  # 0 code bytes: the data plane has the bundle
+    one, two = (r.task_spec.task_template.id.version for r in emulator.create_run_requests)
+    assert one == two
+    bad = cli(env, tmp_path, "run", f"{root}/app.py:fail", "--executor", "flyte")
+    assert bad.returncode == 1
+    assert "ValueError: price list is empty" in bad.stderr
+    assert 'File "shop/pricing.py", line 7, in explode' in bad.stderr
+    run_name = bad.stderr.split("Flyte run ", 1)[1].split(":", 1)[0]
+    assert emulator.run_phase(run_name) == "FAILED"
+    (root / "shop/rates.py").write_text("RATES = {'eu': 2.0, 'us': 1.0}\n")
+    edited = cli(env, tmp_path, "run", f"{root}/app.py:main", "--executor", "flyte")
+    assert edited.stdout.splitlines()[-1] == "61.0", edited.stderr
+    assert emulator.create_run_requests[-1].task_spec.task_template.id.version != one
+
+
+def test_tampered_bundle_in_the_data_plane_runs_nothing(tree, emulator, tmp_path):
+    root = tree({**PROJECT, "shop/rates.py": "RATES = {'eu': 1.5, 'us': 1.0}\n"})
+    env = cli_env(emulator)
+    assert cli(env, tmp_path, "run", f"{root}/app.py:main", "--executor", "flyte").returncode == 0
+    digest = list(emulator.create_run_requests[0].task_spec.task_template.container.args)[6]
+    (bundle,) = [u for u in emulator.uploads if u["filename"] == digest[7:] + ".tar.gz"]
+    bucket, key = bundle["native_url"].removeprefix("s3://").split("/", 1)
+    original = emulator._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    out = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(original)) as src,
+        tarfile.open(fileobj=out, mode="w:gz") as dst,
+    ):
+        for member in src.getmembers():
+            data = src.extractfile(member).read() if member.isfile() else None
+            if member.name.endswith("shop/rates.py"):
+                data = b"print('TAMPERED CODE RAN')\nRATES = {'eu': 9, 'us': 9}\n"
+                member.size = len(data)
+            dst.addfile(member, io.BytesIO(data) if data is not None else None)
+    emulator._s3.put_object(Bucket=bucket, Key=key, Body=out.getvalue())
+    run = cli(env, tmp_path, "run", f"{root}/app.py:main", "--executor", "flyte")
+    run_name = run.stderr.split("Flyte run ", 1)[1].split(":", 1)[0]
+    print(f"tampered run: exit {run.returncode}, phase {emulator.run_phase(run_name)}")
+    assert run.returncode == 1, run.stderr
+    assert "does not match" in run.stderr or "modified or corrupted in storage" in run.stderr
+    assert "TAMPERED CODE RAN" not in emulator.pod_log(run_name) + run.stdout
+    assert emulator.run_phase(run_name) == "FAILED"
+
+
+def test_copy_style_none_uses_the_mapped_image_and_version(tree, emulator, tmp_path):
+    root = tree(PROJECT)
+    env = cli_env(emulator)
+    env["FLYTE_JUPYTER_IMAGES"] = '{"app": "registry.example/app:v7"}'
+    args = ["--executor", "flyte", "--copy-style", "none", "--version", "v7", "--image", "app"]
+    run = cli(env, tmp_path, "run", f"{root}/app.py:main", *args, "--detach")
+    assert run.returncode == 0, run.stderr
+    (request,) = emulator.create_run_requests
+    template = request.task_spec.task_template
+    assert template.container.image == "registry.example/app:v7"
+    assert template.id.version == "v7"
+    args = list(template.container.args)
+    assert "--tgz" not in args and args[3:7] == [args[3], args[4], "-", "-"]
+    print(f"code uploads with copy_style none: {len(emulator.uploads) - 1} (runtime only: 1)")
+    assert [u["filename"].startswith(tuple("0123456789abcdef")) for u in emulator.uploads] == [True]
+
+
+def test_our_task_spec_is_flytes_own_but_for_version_bundle_and_bootstrap():
+    import flyte
+    from google.protobuf import json_format
+
+    from flyte_jupyter.core.executors import flyte as flyte_executor
+    from flyte_jupyter.runtime import flyte_task
+
+    flyte.init(project="p", domain="d", root_dir=flyte_executor._PACKAGE_DIR.parent)
+    theirs = (
+        flyte.with_runcontext(
+            mode="remote", dry_run=True, version="v1", interactive_mode=False,
+            copy_style="loaded_modules",
+        )
+        .run(flyte_task.run, entry="a:b", inputs="", spec="{}")
+        .task_spec
+    )  # fmt: skip
+    target = flyte_executor.Target(None, "dns:///x:1", True, "p", "d", None)
+    ours = flyte_executor.build_task_spec(
+        flyte_task.run, version="v1", image=None, bundle_url="s3://b/ours.tar.gz", target=target
+    )
+    differ: list[str] = []
+
+    def walk(a, b, path=""):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k), b.get(k), f"{path}.{k}")
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
+                walk(x, y, f"{path}[{i}]")
+        elif a != b:
+            differ.append(path)
+
+    walk(json_format.MessageToDict(theirs), json_format.MessageToDict(ours))
+    print("differences:", differ)
+    # dry runs leave project/domain empty (the submit fills them); the bundle URL is ours
+    assert differ == [
+        ".taskTemplate.container.args[20]",
+        ".taskTemplate.id.domain",
+        ".taskTemplate.id.project",
+        ".taskTemplate.metadata.codeBundleUri",
+    ]
+    args = list(ours.task_template.container.args)
+    assert args[args.index("--tgz") + 1] == "s3://b/ours.tar.gz"
+    flyte_executor.with_bootstrap(ours, "s3://b/rt.tar.gz", "ab" * 32, "sha256:" + "cd" * 32)
+    booted = list(ours.task_template.container.args)
+    assert booted[:2] == ["python", "-c"] and booted[3:7] == [
+        "s3://b/rt.tar.gz", "ab" * 32, "s3://b/ours.tar.gz", "sha256:" + "cd" * 32
+    ]  # fmt: skip
+    assert booted[7:] == [a for a in args if a not in ("--tgz", "s3://b/ours.tar.gz")]
+
+
+def test_no_config_unreachable_endpoint_missing_extra_are_one_line(tree, tmp_path):
+    root = tree(PROJECT)
+    home = tmp_path / "home"
+    home.mkdir()
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("FLYTE", "UCTL"))}
+    base.update(HOME=str(home), FLYTE_JUPYTER_DATA_DIR=os.environ["FLYTE_JUPYTER_DATA_DIR"])
+    base["FLYTE_JUPYTER_CACHE_DIR"] = os.environ["FLYTE_JUPYTER_CACHE_DIR"]
+    port = __import__("servers").free_port()
+    cases = {
+        "no config": (base, "no Flyte configuration found"),
+        "unreachable": (
+            {**base, "FLYTE_JUPYTER_ENDPOINT": f"dns:///127.0.0.1:{port}",
+             "FLYTE_JUPYTER_INSECURE": "true", "FLYTE_JUPYTER_PROJECT": "p",
+             "FLYTE_JUPYTER_DOMAIN": "d"},
+            f"cannot reach the Flyte endpoint dns:///127.0.0.1:{port}",
+        ),
+    }  # fmt: skip
+    for label, (env, message) in cases.items():
+        started = time.monotonic()
+        out = cli(env, tmp_path, "run", f"{root}/app.py:main", "--executor", "flyte")
+        took = time.monotonic() - started
+        print(f"{label}: exit {out.returncode} in {took:.1f}s: {out.stderr.strip()}")
+        assert out.returncode != 0 and message in out.stderr
+        assert out.stderr.strip().count("\n") == 0 and took < 15
+    boot = (
+        "import sys; sys.modules['flyte'] = None; from flyte_jupyter.cli import main; "
+        "sys.exit(main(sys.argv[1:]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", boot, "run", f"{root}/app.py:main", "--executor", "flyte"],
+        capture_output=True, text=True, env=base, cwd=tmp_path,
+    )  # fmt: skip
+    print(f"missing extra: exit {out.returncode}: {out.stderr.strip()}")
+    assert 'pip install "flyte-jupyter[flyte]"' in out.stderr
+    assert out.stderr.strip().count("\n") == 0
+    runs = cli(base, tmp_path, "runs")
+    print("history after the three:", runs.stdout.strip())
+    assert runs.stdout.strip() == "no runs yet"

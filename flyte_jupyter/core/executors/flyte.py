@@ -66,6 +66,9 @@ class FlyteExecutor:
         self.options = {k: v for k, v in options.items() if v is not None}
         self.last_upload_bytes = 0
         """Code bytes the last launch sent (0 when the data plane already had the bundle)."""
+        # No config, no project or an endpoint that does not answer: say so now, before
+        # `submit()` uploads or records anything (settings of the working directory's project).
+        self.target(self.settings(str(Path.cwd())))
 
     # --- settings and connection -------------------------------------------------------
 

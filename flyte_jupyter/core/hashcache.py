@@ -1,11 +1,9 @@
-"""A local cache that makes rebuilding an unchanged tree read no file contents, and
-re-running unchanged code upload nothing.
+"""A local cache that makes rebuilding an unchanged tree read no file contents.
 
 Tables in one SQLite file (safe with concurrent writers thanks to WAL and a busy timeout):
 file hashes keyed by `(path, size, mtime_ns, inode)`; where each compressed archive member
-already sits in a previously built archive; which bundle digests each store is known to
-hold. The cache only ever speeds things up: any failure to read or write it is ignored and
-the work is simply done.
+already sits in a previously built archive. The cache only ever speeds things up: any
+failure to read or write it is ignored and the work is simply done.
 """
 
 from __future__ import annotations
@@ -15,6 +13,8 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
+
+from .private import private_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +29,6 @@ CREATE TABLE IF NOT EXISTS members (
     key TEXT PRIMARY KEY, archive TEXT, offset INTEGER, length INTEGER
 );
 CREATE INDEX IF NOT EXISTS members_archive ON members(archive);
-CREATE TABLE IF NOT EXISTS uploads (
-    store TEXT, digest TEXT, PRIMARY KEY (store, digest)
-);
 """
 
 StatKey = tuple[str, int, int, int]
@@ -45,7 +42,7 @@ class HashCache:
         self.path = path
         self._db: sqlite3.Connection | None = None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite(path)
             db = sqlite3.connect(path, timeout=10, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
@@ -114,21 +111,6 @@ class HashCache:
             "INSERT OR REPLACE INTO members VALUES (?, ?, ?, ?)",
             [(key, str(archive), off, n) for key, off, n in items],
         )
-
-    def is_uploaded(self, store: str, digest: str) -> bool:
-        """Whether this machine already uploaded (or saw) `digest` in `store`."""
-        if self._db is None:
-            return False
-        try:
-            row = self._db.execute(
-                "SELECT 1 FROM uploads WHERE store = ? AND digest = ?", (store, digest)
-            ).fetchone()
-        except sqlite3.Error:
-            return False
-        return row is not None
-
-    def mark_uploaded(self, store: str, digest: str) -> None:
-        self._write("INSERT OR IGNORE INTO uploads VALUES (?, ?)", [(store, digest)])
 
     def forget_archive(self, archive: Path) -> None:
         self._write("DELETE FROM members WHERE archive = ?", [(str(archive),)])

@@ -1,32 +1,45 @@
 """Content-addressed blob storage on any fsspec URL.
 
 Layout under one URL prefix: `bundles/<hex>.tar.gz` and `runs/<run_id>/...`. A bundle is
-uploaded once per store: a local record of what each store already holds makes an unchanged
-re-run send no request at all, and a HEAD-style check covers bundles other machines uploaded.
-Objects appear under their final key only when complete. Transient failures are retried with
-bounded backoff; auth errors, a missing bucket or an unreachable endpoint fail at once with
-one message that names the URL and the likely fix.
+uploaded once per store: each run asks the store (one metadata request) whether it already
+holds the digest, so a bundle deleted behind our back is simply uploaded again. Objects appear
+under their final key only when complete; what killed uploads leave behind is cleaned up by
+the next upload. Transient failures are retried with bounded backoff; every operation has a
+deadline, so an endpoint that accepts connections and never answers fails within
+DEFAULT_TIMEOUT seconds; auth errors, a missing bucket or an unreachable endpoint fail at once.
+Every failure is one StorageError message that names the URL and the likely fix.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import logging
 import os
 import re
 import shutil
-import tempfile
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlparse
 
 from ..runtime import blobs
-from ..runtime.locations import cache_dir
-from .errors import FlyteJupyterError
-from .hashcache import HashCache
+from ..runtime.locations import cache_dir, private_dir
+from .errors import FlyteJupyterError, UsageError
 
 STORE_ENV = "FLYTE_JUPYTER_STORE"
 MAX_ATTEMPTS = 4
+DEFAULT_TIMEOUT = 20.0
+"""Seconds an operation on a small object may take, retries included, before the store
+counts as unresponsive (so every failure is reported within 30 s)."""
+MIN_RATE = 256 * 1024
+"""Bytes per second a transfer may not fall below: big objects get DEFAULT_TIMEOUT plus
+size / MIN_RATE."""
+STALE_SECONDS = 600
+"""An unfinished S3 multipart upload this old is taken to be from a killed process."""
 _CHUNK = 4 << 20
 _SECRET_WORDS = ("key", "secret", "token", "password", "credential")
 
@@ -40,9 +53,19 @@ class StorageError(FlyteJupyterError):
     """Storage cannot be used as configured; the message says why and what to do."""
 
 
+class StoreConfigError(StorageError, UsageError):
+    """The store URL cannot work at all (e.g. a path below a file): bad input, exit status 2."""
+
+
 def default_store_url() -> str:
-    """`$FLYTE_JUPYTER_STORE`, else a file:// store under the cache dir (the embedded default)."""
-    return os.environ.get(STORE_ENV) or (cache_dir() / "store").as_uri()
+    """`$FLYTE_JUPYTER_STORE`, else a file:// store under the cache dir (the embedded default),
+    a private directory: it holds every run's inputs and results."""
+    if os.environ.get(STORE_ENV):
+        return os.environ[STORE_ENV]
+    store = cache_dir() / "store"
+    with contextlib.suppress(OSError):  # unusable: the Store reports it, naming the fix
+        private_dir(store)
+    return store.as_uri()
 
 
 def normalize_url(url: str) -> str:
@@ -87,10 +110,20 @@ def describe_upload(upload: UploadResult | None) -> str:
 class Store:
     """One blob store: a URL prefix plus fsspec storage options."""
 
-    def __init__(self, url: str | None = None, options: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        url: str | None = None,
+        options: dict[str, Any] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ):
         self.url = normalize_url(url or default_store_url())
         self.options = _with_fast_failure(self.url, dict(options or {}))
         self.local = blobs.is_local(self.url)
+        self.timeout = timeout
+        if self.local:
+            _check_local_root(self.url)
+        else:
+            _quiet_client_logs()
 
     def __repr__(self) -> str:
         return f"Store({self.url!r}, options={redact(self.options)!r})"
@@ -108,51 +141,89 @@ class Store:
     def _fs(self, url: str) -> tuple[Any, str]:
         return blobs.filesystem(url, self.options)
 
+    def _preflight(self, action: str, url: str) -> None:
+        """One TCP connect to an explicit endpoint before its first use in this process: the
+        clients retry a refused connection for half a minute, this says so at once."""
+        endpoint = self.options.get("endpoint_url") or self.options.get("client_kwargs", {}).get(
+            "endpoint_url"
+        )
+        if not endpoint or endpoint in _reachable or any(os.environ.get(v) for v in _PROXY_ENV):
+            return
+        parsed = urlparse(endpoint)
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            socket.create_connection((parsed.hostname, port), timeout=min(5, self.timeout)).close()
+        except OSError as exc:
+            raise StorageError(self._explain("unreachable", action, url, exc)) from None
+        _reachable.add(endpoint)
+
     def exists(self, url: str) -> bool:
         if self.local:
             return os.path.exists(blobs.local_path(url))
-        return self._retry("check", url, lambda: _object_exists(*self._fs(url)))
+        return self._retry("check", url, lambda left: _object_exists(*self._fs(url), left))
+
+    def size(self, url: str) -> int:
+        """An object's size in bytes; FileNotFoundError when it does not exist."""
+        if self.local:
+            return self._local("check", url, lambda: os.path.getsize(blobs.local_path(url)))
+        return self._retry("check", url, lambda left: _call(self._fs(url), "size", left))
 
     def get_bytes(self, url: str) -> bytes:
         """An object's bytes; FileNotFoundError when it does not exist."""
         if self.local:
-            return blobs.read_bytes(url)
-        return self._retry("read", url, lambda: _fs_call(self._fs(url), "cat_file"))
+            return self._local("read", url, lambda: blobs.read_bytes(url))
+        budget = self._budget(self.size(url))
+        return self._retry("read", url, lambda left: _call(self._fs(url), "cat_file", left), budget)
 
     def put_bytes(self, url: str, data: bytes) -> None:
         if self.local:
-            blobs.write_local_atomic(blobs.local_path(url), data)
+            self._local("write", url, lambda: blobs.write_local_atomic(blobs.local_path(url), data))
             return
-        self._retry("write", url, lambda: _fs_call(self._fs(url), "pipe_file", data))
+        budget = self._budget(len(data))
+        self._retry(
+            "write", url, lambda left: _call(self._fs(url), "pipe_file", left, data), budget
+        )
 
     def get_file(self, url: str, dest: str) -> None:
         if self.local:
-            shutil.copyfile(blobs.local_path(url), dest)
+            self._local("download", url, lambda: shutil.copyfile(blobs.local_path(url), dest))
             return
-        self._retry("download", url, lambda: _fs_call(self._fs(url), "get_file", dest))
+        budget = self._budget(self.size(url))
+        self._retry(
+            "download", url, lambda left: _call(self._fs(url), "get_file", left, dest), budget
+        )
+
+    def _budget(self, size: int) -> float:
+        return self.timeout + size / MIN_RATE
 
     # --- bundles -------------------------------------------------------------------------
 
     def upload_bundle(
         self, archive: Path, digest: str, progress: Progress | None = None
     ) -> UploadResult:
-        """Upload an archive under its digest unless the store already has it."""
+        """Upload an archive under its digest unless the store holds it now. Asking every time
+        (one metadata request) is what makes a bundle deleted from the store come back."""
         url = self.bundle_url(digest)
-        with HashCache(cache_dir() / "index.sqlite3") as index:
-            if index.is_uploaded(self.url, digest):
-                return UploadResult(url, 0, "known")
-            if self.exists(url):
-                index.mark_uploaded(self.url, digest)
-                return UploadResult(url, 0, "exists")
-            size = archive.stat().st_size
-            if self.local:
-                _copy_local_atomic(archive, blobs.local_path(url), progress)
-            else:
-                self._retry("upload", url, lambda: self._put_remote(archive, url, progress))
-            index.mark_uploaded(self.url, digest)
+        if self.exists(url):
+            return UploadResult(url, 0, "exists")
+        size = archive.stat().st_size
+        if self.local:
+            path = blobs.local_path(url)
+            self._local("upload", url, lambda: _copy_local_atomic(archive, path, progress))
+            blobs.remove_dead_partials(os.path.dirname(path))
+        else:
+            self._retry(
+                "upload",
+                url,
+                lambda left: self._put_remote(archive, url, progress, left),
+                self._budget(size),
+            )
+            self._abort_stale_multipart(url)
         return UploadResult(url, size, None)
 
-    def _put_remote(self, archive: Path, url: str, progress: Progress | None) -> None:
+    def _put_remote(
+        self, archive: Path, url: str, progress: Progress | None, left: float | None
+    ) -> None:
         from fsspec.callbacks import Callback
 
         total = archive.stat().st_size
@@ -163,55 +234,173 @@ class Store:
                     progress(min(self.value, total), total)
 
         fs, path = self._fs(url)
-        fs.put_file(str(archive), path, callback=_Report())
+        fs.put_file(str(archive), path, callback=_Report(), **_deadline(fs, left))
         if progress is not None:
             progress(total, total)
 
+    def _abort_stale_multipart(self, url: str) -> None:
+        """Abort S3 multipart uploads under bundles/ that killed processes left (they are
+        billed storage that never shows in a listing). Best effort: a store that refuses to
+        list them still works."""
+        if not url.startswith(("s3://", "s3a://")):
+            return
+        fs, path = self._fs(url)
+        bucket, key, _ = fs.split_path(path)
+        prefix = key.rsplit("/", 1)[0] + "/"
+        now = dt.datetime.now(dt.timezone.utc)
+        try:
+            listing = fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=prefix)
+            for upload in listing.get("Uploads", []):
+                if (now - upload["Initiated"]).total_seconds() >= STALE_SECONDS:
+                    fs.call_s3(
+                        "abort_multipart_upload",
+                        Bucket=bucket,
+                        Key=upload["Key"],
+                        UploadId=upload["UploadId"],
+                    )
+        except Exception as exc:  # cleanup must never fail an upload
+            logging.getLogger(__name__).debug("multipart cleanup under %s failed: %s", url, exc)
+
     # --- errors --------------------------------------------------------------------------
 
-    def _retry(self, action: str, url: str, op: Callable[[], T]) -> T:
+    def _local(self, action: str, url: str, op: Callable[[], T]) -> T:
+        """Run a file:// operation; OS errors other than a missing object become one line."""
+        try:
+            return op()
+        except FileNotFoundError:
+            if action in ("read", "check", "download"):
+                raise
+            raise StorageError(self._explain("local", action, url, None)) from None
+        except OSError as exc:
+            raise StorageError(self._explain("local", action, url, exc)) from None
+
+    def _retry(
+        self,
+        action: str,
+        url: str,
+        op: Callable[[float | None], T],
+        budget: float | None = None,
+    ) -> T:
+        """Run `op(seconds_left)`, retrying transient failures while the budget lasts."""
+        self._preflight(action, url)
+        deadline = time.monotonic() + (budget or self.timeout)
         delay = 0.2
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                return op()
+                return op(max(deadline - time.monotonic(), 0.1))
             except FileNotFoundError as exc:
                 if _looks_like(exc, "bucket"):
-                    raise StorageError(self._explain("no_bucket", action, url, exc)) from exc
-                raise
+                    raise StorageError(self._explain("no_bucket", action, url, exc)) from None
+                if action in ("read", "check", "download"):
+                    raise
+                raise StorageError(self._explain("not_found", action, url, exc)) from None
             except Exception as exc:
-                kind = classify_error(exc)
-                if kind == "transient" and attempt < MAX_ATTEMPTS:
+                kind = "unresponsive" if _timed_out(exc) else classify_error(exc)
+                left = deadline - time.monotonic()
+                if kind == "transient" and attempt < MAX_ATTEMPTS and left > delay + 1:
                     time.sleep(delay)
                     delay = min(delay * 2, 5.0)
                     continue
-                raise StorageError(self._explain(kind, action, url, exc)) from exc
+                raise StorageError(self._explain(kind, action, url, exc)) from None
         raise AssertionError("unreachable")
 
-    def _explain(self, kind: str, action: str, url: str, exc: BaseException) -> str:
-        detail = f"{type(exc).__name__}: {exc}".strip()
+    def _explain(self, kind: str, action: str, url: str, exc: BaseException | None) -> str:
+        if kind == "unresponsive":
+            detail = "no answer in time"
+        else:
+            detail = _one_line(exc) if exc is not None else "a parent directory is missing"
         fixes = {
             "auth": "check the credentials for this store (e.g. AWS_PROFILE / "
             "GOOGLE_APPLICATION_CREDENTIALS, or key/secret in the storage options)",
             "no_bucket": "create the bucket, or point the store at an existing one",
+            "not_found": "the endpoint answered 'not found' to a write: check the endpoint URL "
+            "and the bucket name (storage options in use: "
+            f"{redact(self.options)})",
             "unreachable": "check the endpoint URL and your network; "
             f"storage options in use: {redact(self.options)}",
+            "unresponsive": "check the endpoint URL and your network (the store did not answer "
+            f"within {self.timeout:g}s; pass Store(timeout=...) for a slow one); "
+            f"storage options in use: {redact(self.options)}",
             "transient": f"the service kept failing after {MAX_ATTEMPTS} attempts; try again later",
+            "local": "point the store (--store / $FLYTE_JUPYTER_STORE) at a directory you can "
+            "write to",
             "other": "check the store URL and storage options",
         }
         return f"cannot {action} {url}: {detail}. Fix: {fixes[kind]}."
 
 
-def _object_exists(fs: Any, path: str) -> bool:
+def _one_line(exc: BaseException) -> str:
+    """The exception as one short line (services put whole XML bodies in messages)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    else:
+        text = str(exc) or type(exc).__name__
+    text = " ".join(text.split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(exc).__name__}: {text}"
+
+
+def _check_local_root(url: str) -> None:
+    """A store path below a file (`/etc/passwd/store`) can never work: say so up front."""
+    path = Path(blobs.local_path(url))
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise StoreConfigError(
+                    f"cannot use store {url}: {candidate} is a file, not a directory. Fix: "
+                    "point the store (--store / $FLYTE_JUPYTER_STORE) at a directory"
+                )
+            return
+
+
+_quieted = False
+_reachable: set[str] = set()
+_PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+def _quiet_client_logs() -> None:
+    """gcsfs logs a traceback for errors it then raises (and we report in one line); keep
+    storage clients' own logging quiet unless the user configured their level."""
+    global _quieted
+    if _quieted:
+        return
+    _quieted = True
+    for name in ("gcsfs", "s3fs", "aiobotocore", "botocore"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.CRITICAL)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Our deadline ran out (fsspec cancels the request when it does)."""
+    from fsspec.exceptions import FSTimeoutError
+
+    return any(isinstance(e, FSTimeoutError) for e in _chain(exc))
+
+
+def _object_exists(fs: Any, path: str, left: float | None) -> bool:
     """One metadata request for an object (fsspec's `exists` may also list a "directory")."""
     try:
-        return fs.info(path).get("type") == "file"
+        return _call((fs, path), "info", left).get("type") == "file"
     except FileNotFoundError:
         return False
 
 
-def _fs_call(fs_and_path: tuple[Any, str], method: str, *args: Any) -> Any:
+def _call(
+    fs_and_path: tuple[Any, str], method: str, left: float | None, *args: Any, **kwargs: Any
+) -> Any:
+    """`fs.method(path, ...)`, cancelled after `left` seconds on async filesystems (s3fs,
+    gcsfs): their own retries would otherwise keep a dead endpoint busy for minutes."""
     fs, path = fs_and_path
-    return getattr(fs, method)(path, *args)
+    return getattr(fs, method)(path, *args, **kwargs, **_deadline(fs, left))
+
+
+def _deadline(fs: Any, left: float | None) -> dict[str, float]:
+    """fsspec's sync wrapper takes `timeout=` and cancels the coroutine when it runs out."""
+    if left is not None and getattr(fs, "async_impl", False) and not fs.asynchronous:
+        return {"timeout": left}
+    return {}
 
 
 def _with_fast_failure(url: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -220,7 +409,8 @@ def _with_fast_failure(url: str, options: dict[str, Any]) -> dict[str, Any]:
     if url.startswith(("s3://", "s3a://")):
         config = options.setdefault("config_kwargs", {})
         config.setdefault("retries", {"max_attempts": 1})
-        config.setdefault("connect_timeout", 10)
+        config.setdefault("connect_timeout", 5)
+        config.setdefault("read_timeout", 10)
     return options
 
 
@@ -291,20 +481,13 @@ def classify_error(exc: BaseException) -> str:
 
 
 def _copy_local_atomic(src: Path, dest: str, progress: Progress | None) -> None:
-    """Copy into a temp file beside `dest`, then rename: a killed copy leaves no final file."""
-    directory = os.path.dirname(dest)
-    os.makedirs(directory, exist_ok=True)
+    """Copy into a locked temp file beside `dest`, then rename: a killed copy leaves no final
+    file, and its unlocked partial is removed by the next upload."""
     total = src.stat().st_size
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".partial-")
-    try:
-        with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
-            sent = 0
-            while chunk := fin.read(_CHUNK):
-                fout.write(chunk)
-                sent += len(chunk)
-                if progress is not None:
-                    progress(sent, total)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with open(src, "rb") as fin, blobs.atomic_local_file(dest) as fout:
+        sent = 0
+        while chunk := fin.read(_CHUNK):
+            fout.write(chunk)
+            sent += len(chunk)
+            if progress is not None:
+                progress(sent, total)

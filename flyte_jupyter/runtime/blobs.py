@@ -1,5 +1,8 @@
 """Reading and writing objects by URL: plain files for file:// (no fsspec needed), fsspec for
-everything else. Writes are atomic: an object appears under its key only when complete."""
+everything else. Writes are atomic: an object appears under its key only when complete.
+
+A local write goes to a `.partial-*` file beside its key, locked while it is written: a partial
+nobody holds a lock on was left by a killed writer, and `remove_dead_partials` deletes it."""
 
 from __future__ import annotations
 
@@ -8,10 +11,17 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlparse
 
 STORAGE_OPTIONS_ENV = "FLYTE_JUPYTER_STORAGE_OPTIONS"
+PARTIAL_PREFIX = ".partial-"
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: partials are never judged dead
+    fcntl = None  # type: ignore[assignment]
 
 
 def is_local(url: str) -> bool:
@@ -94,14 +104,48 @@ def read_json(url: str) -> Any:
 
 
 def write_local_atomic(path: str, data: bytes) -> None:
+    with atomic_local_file(path) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_local_file(path: str) -> Iterator[BinaryIO]:
+    """A file whose content appears at `path` only when the block completes. The partial is
+    locked until it is renamed, so a concurrent cleanup never takes a live write for dead."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".partial-")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=PARTIAL_PREFIX)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+            if fcntl is not None:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            yield f
+            f.flush()
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def remove_dead_partials(directory: str) -> int:
+    """Delete the `.partial-*` files in `directory` that no live writer holds (killed uploads
+    leave them); the number removed."""
+    if fcntl is None:
+        return 0
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(PARTIAL_PREFIX)]
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            with open(path, "rb") as f:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.fstat(f.fileno()).st_ino == os.stat(path).st_ino:
+                    os.unlink(path)
+                    removed += 1
+        except OSError:
+            continue  # locked by a live writer, or already gone
+    return removed

@@ -1,0 +1,280 @@
+"""Store failures end clearly and nothing stays stuck: a bundle deleted from the store comes
+back, dead endpoints fail within the default deadline in one line, and what killed uploads
+leave behind is cleaned up by the next upload. Real servers and processes throughout."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import servers
+
+from flyte_jupyter.core.bundle import build_bundle
+from flyte_jupyter.core.select import select_files
+from flyte_jupyter.core.storage import StorageError, Store
+from flyte_jupyter.core.submit import submit
+from flyte_jupyter.runtime import blobs
+
+PROJECT = {
+    "pyproject.toml": "[project]\nname='calc'\n",
+    "calc.py": "def double(x):\n    return 2 * x\n",
+}
+
+
+def _store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Store:
+    if kind == "file":
+        return Store((tmp_path / "store").as_uri())
+    options = servers.s3_options(request.getfixturevalue("s3_server").url)
+    bucket = f"b{uuid.uuid4().hex[:12]}"
+    fs, _ = blobs.filesystem(f"s3://{bucket}", options)
+    fs.mkdir(bucket)
+    return Store(f"s3://{bucket}/prefix", options)
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_bundle_deleted_behind_the_clients_back_is_uploaded_again(
+    kind, tree, tmp_path, monkeypatch, request
+):
+    store = _store(kind, tmp_path, request)
+    root = tree(PROJECT)
+    bundle = build_bundle(select_files(root, entries=[root / "calc.py"]))
+    first = submit(bundle, "calc:double", kwargs={"x": 4}, store=store)
+    assert first.result(timeout=60) == 8 and first.upload.uploaded_bytes > 0
+
+    url = store.bundle_url(bundle.digest)
+    if store.local:
+        os.unlink(blobs.local_path(url))
+    else:
+        fs, path = blobs.filesystem(url, store.options)
+        fs.rm_file(path)
+    assert not store.exists(url)
+    # a fresh executor machine: nothing extracted yet, so the run needs the stored object
+    monkeypatch.setenv("FLYTE_JUPYTER_BUNDLE_CACHE", str(tmp_path / "other-executor"))
+
+    again = submit(bundle, "calc:double", kwargs={"x": 5}, store=store)
+    assert again.result(timeout=60) == 10
+    print(f"{kind}: re-uploaded {again.upload.uploaded_bytes} bytes after the object was deleted")
+    assert again.upload.skipped is None and again.upload.uploaded_bytes > 0
+    assert store.exists(url)
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[str]:
+    """A TCP server that accepts connections and never answers; closed on exit."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                accepted.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+        listener.close()
+
+
+def test_endpoint_that_never_answers_fails_within_the_default_deadline(tmp_path):
+    archive = tmp_path / "b.tar.gz"
+    archive.write_bytes(b"x" * 100)
+    with silent_server() as endpoint:
+        store = Store("s3://bucket/prefix", {"endpoint_url": endpoint})
+        start = time.monotonic()
+        with pytest.raises(StorageError) as err:
+            store.upload_bundle(archive, "sha256:" + "ab" * 32)
+        elapsed = time.monotonic() - start
+    print(f"silent S3 endpoint reported after {elapsed:.1f}s: {err.value}")
+    assert elapsed < 30
+    assert "did not answer within 20s" in str(err.value) and "\n" not in str(err.value)
+
+
+def _cli(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "flyte_jupyter", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return proc, time.monotonic() - start
+
+
+def _one_line(proc: subprocess.CompletedProcess) -> str:
+    lines = proc.stderr.strip().splitlines()
+    print(f"exit {proc.returncode}, stderr lines: {len(lines)}: {proc.stderr.strip()}")
+    assert "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_store_path_below_a_file_is_one_line_exit_2(tree):
+    root = tree(PROJECT)
+    proc, _ = _cli("run", "calc.py:double", "--arg=x=1", "--store=/etc/passwd/store", cwd=root)
+    line = _one_line(proc)
+    assert proc.returncode == 2
+    assert "/etc/passwd is a file, not a directory" in line and "Fix:" in line
+
+
+def test_unreachable_gcs_endpoint_is_one_line_without_logged_tracebacks(tree):
+    root = tree(PROJECT)
+    port = servers.free_port()  # nothing listens here
+    proc, elapsed = _cli(
+        "run",
+        "calc.py:double",
+        "--arg",
+        "x=1",
+        "--store",
+        "gs://bucket/prefix",
+        "--storage-option",
+        f'endpoint_url="http://127.0.0.1:{port}"',
+        "--storage-option",
+        'token="anon"',
+        cwd=root,
+    )
+    print(f"unreachable gs:// endpoint reported after {elapsed:.1f}s")
+    line = _one_line(proc)
+    assert proc.returncode == 1 and elapsed < 30
+    assert line.startswith("flyte-jupyter run: cannot check gs://bucket/prefix/bundles/")
+    assert "Fix:" in line
+
+
+class _NotFound(http.server.BaseHTTPRequestHandler):
+    def _answer(self) -> None:
+        self.send_response(404)  # at once, body unread (clients may wait for 100-continue)
+        self.send_header("Content-Length", "0")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_endpoint_answering_404_to_everything_is_one_line(tree):
+    root = tree(PROJECT)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        proc, elapsed = _cli(
+            "run",
+            "calc.py:double",
+            "--arg",
+            "x=1",
+            "--store",
+            "s3://bucket/prefix",
+            "--storage-option",
+            f'endpoint_url="{endpoint}"',
+            cwd=root,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    print(f"404 endpoint reported after {elapsed:.1f}s")
+    line = _one_line(proc)
+    assert proc.returncode == 1 and elapsed < 30
+    assert "s3://bucket/prefix/bundles/" in line and "Fix:" in line
+
+
+KILLER = """
+import os, signal, sys
+from pathlib import Path
+from flyte_jupyter.core.storage import Store
+store = Store(sys.argv[1])
+def progress(sent, total):
+    if sent < total:
+        os.kill(os.getpid(), signal.SIGKILL)  # killed mid-upload
+store.upload_bundle(Path(sys.argv[2]), "sha256:" + "cd" * 32, progress)
+"""
+
+
+def test_partial_file_of_a_killed_upload_is_removed_by_the_next_upload(tmp_path):
+    store = Store((tmp_path / "store").as_uri())
+    archive = tmp_path / "big.tar.gz"
+    archive.write_bytes(os.urandom(12 * 1024 * 1024))
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, store.url, str(archive)], capture_output=True, timeout=120
+    )
+    assert proc.returncode == -9, proc.stderr
+    bundles = tmp_path / "store" / "bundles"
+    before = sorted(p.name for p in bundles.glob(".partial-*"))
+    print(f"partials after the kill: {len(before)}")
+    assert len(before) == 1
+
+    with blobs.atomic_local_file(str(bundles / "in-progress.tar.gz")) as live:
+        live.write(b"a concurrent upload, still being written")
+        small = tmp_path / "small.tar.gz"
+        small.write_bytes(b"small")
+        store.upload_bundle(small, "sha256:" + "ef" * 32)
+        left = sorted(p.name for p in bundles.glob(".partial-*"))
+        print(f"partials after the next upload: {len(left)} (the live one)")
+        assert before[0] not in left and len(left) == 1
+    assert not list(bundles.glob(".partial-*"))
+
+
+def test_stale_multipart_uploads_are_aborted_by_the_next_upload(s3_server, tmp_path):
+    options = servers.s3_options(s3_server.url)
+    bucket = f"b{uuid.uuid4().hex[:12]}"
+    fs, _ = blobs.filesystem(f"s3://{bucket}", options)
+    fs.mkdir(bucket)
+    store = Store(f"s3://{bucket}/prefix", options)
+    key = "prefix/bundles/" + "cd" * 32 + ".tar.gz"
+    # what a process killed during a multipart upload leaves: an upload with a part, never done
+    mpu = fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key)
+    fs.call_s3(
+        "upload_part",
+        Bucket=bucket,
+        Key=key,
+        UploadId=mpu["UploadId"],
+        PartNumber=1,
+        Body=os.urandom(5 * 1024 * 1024),
+    )
+    elsewhere = fs.call_s3("create_multipart_upload", Bucket=bucket, Key="other/data.bin")
+
+    def unfinished() -> list[str]:
+        return [u["Key"] for u in fs.call_s3("list_multipart_uploads", Bucket=bucket)["Uploads"]]
+
+    print(f"unfinished uploads before: {len(unfinished())}")
+    small = tmp_path / "small.tar.gz"
+    small.write_bytes(b"small")
+    store.upload_bundle(small, "sha256:" + "01" * 32)
+    # moto reports every upload as initiated in 2010, so here all of them count as stale
+    print(f"unfinished uploads under bundles/ after the next upload: {unfinished().count(key)}")
+    assert unfinished() == ["other/data.bin"]  # outside bundles/: not ours to judge
+    upload_id = elsewhere["UploadId"]
+    fs.call_s3("abort_multipart_upload", Bucket=bucket, Key="other/data.bin", UploadId=upload_id)
+
+
+def test_local_write_that_fails_is_one_line(tmp_path):
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "runs").write_text("a file where the runs folder should be")
+    store = Store((tmp_path / "store").as_uri())
+    with pytest.raises(StorageError) as err:
+        store.put_bytes(store.run_url("r1", "spec.json"), b"{}")
+    print(err.value)
+    assert "Not a directory" in str(err.value) and "directory you can write to" in str(err.value)

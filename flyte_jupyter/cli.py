@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,14 +12,15 @@ from typing import Any, NoReturn
 
 from .core import history
 from .core.bundle import Bundle, build_bundle
-from .core.errors import FlyteJupyterError, RemoteError, UsageError
+from .core.errors import FlyteJupyterError, RemoteError, RunError, UsageError
 from .core.export import export_notebook, notebook_selection
 from .core.imports import module_name_for
 from .core.pairs import parse_pairs
 from .core.preview import human_size, render_tree, text_table
 from .core.select import COPY_STYLES, DEFAULT_MAX_BYTES, Selection, select_files
 from .core.storage import Progress, Store, describe_upload
-from .core.submit import Run, submit
+from .core.submit import Run, check_timeout, submit
+from .runtime import protocol
 
 
 class _Parser(argparse.ArgumentParser):
@@ -268,6 +270,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     path = Path(file_part).resolve()
     if not path.is_file():
         raise UsageError(f"{file_part} does not exist")
+    check_timeout(args.timeout)
     kwargs = parse_pairs(args.arg, "--arg", json_values=True, identifiers=True)
     selection = _select(args, args.root_dir, [str(path)])
     for warning in selection.warnings:
@@ -295,7 +298,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.detach:
         print(run.id)
         return 0
-    for line in run.logs():
+    for line in run.follow(args.timeout):
         stream = sys.stdout if line.stream == "stdout" else sys.stderr
         stream.write(line.text)
         stream.flush()
@@ -321,18 +324,53 @@ def _cmd_runs(args: argparse.Namespace) -> int:
         print(_runs_table([Run.refresh(r) for r in history.recent(args.limit)]))
         return 0
     run = Run.from_history(args.run_id)
-    if command == "show":
-        print(json.dumps(run.describe(), indent=2))
-    elif command == "logs":
-        for line in run.logs():
-            (sys.stdout if line.stream == "stdout" else sys.stderr).write(line.text)
-    elif command == "cancel":
-        run.cancel()
-        print(f"run {run.id}: {run.status()}")
-    elif command == "code":
-        files = run.extract_code(Path(args.directory))
-        print(f"extracted {files} files of {run.spec.digest} into {args.directory}")
+    try:
+        if command == "show":
+            print(json.dumps(run.describe(), indent=2))
+            if _files_gone(run):
+                print(
+                    f"note: {_gone_message(run)}; shown as the local history has it",
+                    file=sys.stderr,
+                )
+        elif command == "logs":
+            return _print_logs(run)
+        elif command == "cancel":
+            run.cancel()
+            print(f"run {run.id}: {run.status()}")
+        elif command == "code":
+            files = run.extract_code(Path(args.directory))
+            print(f"extracted {files} files of {run.spec.digest} into {args.directory}")
+    except FileNotFoundError as exc:
+        raise RunError(f"{_gone_message(run)} ({exc.filename or exc} is missing)") from exc
     return 0
+
+
+def _files_gone(run: Run) -> bool:
+    return not run.store.exists(run.store.run_url(run.id, protocol.SPEC))
+
+
+def _gone_message(run: Run) -> str:
+    return (
+        f"the files of run {run.id} are gone from its store {run.spec.store}: the store, or "
+        "the run's folder in it, was deleted or moved"
+    )
+
+
+def _print_logs(run: Run) -> int:
+    """The run's output; no output at all is said, with exit status 1, not left blank."""
+    printed = False
+    for line in run.logs():
+        (sys.stdout if line.stream == "stdout" else sys.stderr).write(line.text)
+        printed = True
+    if printed:
+        return 0
+    if run.store.exists(run.store.run_url(run.id, protocol.LOGS)):
+        print(f"run {run.id} printed nothing (its log is empty)", file=sys.stderr)
+    elif _files_gone(run):
+        print(f"no logs: {_gone_message(run)}", file=sys.stderr)
+    else:
+        print(f"run {run.id} has no logs yet (status {run.status()})", file=sys.stderr)
+    return 1
 
 
 def _runs_table(records: list[history.RunRecord]) -> str:
@@ -371,7 +409,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return code
+    except BrokenPipeError:
+        # the reader went away (`flyte-jupyter runs | head -3`): stop quietly, as CLIs do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except UsageError as exc:
         print(f"flyte-jupyter {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -45,6 +45,11 @@ def notebook_code(path: Path) -> tuple[str, list[str]]:
     requirements: list[str] = []
     chunks: list[str] = []
     for index, cell in enumerate(book.cells):
+        if not isinstance(cell.get("source"), str) or "cell_type" not in cell:
+            raise UsageError(
+                f'notebook {path}: cell {index + 1} has no "source" or "cell_type" (edited by '
+                'hand?): add "source": "" to it, or open and save the notebook in Jupyter'
+            )
         if cell.cell_type != "code" or not cell.source.strip():
             continue
         count = cell.get("execution_count")

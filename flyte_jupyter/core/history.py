@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ..runtime import protocol
 from ..runtime.locations import data_dir
-from .errors import UsageError
+from .errors import FlyteJupyterError, UsageError
+from .private import private_sqlite
 
 FINAL = protocol.FINAL
 
@@ -65,13 +66,43 @@ def history_path() -> Path:
 _ready: set[Path] = set()
 
 
+class HistoryError(FlyteJupyterError):
+    """The history file or its folder cannot be used; the message names it and the fix."""
+
+
+_UNUSABLE = ("unable to open", "readonly", "disk i/o")
+
+
+def _unusable(path: Path, exc: sqlite3.Error) -> HistoryError | None:
+    """One line for a history file that is damaged or cannot be opened, else None."""
+    if type(exc) is sqlite3.DatabaseError:  # "file is not a database", "malformed"
+        return HistoryError(
+            f"the run history {path} is damaged ({exc}): move it away "
+            f"(mv {path} {path}.broken) and a new, empty history starts with the next run"
+        )
+    if isinstance(exc, sqlite3.OperationalError) and any(w in str(exc) for w in _UNUSABLE):
+        return HistoryError(
+            f"cannot use the run history {path} ({exc}): make it a file you can write, "
+            "or set FLYTE_JUPYTER_DATA_DIR to another folder"
+        )
+    return None
+
+
 @contextmanager
 def _connect() -> Iterator[sqlite3.Connection]:
     path = history_path()
     if path not in _ready:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, timeout=10)
+        try:
+            private_sqlite(path)
+        except OSError as exc:  # a file where the data folder (or one above it) should be
+            raise HistoryError(
+                f"cannot create the data folder {path.parent} for the run history "
+                f"({exc.strerror}): move away the file in its place, or set "
+                "FLYTE_JUPYTER_DATA_DIR to a folder"
+            ) from exc
+    db = None
     try:
+        db = sqlite3.connect(path, timeout=10)
         if path not in _ready:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(_SCHEMA)
@@ -79,8 +110,20 @@ def _connect() -> Iterator[sqlite3.Connection]:
             _ready.add(path)
         with db:
             yield db
+    except sqlite3.DatabaseError as exc:
+        error = _unusable(path, exc)
+        if error is None:
+            raise
+        raise error from exc
     finally:
-        db.close()
+        if db is not None:
+            db.close()
+
+
+def check() -> None:
+    """Fail now, naming the fix, if the history cannot be used: before a run uploads."""
+    with _connect() as db:
+        db.execute("SELECT id FROM runs LIMIT 1").fetchall()
 
 
 _COLUMNS = [f.name for f in fields(RunRecord)]

@@ -11,22 +11,26 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata
 import json
+import math
+import os
 import pickle
 import platform
+import queue
 import secrets
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ..runtime import protocol
 from ..runtime.extract import extract_verified
-from . import history
+from . import config, history
 from .bundle import Bundle
 from .errors import FlyteJupyterError, RemoteError, RunError, UsageError
 from .executors.registry import (  # noqa: F401 (re-exported)
@@ -37,7 +41,7 @@ from .executors.registry import (  # noqa: F401 (re-exported)
     available_executors,
     get_executor,
 )
-from .storage import Progress, Store, UploadResult
+from .storage import Progress, Store, UploadResult, default_store_url, normalize_url, redact
 from .troubleshoot import missing_module_hint
 
 
@@ -60,7 +64,15 @@ class RunSpec:
     created: str
     name: str | None = None
     image: str | None = None
-    env: dict[str, str] = field(default_factory=dict)
+    env_names: list[str] = field(default_factory=list)
+    """Names of the environment variables set for the run; their values are never stored."""
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    """The store's fsspec options without credentials, so later reads reach the same endpoint."""
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    """The variables' values: in memory only, handed to the executor at launch."""
+
+    def __post_init__(self) -> None:
+        self.env_names = sorted(set(self.env_names) | set(self.env))
 
     @property
     def inputs_url(self) -> str:
@@ -81,7 +93,28 @@ class RunSpec:
         return args
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """What spec.json and the history keep: everything but the environment's values."""
+        doc = asdict(self)
+        del doc["env"]
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> RunSpec:
+        """A stored spec; older specs kept `env` values, of which only the names are kept."""
+        doc = dict(doc)
+        legacy = doc.pop("env", None) or {}
+        doc["env_names"] = sorted(set(doc.get("env_names", [])) | set(legacy))
+        return cls(**doc)
+
+
+class RunTimeout(RunError):
+    """The run did not end within the time the caller gave."""
+
+
+def check_timeout(timeout: float | None) -> None:
+    """A timeout is a positive number of seconds (or None: no limit)."""
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise UsageError(f"--timeout must be a positive number of seconds, not {timeout:g}")
 
 
 def new_run_id() -> str:
@@ -155,11 +188,7 @@ def submit(
     store = store if isinstance(store, Store) else Store(store)
     runner = get_executor(executor, **(executor_options or {}))
     payload = pickle_inputs(args, kwargs or {}, dumps)
-    bundle_url = digest = upload = None
-    if bundle is not None and bundle.archive is not None:
-        digest = bundle.digest
-        upload = store.upload_bundle(bundle.archive, digest, progress)
-        bundle_url = upload.url
+    digest = bundle.digest if bundle is not None and bundle.archive is not None else None
     selection = bundle.selection if bundle is not None else None
     run_id = new_run_id()
     spec = RunSpec(
@@ -168,7 +197,7 @@ def submit(
         store=store.url,
         run_dir=store.run_url(run_id),
         digest=digest,
-        bundle_url=bundle_url,
+        bundle_url=store.bundle_url(digest) if digest else None,
         version=version or (bundle.version if bundle is not None else "") or "",
         executor=executor,
         python_path=selection.python_path if selection else [],
@@ -178,12 +207,69 @@ def submit(
         created=_now(),
         name=name,
         image=image,
+        storage_options=public_options(store.options),
         env=dict(env or {}),
     )
     if not spec.version:
         raise UsageError("a run without a bundle needs an explicit version naming the image code")
+    _check_launchable(runner, spec)
+    upload = None
+    if digest is not None and bundle is not None and bundle.archive is not None:
+        upload = store.upload_bundle(bundle.archive, digest, progress)
     _store_and_record(spec, store, payload)
-    return Run(spec, store, runner.launch(spec, store), upload)
+    return Run(spec, store, _launch(runner, spec, store), upload)
+
+
+def _check_launchable(runner: Executor, spec: RunSpec) -> None:
+    """Refuse a run its executor cannot start (no such interpreter or image) before anything
+    is uploaded or recorded, and before a broken history costs an upload."""
+    validate = getattr(runner, "validate", None)  # optional in the executor contract
+    if validate is not None:
+        validate(spec)
+    history.check()
+
+
+def _launch(runner: Executor, spec: RunSpec, store: Store) -> Execution:
+    """Start the run; if starting fails, the history says so instead of `submitted` forever."""
+    try:
+        return runner.launch(spec, store)
+    except BaseException as exc:
+        reason = str(exc) if isinstance(exc, FlyteJupyterError) else f"{type(exc).__name__}: {exc}"
+        history.update(
+            spec.run_id, status=protocol.FAILED, finished=_now(), error=f"not started: {reason}"
+        )
+        if isinstance(exc, Exception) and not isinstance(exc, FlyteJupyterError):
+            raise RunError(
+                f"run {spec.run_id} could not start on {spec.executor}: {reason}"
+            ) from exc
+        raise
+
+
+def public_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Storage options without credentials (keys that look like secrets are left out), safe
+    to keep in spec.json and the history. Named modes such as gcsfs's token="anon" stay."""
+    out: dict[str, Any] = {}
+    for key, shown in redact(options).items():
+        value = options[key]
+        if isinstance(value, dict):
+            out[key] = public_options(value)
+        elif shown != "***" or value in _NAMED_CREDENTIAL_MODES:
+            out[key] = value
+    return out
+
+
+_NAMED_CREDENTIAL_MODES = ("anon", "google_default", "cloud", "cache", "browser")
+
+
+def store_for(spec: RunSpec) -> Store:
+    """The run's store with the options it was submitted with. Credentials were not kept:
+    they come from the current environment (FLYTE_JUPYTER_STORAGE_OPTIONS when
+    FLYTE_JUPYTER_STORE names this store, or the provider's own variables such as AWS_*)."""
+    options = dict(spec.storage_options)
+    current = config.from_environment()
+    if normalize_url(current.get("store") or default_store_url()) == spec.store:
+        options.update(current.get("storage_options") or {})
+    return Store(spec.store, options)
 
 
 def _store_and_record(spec: RunSpec, store: Store, payload: bytes) -> None:
@@ -236,8 +322,8 @@ class Run:
     def from_history(cls, run_id: str) -> Run:
         """A handle on an earlier run, e.g. one started with --detach."""
         record = history.get(run_id)
-        spec = RunSpec(**record.spec_json())
-        store = Store(spec.store)
+        spec = RunSpec.from_json(record.spec_json())
+        store = store_for(spec)
         run = cls(spec, store, None)
         if record.is_final:
             run._final = record.status
@@ -283,11 +369,54 @@ class Run:
             return self._poll_store(timeout)
         code = self._execution.wait(timeout)
         if code is None:
-            raise RunError(
+            raise RunTimeout(
                 f"run {self.id} is still {self.status()} after {timeout:g}s: "
                 "wait again, or cancel it"
             )
         return self._finish(code)
+
+    def follow(self, timeout: float | None = None) -> Iterator[LogLine]:
+        """The run's output as it is produced, until the run ends. After `timeout` seconds the
+        run is cancelled and RunTimeout raised: a deadline ends the run, not only the waiting."""
+        check_timeout(timeout)
+        if timeout is None:
+            yield from self.logs()
+            return
+        deadline = time.monotonic() + timeout
+        lines: queue.Queue[LogLine | BaseException | None] = queue.Queue()
+
+        def pump() -> None:  # log streams block until output comes: read them aside
+            try:
+                for line in self.logs():
+                    lines.put(line)
+            except BaseException as exc:  # handed to the caller's thread
+                lines.put(exc)
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True, name=f"logs-{self.id}").start()
+        while True:
+            try:
+                item = lines.get(timeout=max(deadline - time.monotonic(), 0))
+            except queue.Empty:
+                self._time_out(timeout)
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+        try:
+            self.wait(max(deadline - time.monotonic(), 0.1))
+        except RunTimeout:
+            self._time_out(timeout)
+
+    def _time_out(self, timeout: float) -> NoReturn:
+        self.cancel()
+        if self.status() == protocol.CANCELLED:
+            raise RunTimeout(f"run {self.id} timed out after {timeout:g}s and was cancelled")
+        raise RunTimeout(
+            f"run {self.id} timed out after {timeout:g}s; stop it with "
+            f"`flyte-jupyter runs cancel {self.id}`"
+        )
 
     def _poll_store(self, timeout: float | None) -> str:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -296,7 +425,7 @@ class Run:
             if doc and doc["phase"] in protocol.FINAL:
                 return self._finish()
             if deadline is not None and time.monotonic() >= deadline:
-                raise RunError(f"run {self.id} has not finished after {timeout:g}s")
+                raise RunTimeout(f"run {self.id} has not finished after {timeout:g}s")
             time.sleep(0.2)
 
     def _finish(self, exit_code: int | None = None) -> str:
@@ -329,6 +458,8 @@ class Run:
         if status == protocol.CANCELLED:
             raise RunError(f"run {self.id} was cancelled")
         error = self._read_json(protocol.ERROR)
+        if error is None and (history.get(self.id).error or "").startswith("not started: "):
+            raise RunError(f"run {self.id} {history.get(self.id).error}")
         if error is None:
             tail = "".join(line.text for line in self.logs())[-2000:]
             raise RemoteError(
@@ -340,14 +471,24 @@ class Run:
         raise RemoteError(self.id, error["type"], error["message"], error["traceback"], hint)
 
     def rerun(self) -> Run:
-        """Run the same code (same bundle digest) with the same inputs again, as a new run."""
+        """Run the same code (same bundle digest) with the same inputs again, as a new run.
+        Environment values were never stored: they come from this process's environment."""
+        missing = [n for n in self.spec.env_names if n not in os.environ]
+        if missing:
+            raise RunError(
+                f"run {self.id} had environment variables whose values are never stored; set "
+                f"{', '.join(missing)} in this process's environment to re-run it"
+            )
         run_id = new_run_id()
-        spec = RunSpec(
-            **{**self.spec.to_json(), "run_id": run_id, "run_dir": self.store.run_url(run_id)},
+        spec = RunSpec.from_json(
+            {**self.spec.to_json(), "run_id": run_id, "run_dir": self.store.run_url(run_id)}
         )
         spec.created = _now()
+        spec.env = {name: os.environ[name] for name in spec.env_names}
+        runner = get_executor(spec.executor)
+        _check_launchable(runner, spec)
         _store_and_record(spec, self.store, self.store.get_bytes(self.spec.inputs_url))
-        return Run(spec, self.store, get_executor(spec.executor).launch(spec, self.store))
+        return Run(spec, self.store, _launch(runner, spec, self.store))
 
     def describe(self) -> dict[str, Any]:
         """Spec, status with phase timestamps, and a summary of the outcome."""
@@ -365,6 +506,23 @@ class Run:
             "outcome": outcome,
             "spec": self.spec.to_json(),
         }
+
+    def _output_summary(self) -> dict[str, Any]:
+        """What the runtime recorded about the result, as text. Never unpickles: this runs in
+        the Jupyter server and `runs show`, which must not run code from a run's data."""
+        summary = self._read_json(protocol.OUTPUTS_SUMMARY)
+        if summary is None:
+            return {
+                "note": "no summary recorded (run from an older flyte-jupyter); "
+                "Run.result() in the notebook or script that started it loads the value"
+            }
+        value = summary.get("value") or {}
+        outcome = {"output_bytes": summary.get("size")}
+        outcome.update({k: value[k] for k in ("type", "module", "repr") if k in value})
+        if "values" in summary:
+            outcome["assigned"] = sorted(summary["values"])
+        outcome.update({k: v for k, v in summary.items() if k not in ("size", "value")})
+        return outcome
 
     def extract_code(self, directory: Path) -> int:
         """Write exactly the code this run executed into `directory` (new or empty), verified
@@ -445,20 +603,3 @@ class Run:
             self.store.put_bytes(
                 self.store.run_url(self.id, protocol.STATUS), json.dumps(doc).encode()
             )
-    def _output_summary(self) -> dict[str, Any]:
-        """What the runtime recorded about the result, as text. Never unpickles: this runs in
-        the Jupyter server and `runs show`, which must not run code from a run's data."""
-        summary = self._read_json(protocol.OUTPUTS_SUMMARY)
-        if summary is None:
-            return {
-                "note": "no summary recorded (run from an older flyte-jupyter); "
-                "Run.result() in the notebook or script that started it loads the value"
-            }
-        value = summary.get("value") or {}
-        outcome = {"output_bytes": summary.get("size")}
-        outcome.update({k: value[k] for k in ("type", "module", "repr") if k in value})
-        if "values" in summary:
-            outcome["assigned"] = sorted(summary["values"])
-        outcome.update({k: v for k, v in summary.items() if k not in ("size", "value")})
-        return outcome
-

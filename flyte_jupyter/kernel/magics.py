@@ -19,7 +19,7 @@ from ..core.errors import FlyteJupyterError, RemoteError, UsageError
 from ..core.export import export_notebook
 from ..core.notebook import NotebookError
 from ..core.pairs import parse_pairs
-from ..core.submit import Run
+from ..core.submit import Run, check_timeout
 from . import display as views
 from .session import KernelSession
 
@@ -121,6 +121,7 @@ class FlyteMagics(Magics):
             raise IPythonUsageError(str(exc)) from None
 
     def _run(self, code: str, ns: argparse.Namespace) -> Any:
+        check_timeout(ns.timeout)
         session = self.session
         settings, root = session.effective(_options(ns))
         label = f"In[{self.session.current_count()}]"
@@ -146,7 +147,7 @@ class FlyteMagics(Magics):
         if ns.detach:
             return run
         try:
-            for line in run.logs():
+            for line in run.follow(ns.timeout):
                 stream = sys.stdout if line.stream == "stdout" else sys.stderr
                 stream.write(line.text)
                 stream.flush()

@@ -53,13 +53,29 @@ class DockerExecutor:
         self.network = network or os.environ.get(NETWORK_ENV) or None
         self.client = docker_client()
 
-    def launch(self, spec: RunSpec, store: Store) -> DockerExecution:
+    def validate(self, spec: RunSpec) -> None:
+        """Before anything is uploaded or recorded: the image is named, is on the engine (or
+        can be pulled) and has the packages the shipped code imports."""
+        import docker.errors
+
         if not spec.image:
             raise UsageError(
                 "the docker executor needs an image: --image URI (or a reference name mapped "
                 "with --images NAME=URI)"
             )
+        try:
+            try:
+                self.client.images.get(spec.image)
+            except docker.errors.ImageNotFound:
+                self.client.images.pull(spec.image)
+        except docker.errors.APIError as exc:
+            raise UsageError(
+                f"image {spec.image!r} is not on the Docker engine and cannot be pulled "
+                f"({exc.explanation or exc}): build it, or check the name"
+            ) from exc
         self.preflight(spec)
+
+    def launch(self, spec: RunSpec, store: Store) -> DockerExecution:
         boot = (
             f"import sys; sys.path.insert(0, {RUNTIME_MOUNT!r}); "
             "from flyte_jupyter.runtime.execute import main; del sys.path[0]; "

@@ -27,6 +27,7 @@ from ...runtime.blobs import STORAGE_OPTIONS_ENV
 from ...runtime.locations import cache_dir
 from .. import history
 from ..errors import RunError, UsageError
+from ..private import open_private, private_dir
 from ..storage import Store
 from ..submit import LogLine, RunSpec
 
@@ -42,13 +43,17 @@ class LocalExecutor:
     def __init__(self, python: str | None = None):
         self.python = python
 
+    def validate(self, spec: RunSpec) -> None:
+        """Before anything is uploaded or recorded: the interpreter the run needs exists."""
+        _interpreter(self.python or _python_from_image(spec.image))
+
     def launch(self, spec: RunSpec, store: Store) -> LocalExecution:
         python = _interpreter(self.python or _python_from_image(spec.image))
         logs = _logs_dir(spec.run_id)
-        logs.mkdir(parents=True, exist_ok=True)
+        private_dir(logs)
         workdir = tempfile.mkdtemp(prefix="flyte-jupyter-local-")
         argv = [*_runtime_command(python), *spec.runtime_args()]
-        with open(logs / "stdout.txt", "wb") as out, open(logs / "stderr.txt", "wb") as err:
+        with open_private(logs / "stdout.txt") as out, open_private(logs / "stderr.txt") as err:
             proc = subprocess.Popen(
                 argv,
                 cwd=workdir,
@@ -91,6 +96,8 @@ def _interpreter(python: str | None) -> str:
         path = path / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
     if not path.exists():
         raise UsageError(f"interpreter {path} not found: give a python executable or a venv dir")
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise UsageError(f"{path} is not an executable file: give a python executable or a venv")
     return str(path)
 
 

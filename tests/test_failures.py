@@ -218,6 +218,21 @@ def test_a_refused_image_is_refused_before_upload_and_record(
     assert history.recent() == [] and store_files(store) == []
 
 
+def test_docker_refuses_an_image_it_cannot_find_before_upload_and_record(app: Path, tmp_path: Path):
+    docker = pytest.importorskip("docker")
+    try:
+        docker.from_env().ping()
+    except Exception as exc:
+        pytest.skip(f"no Docker engine answers here ({exc}); scripts/docker-engine.sh starts one")
+    store = tmp_path / "store"
+    done = cli("run", "app.py:quiet", "--executor", "docker", "--image", "nosuchref:v0",
+               "--store", str(store), cwd=app)  # fmt: skip
+    assert done.returncode == 2
+    assert "image 'nosuchref:v0' is not on the Docker engine" in one_line(done.stderr)
+    print(f"history rows: {len(history.recent())}, store files: {len(store_files(store))}")
+    assert history.recent() == [] and store_files(store) == []
+
+
 def test_a_launch_that_fails_is_recorded_failed_and_result_returns_at_once(
     app: Path, tmp_path: Path
 ):

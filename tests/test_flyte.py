@@ -235,3 +235,75 @@ def test_no_config_unreachable_endpoint_missing_extra_are_one_line(tree, tmp_pat
     runs = cli(base, tmp_path, "runs")
     print("history after the three:", runs.stdout.strip())
     assert runs.stdout.strip() == "no runs yet"
+
+
+NOTEBOOK_PROJECT = {
+    "pyproject.toml": "[project]\nname='nb-project'\n",
+    "shop/__init__.py": "",
+    "shop/pricing.py": "def with_tax(x):\n    return round(x * 1.2, 2)\n",
+    "shop/discounts.py": "def best(prices):\n    return 0.5 if len(prices) > 2 else 0.0\n",
+}
+
+
+def test_notebook_cell_runs_as_a_flyte_task_and_interrupt_aborts(tmp_path, emulator):
+    from conftest import write_tree
+    from kernel import Kernel
+
+    from flyte_jupyter.core import history
+
+    project = write_tree(tmp_path / "nb", NOTEBOOK_PROJECT)
+    env = {**emulator.client_env, "FLYTE_JUPYTER_FLYTE_CONFIG": str(emulator.config_path)}
+    kernel = Kernel(project, env)
+    try:
+        kernel.ok("%load_ext flyte_jupyter")
+        kernel.ok(
+            "from shop.pricing import with_tax\n\n"
+            "def discount(prices):\n"
+            "    from shop.discounts import best  # lazy: only our selection ships it\n"
+            "    return best(prices)\n"
+        )
+        cell = "%%flyte_run --executor flyte\ntotal = with_tax(10) + discount([1, 2, 3])\ntotal"
+        first = kernel.ok(cell)
+        assert first.result == "12.5", first.stderr
+        assert "Flyte run r" in first.stderr
+        assert kernel.ok("total * 2").result == "25.0"  # the assigned name came back
+        v1 = history.recent()[0].version
+        (project / "shop/discounts.py").write_text("def best(prices):\n    return 0.25\n")
+        assert kernel.ok(cell).result == "12.25"
+        v2 = history.recent()[0].version
+        uploads = len(emulator.uploads)
+        assert kernel.ok(cell).result == "12.25"
+        print(f"versions: {v1} -> {v2} -> {history.recent()[0].version}; "
+              f"uploads for the unchanged re-run: {len(emulator.uploads) - uploads}")  # fmt: skip
+        assert v1 != v2 == history.recent()[0].version
+        assert len(emulator.uploads) == uploads
+        failed = kernel.execute("%%flyte_run --executor flyte\nwith_tax(None)")
+        assert failed.error is not None and failed.error["ename"] == "RemoteError"
+        assert "TypeError" in failed.error_text and "in with_tax" in failed.error_text
+        msg_id = kernel.client.execute("%%flyte_run --executor flyte\nimport time\ntime.sleep(120)")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            running = [r for r in emulator._runs.values() if emulator.pod_alive(r.id.name)]
+            if running:
+                break
+            time.sleep(0.2)
+        (run,) = running
+        time.sleep(1)
+        kernel.interrupt()
+        while True:
+            msg = kernel.client.get_iopub_msg(timeout=60)
+            content = msg["content"]
+            if (
+                msg["parent_header"].get("msg_id") == msg_id
+                and content.get("execution_state") == "idle"
+            ):
+                break
+        name = run.id.name
+        phase, alive = emulator.run_phase(name), emulator.pod_alive(name)
+        print(f"after interrupt: {phase}, pod alive {alive}, {history.recent()[0].status}")
+        assert emulator.run_phase(name) == "ABORTED"
+        assert not emulator.pod_alive(name)
+        assert history.recent()[0].status == "cancelled"
+        assert "AbortRun" in emulator.calls
+    finally:
+        kernel.shutdown()

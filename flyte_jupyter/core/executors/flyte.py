@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import socket
 import sys
 import tarfile
@@ -147,7 +148,8 @@ class FlyteExecutor:
         info = {"name": remote.name, "url": remote.url, "endpoint": target.endpoint}
         info.update(project=target.project, domain=target.domain)
         store.put_bytes(store.run_url(spec.run_id, REMOTE_FILE), json.dumps(info).encode())
-        history.update(spec.run_id, name=remote.name)
+        label = spec.name if spec.name and spec.name != remote.name else None
+        history.update(spec.run_id, name=f"{label} {remote.name}" if label else remote.name)
         print(f"flyte-jupyter: Flyte run {remote.name}: {remote.url}", file=sys.stderr, flush=True)
         return FlyteExecution(remote, spec, store)
 
@@ -166,6 +168,8 @@ class FlyteExecutor:
 
 
 _CONNECTED: Target | None = None
+_RUN_NAME = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
+"""A name Flyte accepts for a run; other names (a cell's `In[3]`) stay our label only."""
 
 
 def _found_config(cfg: Any) -> str | None:
@@ -395,7 +399,7 @@ def _submit(
     with_bootstrap(task_spec, runtime_url, runtime_sha, spec.digest)
     runner = _Runner(
         force_mode="remote",
-        name=spec.name,
+        name=spec.name if spec.name and _RUN_NAME.match(spec.name) else None,
         version=spec.version,
         interactive_mode=False,
         project=target.project,

@@ -263,3 +263,51 @@ def test_safe_image_values_render_quoted():
         "tool @ https://example.com/t.whl",
     ]
     assert len([line for line in context.dockerfile.splitlines() if line.startswith("RUN")]) == 2
+
+
+# --- private local state --------------------------------------------------------------------
+
+
+def test_history_logs_caches_and_default_store_are_private(tree, tmp_path):
+    root = tree({"app.py": "def main(n):\n    print('secret-ish output')\n    return n * 2\n"})
+    cache = tmp_path / "fresh" / "cache"  # created by the run
+    data = tmp_path / "data"  # made by an older version or by hand: loose modes to tighten
+    data.mkdir(mode=0o755)
+    (data / "runs.sqlite3").touch(mode=0o644)
+    os.chmod(data, 0o755)
+    os.chmod(data / "runs.sqlite3", 0o644)
+    env = {**os.environ, "FLYTE_JUPYTER_CACHE_DIR": str(cache), "FLYTE_JUPYTER_DATA_DIR": str(data)}
+    done = subprocess.run(
+        [sys.executable, "-m", "flyte_jupyter", "run", f"{root / 'app.py'}:main", "--arg", "n=21"],
+        capture_output=True,
+        text=True,
+        env=env,
+        umask=0o022,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("42")
+
+    def mode(path: Path) -> int:
+        return path.stat().st_mode & 0o777
+
+    run_logs = list((cache / "local-runs").iterdir())
+    assert len(run_logs) == 1
+    store = cache / "store"
+    store_files = [p for p in store.rglob("*") if p.is_file()]
+    assert any(p.name.endswith(".tar.gz") for p in store_files) and len(store_files) >= 3
+    dirs = [data, cache, cache / "archives", cache / "local-runs", run_logs[0], store]
+    files = [
+        *(p for p in data.iterdir() if p.name.startswith("runs.sqlite3")),
+        *(p for p in cache.iterdir() if p.name.startswith("index.sqlite3")),
+        *(cache / "archives").glob("*.tar.gz"),
+        run_logs[0] / "stdout.txt",
+        run_logs[0] / "stderr.txt",
+        *store_files,
+    ]
+    assert len(files) >= len(store_files) + 5
+    loose = [f"{p} {oct(mode(p))}" for p in dirs if mode(p) != 0o700]
+    loose += [f"{p} {oct(mode(p))}" for p in files if mode(p) != 0o600]
+    print(f"checked {len(dirs)} dirs and {len(files)} files; not private: {len(loose)}")
+    assert loose == []
+    assert "secret-ish output" in (run_logs[0] / "stdout.txt").read_text()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ..runtime.locations import cache_dir
+from ..runtime.locations import cache_dir, private_dir
 from ..runtime.manifest import ManifestEntry, compute_digest
 from .errors import BundleError
 from .files import read_bytes
@@ -175,7 +175,7 @@ class _Builder:
             return gzip_member(tar_entry(entry.path, entry.mode, data), self.level)
 
         todo = [e for e, k in zip(entries, keys, strict=True) if k not in known]
-        archive.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(archive.parent)
         fd, tmp = tempfile.mkstemp(dir=archive.parent, prefix=".partial-", suffix=".tar.gz")
         written: list[tuple[str, int, int]] = []
         try:

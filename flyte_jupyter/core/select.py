@@ -22,7 +22,7 @@ from importlib.machinery import PathFinder
 from pathlib import Path
 
 from ..runtime.blobs import write_local_atomic
-from ..runtime.locations import cache_dir
+from ..runtime.locations import cache_dir, private_dir
 from . import ignore as ig
 from .errors import BundleError, UsageError
 from .files import archive_mode, read_bytes
@@ -519,6 +519,7 @@ def _content_file(data: bytes, suffix: str) -> Path:
     digest = hashlib.sha256(data).hexdigest()
     path = cache_dir() / "generated" / digest[:2] / f"{digest}{suffix}"
     if not path.is_file():
+        private_dir(path.parent)
         write_local_atomic(str(path), data)
     return path
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -35,3 +36,20 @@ def data_dir() -> Path:
     xdg = os.environ.get("XDG_DATA_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
     return base / "flyte-jupyter"
+
+
+def private_dir(path: Path) -> Path:
+    """`path` as a directory only its owner can enter (0700), missing parents created the
+    same way: the history, logs, caches and default store hold code, inputs and results.
+    An existing directory is tightened; one we may not chmod (not ours) is left as it is."""
+    missing = []
+    for directory in (path, *path.parents):
+        if directory.is_dir():
+            break
+        missing.append(directory)
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        with contextlib.suppress(OSError):
+            path.chmod(0o700)
+    return path

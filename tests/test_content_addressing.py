@@ -91,6 +91,31 @@ def test_reruns_unrelated_cells_and_reordered_definitions_ship_the_same_bundle(
     assert bundles_in_store(isolated_cache) == 2
 
 
+def test_a_restarted_kernel_running_the_notebook_again_ships_the_same_bundle(
+    tmp_path: Path, isolated_cache: Path
+):
+    """Restart and run all, with an extra cell at the top (every execution count shifts): the
+    same digest, nothing uploaded. Flyte makes each such re-run a new version."""
+    project = write_tree(tmp_path / "nb", PROJECT)
+    digests, uploads = [], []
+    for extra in ([], ["print('setup')"]):
+        k = Kernel(project)
+        try:
+            for cell in ["%load_ext flyte_jupyter", *extra, IMPORTS, HELPER, DOUBLE]:
+                k.ok(cell)
+            k.ok("prices = [1.0, 2.0, 3.0]")
+            digest, upload, reply = shipped(k, RUN)
+            assert reply.result == "14.4", reply.error_text
+        finally:
+            k.shutdown()
+        digests.append(digest)
+        uploads.append(upload)
+    print("first kernel:", digests[0], uploads[0])
+    print("restarted kernel, counts shifted:", digests[1], uploads[1])
+    assert digests[0] == digests[1] and uploads[1] == "bundle already in the store"
+    assert bundles_in_store(isolated_cache) == 1
+
+
 def test_importing_another_local_module_elsewhere_keeps_the_bundle(
     kernel: Kernel, isolated_cache: Path
 ):

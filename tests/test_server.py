@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -297,21 +298,19 @@ async def test_status_answers_while_a_big_preview_runs(jp_fetch, jp_root_dir):
     preview = asyncio.ensure_future(
         jp_fetch("flyte-jupyter", "api", "preview", params={"path": "big/analysis.ipynb"})
     )
-    await asyncio.sleep(0.3)
-    latencies = []
-    while not preview.done() and len(latencies) < 5:
+    await asyncio.sleep(0.2)
+    latencies = []  # of the status answers that came while the preview was still running
+    while not preview.done() and len(latencies) < 10:
         start = time.monotonic()
         await jp_fetch("api", "status")
-        latencies.append(time.monotonic() - start)
+        if not preview.done():
+            latencies.append(time.monotonic() - start)
         await asyncio.sleep(0.05)
-    still_running = not preview.done()
     doc = json.loads((await preview).body)
-    print(
-        f"status latency during a {len(doc['files'])}-file preview:",
-        [f"{t:.3f}" for t in latencies],
-    )
-    assert still_running and len(latencies) == 5  # every status answer came mid-preview
-    assert max(latencies) < 1.0
+    rounded = [round(t, 3) for t in latencies]
+    print(f"status latencies (s) during a {len(doc['files'])}-file preview: {rounded}")
+    assert len(latencies) >= 3  # answered while the preview was still running
+    assert statistics.median(latencies) < 0.2 and max(latencies) < 1.0
     assert len(doc["files"]) > 20000
 
 
@@ -325,6 +324,16 @@ async def test_oversize_bodies_are_refused_unread(jp_fetch, project):
     assert not written.exists()
     code, err = await api_error(jp_fetch, "export", method="POST", body=huge)
     assert code == 413
+
+    async def chunked(write):  # no Content-Length: counted while it streams, never kept
+        for _ in range(48):
+            await write(b"x" * 65536)
+
+    with pytest.raises(tornado.httpclient.HTTPClientError) as err:
+        await jp_fetch(
+            "flyte-jupyter", "api", "settings", method="PUT", body_producer=chunked, params=params
+        )
+    assert err.value.code == 413 and not written.exists()
 
 
 async def test_bad_input_is_a_400_with_a_message(jp_fetch, project):

@@ -17,6 +17,7 @@ from .core.export import export_notebook, notebook_selection
 from .core.imports import module_name_for
 from .core.pairs import parse_pairs
 from .core.preview import human_size, render_tree, text_table
+from .core.prune import apply_prune, parse_age, plan_prune
 from .core.select import COPY_STYLES, DEFAULT_MAX_BYTES, Selection, select_files
 from .core.storage import Progress, Store, describe_upload
 from .core.submit import Run, check_timeout, submit
@@ -95,6 +96,7 @@ def _build_parser() -> argparse.ArgumentParser:
     code = runs_sub.add_parser("code", help="extract exactly the code a run executed")
     code.add_argument("run_id")
     code.add_argument("directory")
+    _add_prune(runs_sub)
     runs.set_defaults(func=_cmd_runs)
 
     export = sub.add_parser(
@@ -377,6 +379,43 @@ def _runs_table(records: list[history.RunRecord]) -> str:
     if not records:
         return "no runs yet"
     return text_table(*history.table(records))
+
+
+def _add_prune(runs_sub: Any) -> None:
+    prune = runs_sub.add_parser(
+        "prune",
+        help="delete old runs from the store and the history",
+        description="Delete ended runs (their store directory, local logs and history row) and "
+        "the bundles only they used; a bundle any remaining run references is kept.",
+    )
+    prune.add_argument("--older-than", metavar="AGE", help="runs older than this, e.g. 7d, 12h")
+    prune.add_argument("--keep-last", type=int, metavar="N", help="keep the N newest runs")
+    prune.add_argument("--failed-only", action="store_true", help="only failed runs")
+    prune.add_argument("--dry-run", action="store_true", help="list what would go, delete nothing")
+    prune.set_defaults(func=_cmd_prune)
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    plan = plan_prune(
+        older_than=parse_age(args.older_than) if args.older_than else None,
+        keep_last=args.keep_last,
+        failed_only=args.failed_only,
+    )
+    for item in plan.items:
+        what = f"run {item.name} ({item.detail})" if item.kind == "run" else f"bundle {item.name}"
+        print(f"{'would delete' if args.dry_run else 'deleting'} {what}: {human_size(item.bytes)}")
+    if not args.dry_run:
+        apply_prune(plan)
+    verb = "would free" if args.dry_run else "freed"
+    print(
+        f"{_count(len(plan.runs), 'run')} and {_count(len(plan.bundles), 'bundle')}: {verb} "
+        f"{human_size(plan.total_bytes)}; {_count(plan.kept_runs, 'run')} kept"
+    )
+    return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

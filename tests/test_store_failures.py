@@ -5,6 +5,7 @@ leave behind is cleaned up by the next upload. Real servers and processes throug
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import http.server
 import os
 import socket
@@ -278,3 +279,85 @@ def test_local_write_that_fails_is_one_line(tmp_path):
         store.put_bytes(store.run_url("r1", "spec.json"), b"{}")
     print(err.value)
     assert "Not a directory" in str(err.value) and "directory you can write to" in str(err.value)
+
+
+PRUNE_PROJECT = {
+    "pyproject.toml": "[project]\nname='calc'\n",
+    "calc.py": "def double(x):\n    return 2 * x\n\n\ndef broken(x):\n    raise ValueError(x)\n",
+}
+
+
+def _prune(*args: str, cwd: Path) -> list[str]:
+    proc, _ = _cli("runs", "prune", *args, cwd=cwd)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    print(f"$ flyte-jupyter runs prune {' '.join(args)}\n{proc.stdout}")
+    return proc.stdout.splitlines()
+
+
+def _objects(store: Store) -> set[str]:
+    """Keys under the store (run objects and bundles), relative to its URL."""
+    if store.local:
+        base = Path(blobs.local_path(store.url))
+        return {p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file()}
+    fs, path = blobs.filesystem(store.url, store.options)
+    fs.invalidate_cache()
+    return {p[len(path) + 1 :] for p in fs.find(path)}
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_prune_deletes_chosen_runs_and_bundles_only_they_use(kind, tree, tmp_path, request):
+    from flyte_jupyter.core import history
+
+    store = _store(kind, tmp_path, request)
+    root = tree(PRUNE_PROJECT)
+    bundle_a = build_bundle(select_files(root, entries=[root / "calc.py"]))
+    old_ok = submit(bundle_a, "calc:double", kwargs={"x": 1}, store=store)
+    old_failed = submit(bundle_a, "calc:broken", kwargs={"x": 2}, store=store)
+    (root / "calc.py").write_text(PRUNE_PROJECT["calc.py"] + "\nVERSION = 2\n")
+    bundle_b = build_bundle(select_files(root, entries=[root / "calc.py"]))
+    old_b = submit(bundle_b, "calc:double", kwargs={"x": 3}, store=store)
+    new_b = submit(bundle_b, "calc:double", kwargs={"x": 4}, store=store)
+    for run in (old_ok, old_failed, old_b, new_b):
+        run.wait(60)
+    ten_days_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10)
+    for run in (old_ok, old_failed, old_b):  # these were made ten days ago
+        history.update(run.id, created=ten_days_ago.isoformat())
+    before = _objects(store)
+    a_key = f"bundles/{bundle_a.hex}.tar.gz"
+    b_key = f"bundles/{bundle_b.hex}.tar.gz"
+    assert {a_key, b_key} <= before
+
+    dry = _prune("--older-than", "7d", "--dry-run", cwd=root)
+    assert _objects(store) == before
+    assert sum(line.startswith("would delete run") for line in dry) == 3
+    assert [line for line in dry if line.startswith("would delete bundle")] == [
+        next(line for line in dry if bundle_a.digest in line)
+    ]  # bundle B stays: the newer run uses it
+    assert "3 runs and 1 bundle: would free" in dry[-1] and "; 1 run kept" in dry[-1]
+
+    _prune("--failed-only", "--older-than", "7d", cwd=root)
+    after_failed = _objects(store)
+    gone = before - after_failed
+    others = sum(old_failed.id not in k for k in gone)
+    print(f"objects deleted: {len(gone)}; of other runs: {others}")
+    assert gone and all(k.startswith(f"runs/{old_failed.id}/") for k in gone)
+    assert a_key in after_failed  # still used by old_ok
+    assert {r.id for r in history.recent(-1)} == {old_ok.id, old_b.id, new_b.id}
+
+    _prune("--keep-last", "1", cwd=root)
+    left = _objects(store)
+    print(f"objects left: {len(left)}; bundles left: {sorted(k for k in left if 'bundles/' in k)}")
+    assert b_key in left and a_key not in left
+    assert all(k.startswith((f"runs/{new_b.id}/", "bundles/")) for k in left)
+    assert [r.id for r in history.recent(-1)] == [new_b.id]
+    assert new_b.result() == 8
+
+
+def test_prune_needs_a_rule_and_reads_ages(tree):
+    root = tree(PRUNE_PROJECT)
+    for args, message in [
+        ([], "say what to prune"),
+        (["--older-than", "soon"], "give a number and a unit"),
+    ]:
+        proc, _ = _cli("runs", "prune", *args, cwd=root)
+        assert proc.returncode == 2 and message in _one_line(proc)

@@ -181,6 +181,12 @@ def recent(limit: int = 50) -> list[RunRecord]:
     return [RunRecord(*row) for row in rows]
 
 
+def remove(run_ids: list[str]) -> None:
+    """Forget these runs (`flyte-jupyter runs prune`)."""
+    with _connect() as db:
+        db.executemany("DELETE FROM runs WHERE id = ?", [(run_id,) for run_id in run_ids])
+
+
 def table(records: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a run listing, shared by the CLI and the notebook views."""
     header = ["run", "status", "digest", "version", "image", "executor", "duration", "name"]

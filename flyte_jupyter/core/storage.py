@@ -193,6 +193,37 @@ class Store:
             "download", url, lambda left: _call(self._fs(url), "get_file", left, dest), budget
         )
 
+    def usage(self, url: str) -> int:
+        """Bytes stored under a prefix (a run's directory) or in one object; 0 when absent."""
+        if self.local:
+            return self._local("check", url, lambda: _local_usage(blobs.local_path(url)))
+
+        def measure(left: float | None) -> int:
+            fs, path = self._fs(url)
+            found = fs.find(path, withdirs=False, detail=True, **_deadline(fs, left))
+            return sum(int(info.get("size") or 0) for info in found.values())
+
+        return self._retry("check", url, measure)
+
+    def remove(self, url: str) -> None:
+        """Delete an object or everything under a prefix; nothing to delete is fine."""
+        if self.local:
+            path = blobs.local_path(url)
+            if os.path.isdir(path):
+                self._local("delete", url, lambda: shutil.rmtree(path))
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    self._local("delete", url, lambda: os.unlink(path))
+            return
+
+        def delete(left: float | None) -> None:
+            fs, path = self._fs(url)
+            found = fs.find(path, withdirs=False, **_deadline(fs, left))
+            if found:
+                fs.rm(found, **_deadline(fs, left))
+
+        self._retry("delete", url, delete)
+
     def _budget(self, size: int) -> float:
         return self.timeout + size / MIN_RATE
 
@@ -339,6 +370,14 @@ def _one_line(exc: BaseException) -> str:
     if len(text) > 300:
         text = text[:297] + "..."
     return f"{type(exc).__name__}: {text}"
+
+
+def _local_usage(path: str) -> int:
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(
+        os.path.getsize(os.path.join(d, name)) for d, _, names in os.walk(path) for name in names
+    )
 
 
 def _check_local_root(url: str) -> None:

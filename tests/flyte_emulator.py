@@ -93,6 +93,7 @@ class _Run:
     proc: subprocess.Popen | None = None
     container: Any = None
     pod_done: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
 
     @property
     def action_id(self) -> identifier_pb2.ActionIdentifier:
@@ -189,6 +190,9 @@ class FlyteEmulator:
         with self._cond:
             self._cond.notify_all()
         self._kill_pods("emulator stopped")
+        for run in list(self._runs.values()):  # containers are removed by their pod threads
+            if run.thread is not None:
+                run.thread.join(120)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -231,7 +235,7 @@ class FlyteEmulator:
         return P.Name(self._get(run_name).phase).removeprefix("ACTION_PHASE_")
 
     def pod_alive(self, run_name: str) -> bool:
-        """Whether the run's pod (process or container) still exists and runs."""
+        """Whether the run's pod (process or container) runs; see wait_pod_gone()."""
         run = self._get(run_name)
         if run.proc is not None:
             return run.proc.poll() is None
@@ -244,6 +248,13 @@ class FlyteEmulator:
                 return False
             return run.container.status in ("created", "running", "restarting")
         return False
+
+    def wait_pod_gone(self, run_name: str, timeout: float = 120) -> bool:
+        """Wait until the pod has ended and, in docker mode, its container is removed."""
+        thread = self._get(run_name).thread
+        if thread is not None:
+            thread.join(timeout)
+        return thread is None or not thread.is_alive()
 
     def pod_argv(self, run_name: str) -> list[str]:
         """The command the pod ran, templates filled."""
@@ -392,7 +403,8 @@ class FlyteEmulator:
             self._runs[run_id.name] = run
         run.log.parent.mkdir(parents=True, exist_ok=True)
         run.log.touch()
-        threading.Thread(target=self._run_pod, args=(run,), daemon=True).start()
+        run.thread = threading.Thread(target=self._run_pod, args=(run,), daemon=True)
+        run.thread.start()
         return rs.CreateRunResponse(run=rd.Run(action=self._action(run)))
 
     def _set_phase(self, run: _Run, phase: int, **result: Any) -> bool:
@@ -415,12 +427,13 @@ class FlyteEmulator:
         except Exception as exc:  # the pod could not start: a system failure of the action
             run.pod_done.set()
             self._set_phase(run, P.ACTION_PHASE_FAILED, error=_system_error("PodStartFailed", exc))
+            self._remove_container(run)
             return
         run.pod_done.set()
-        if run.phase in TERMINAL:  # aborted while running
-            return
         error_doc = self.read_object(f"{run.output_prefix}/error.pb")
-        if error_doc is not None:
+        if run.phase in TERMINAL:  # aborted while running
+            pass
+        elif error_doc is not None:
             doc = execution_pb2.ErrorDocument.FromString(error_doc)
             kind = {
                 execution_pb2.ExecutionError.USER: rd.ErrorInfo.KIND_USER,
@@ -434,6 +447,12 @@ class FlyteEmulator:
             tail = "\n".join(self.pod_log(run.id.name).splitlines()[-20:])
             message = f"pod exited with code {code} and wrote no error.pb:\n{tail}"
             self._set_phase(run, P.ACTION_PHASE_FAILED, error=_system_error("PodFailed", message))
+        self._remove_container(run)  # after the phase: removal is slow on a vfs engine
+
+    def _started(self, run: _Run) -> None:
+        """RUNNING once the pod exists; a run aborted while its pod was starting is killed."""
+        if not self._set_phase(run, P.ACTION_PHASE_RUNNING):
+            self._kill(run)
 
     def _run_process(self, run: _Run) -> int:
         cwd = Path(tempfile.mkdtemp(prefix=f"pod-{run.id.name}-", dir=self.workdir))
@@ -457,7 +476,7 @@ class FlyteEmulator:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # the abort kills the whole process group
             )
-        self._set_phase(run, P.ACTION_PHASE_RUNNING)
+        self._started(run)
         code = run.proc.wait()
         shutil.rmtree(cwd, ignore_errors=True)
         return code
@@ -473,8 +492,7 @@ class FlyteEmulator:
                 image = spec_image  # the TaskSpec's image when the engine has it
             except docker.errors.ImageNotFound:
                 pass
-        container_spec = run.task_spec.task_template.container
-        n = len(container_spec.command)
+        n = len(run.task_spec.task_template.container.command)
         run.container = self._docker.containers.run(
             image,
             entrypoint=run.argv[:n] or None,
@@ -486,20 +504,23 @@ class FlyteEmulator:
             name=f"flyte-emu-{run.id.name}",
             detach=True,
         )
-        self._set_phase(run, P.ACTION_PHASE_RUNNING)
+        self._started(run)
         with open(run.log, "ab") as out:
             for chunk in run.container.logs(stream=True, follow=True):
                 out.write(chunk)
                 out.flush()
-        try:
-            code = run.container.wait(timeout=30)["StatusCode"]
-            run.container.remove(force=True)
-        except docker.errors.NotFound:  # removed by an abort
-            code = -9
-        return code
+        return run.container.wait()["StatusCode"]
+
+    def _remove_container(self, run: _Run) -> None:
+        if run.container is not None:
+            import docker
+
+            with contextlib.suppress(docker.errors.NotFound):
+                run.container.remove(force=True)
 
     def _kill(self, run: _Run) -> None:
-        """Kill the pod and wait until it is gone."""
+        """Kill the pod (SIGKILL to its process group, or to its container) and wait for it to
+        end; a killed container is removed by its pod thread."""
         if run.proc is not None and run.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(run.proc.pid, signal.SIGKILL)
@@ -507,9 +528,10 @@ class FlyteEmulator:
         if run.container is not None:
             import docker
 
-            with contextlib.suppress(docker.errors.NotFound):
-                run.container.remove(force=True)
-        run.pod_done.wait(30)
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                run.container.kill()
+        if run.proc is not None or run.container is not None:
+            run.pod_done.wait(60)
 
     def _abort(self, run_name: str, reason: str) -> None:
         run = self._runs.get(run_name)

@@ -173,6 +173,7 @@ def check_abort(emulator: FlyteEmulator, project: Path) -> None:
     assert emulator.run_phase(name) == "ABORTED"
     print("pods alive after the abort:", int(emulator.pod_alive(name)))
     assert not emulator.pod_alive(name)
+    assert emulator.wait_pod_gone(name)
     assert "AbortRun" in emulator.calls
 
 
@@ -216,3 +217,8 @@ def test_raising_task_fails_in_a_container(flyte_emulator_docker: FlyteEmulator,
 @pytest.mark.slow
 def test_abort_removes_the_container(flyte_emulator_docker: FlyteEmulator, project: Path):
     check_abort(flyte_emulator_docker, project)
+    left = flyte_emulator_docker._docker.containers.list(
+        all=True, filters={"label": f"flyte-emulator={flyte_emulator_docker.bucket}"}
+    )
+    print("emulator containers left after the abort:", len(left))
+    assert left == []

@@ -82,7 +82,7 @@ def test_newly_guarded_secret_names_never_ship(tree, tmp_path):
     assert b"ssh-ed25519 PUBLIC" in data  # the search sees what does ship
 
 
-def test_symlink_to_a_secret_does_not_ship_its_bytes(tree, tmp_path):
+def test_a_link_to_a_secret_does_not_ship_its_bytes(tree, tmp_path):
     root = tree(
         {
             "app.py": "",
@@ -99,9 +99,10 @@ def test_symlink_to_a_secret_does_not_ship_its_bytes(tree, tmp_path):
     (root / "notes.cfg").symlink_to(root / ".aws/credentials")
     (root / "settings.json").symlink_to(".docker/config.json")
     (root / "fine.txt").symlink_to("real.txt")
+    os.link(root / ".env", root / "copy.txt")  # a hard link: the same bytes, no link to follow
     report, data = bundle_cli(root, tmp_path / "b.tar.gz", "--copy-style", "all")
     shipped = {f["path"] for f in report["files"]}
-    links = {"innocuous.txt", "docs/readme.md", "notes.cfg", "settings.json"}
+    links = {"innocuous.txt", "docs/readme.md", "notes.cfg", "settings.json", "copy.txt"}
     assert links <= set(report["excluded_secrets"])
     assert not links & shipped
     assert "fine.txt" in shipped  # links to ordinary files still ship

@@ -8,6 +8,7 @@ static import graph, so imports inside functions ship too, and every file carrie
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import site
@@ -241,6 +242,7 @@ class _Selector:
                 selected = selected or self._stat(rel)
             if selected is not None:
                 files.append(selected)
+        files = self._without_hard_links_to(secrets, files)
         selection = Selection(
             root_dir=self.root,
             copy_style=self.style,
@@ -309,6 +311,27 @@ class _Selector:
                 self.warnings.append(
                     f"include pattern {pattern!r} matched no files under {self.root}"
                 )
+
+    def _without_hard_links_to(
+        self, secrets: list[str], files: list[SelectedFile]
+    ) -> list[SelectedFile]:
+        """`files` minus hard links to a left-out secret: the same bytes under another name."""
+        held = set()
+        for rel in secrets:
+            with contextlib.suppress(OSError):
+                st = os.stat(self.root_prefix + rel)
+                held.add((st.st_dev, st.st_ino))
+        inodes = {ino for _, ino in held}
+        kept = []
+        for f in files:
+            if f.inode in inodes and _file_id(f.source) in held:
+                secrets.append(f.path)
+                self.warnings.append(
+                    f"left out {f.path}: it is a hard link to a file left out as a secret"
+                )
+                continue
+            kept.append(f)
+        return kept
 
     def _named_in_include(self, rel: str) -> bool:
         """Only an include pattern naming exactly this path opts a secret back in."""
@@ -511,6 +534,14 @@ _STRIPPED: dict[tuple[str, int, int, int], str | None] = {}
 """Notebook stat key -> its stripped copy, so an unchanged notebook is parsed once."""
 _RACY_NS = 2_000_000_000
 """A file modified this recently may change again within the same mtime tick."""
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _content_file(data: bytes, suffix: str) -> Path:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,9 +38,9 @@ PROJECT = {
 
 
 @pytest.fixture
-def emulator(s3_server, tmp_path) -> Iterator[FlyteEmulator]:
-    with FlyteEmulator(tmp_path / "emulator", s3_server) as emu:
-        yield emu
+def emulator(flyte_emulator) -> FlyteEmulator:
+    """Pods as local `a0` processes (tests/flyte_fixtures.py)."""
+    return flyte_emulator
 
 
 def cli_env(emu: FlyteEmulator) -> dict[str, str]:
@@ -307,3 +306,16 @@ def test_notebook_cell_runs_as_a_flyte_task_and_interrupt_aborts(tmp_path, emula
         assert "AbortRun" in emulator.calls
     finally:
         kernel.shutdown()
+
+
+def test_project_function_in_a_container_pod_with_only_flyte(tree, flyte_emulator_docker, tmp_path):
+    """The pod image holds flyte and test packages, not flyte-jupyter: our runtime travels."""
+    root = tree(PROJECT)
+    env = cli_env(flyte_emulator_docker)
+    ok = cli(env, tmp_path, "run", f"{root}/app.py:main", "--executor", "flyte")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines()[-1] == "36.6"
+    run_name = ok.stderr.split("Flyte run ", 1)[1].split(":", 1)[0]
+    log = flyte_emulator_docker.pod_log(run_name)
+    print("container pod log tail:", log.strip().splitlines()[-2:])
+    assert flyte_emulator_docker.run_phase(run_name) == "SUCCEEDED"

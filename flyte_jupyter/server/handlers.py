@@ -163,11 +163,11 @@ class _Base(APIHandler):
             raise http_error(400, f"root_dir {value} is not a folder under the server root")
         return path
 
-    def settings_for(self, notebook: Path) -> tuple[Path, dict[str, config.Setting], Path]:
-        """(project folder, effective settings, bundle root) for a notebook."""
+    def settings_for(self, notebook: Path) -> tuple[dict[str, config.Setting], Path]:
+        """A notebook's effective settings and its bundle root."""
         folder = self.project_folder(notebook)
         settings = config.resolve({}, {}, folder)
-        return folder, settings, self.bundle_root(notebook, settings["root_dir"].value, folder)
+        return settings, self.bundle_root(notebook, settings["root_dir"].value, folder)
 
 
 def _describe(exc: BaseException) -> str:
@@ -231,7 +231,7 @@ class PreviewHandler(_Base):
         def preview() -> dict[str, Any]:
             if not path.is_file():
                 raise http_error(404, f"no notebook {self.get_argument('path')} on the server")
-            _folder, settings, root = self.settings_for(path)
+            settings, root = self.settings_for(path)
             value = {k: s.value for k, s in settings.items()}
             selection = notebook_selection(
                 path,
@@ -336,7 +336,7 @@ class ExportHandler(_Base):
                 f'include must be a list of globs, e.g. ["data/*.csv"], not {json.dumps(include)}',
             )
         options = {k: _optional_str(doc, k) for k in ("image_name", "version", "network")}
-        _folder, _settings, root = await self.call(lambda: self.settings_for(path))
+        _settings, root = await self.call(lambda: self.settings_for(path))
         job_id = uuid.uuid4().hex[:12]
         job: dict[str, Any] = {"status": "running", "log": [], "tag": None, "error": None}
         _EXPORTS[job_id] = job

@@ -319,3 +319,37 @@ def test_project_function_in_a_container_pod_with_only_flyte(tree, flyte_emulato
     log = flyte_emulator_docker.pod_log(run_name)
     print("container pod log tail:", log.strip().splitlines()[-2:])
     assert flyte_emulator_docker.run_phase(run_name) == "SUCCEEDED"
+
+
+def test_run_knobs_reach_the_task_spec(tree, emulator, tmp_path):
+    root = tree(PROJECT)
+    env = cli_env(emulator)
+    env.update(
+        FLYTE_JUPYTER_RESOURCES="cpu=2,memory=4Gi",
+        FLYTE_JUPYTER_SECRETS="db-password=DB_PASSWORD,api-key",
+        FLYTE_JUPYTER_RETRIES="2",
+        FLYTE_JUPYTER_TIMEOUT="600",
+        FLYTE_JUPYTER_PROJECT="ml",
+        FLYTE_JUPYTER_DOMAIN="staging",
+    )
+    run = cli(env, tmp_path, "run", f"{root}/app.py:main", "--executor", "flyte",
+              "--name", "nightly-1", "--env", "MODE=fast", "--detach")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "Flyte run nightly-1:" in run.stderr
+    (request,) = emulator.create_run_requests
+    template = request.task_spec.task_template
+    assert (request.run_id.name, request.run_id.project, request.run_id.domain) == (
+        "nightly-1", "ml", "staging"
+    )  # fmt: skip
+    assert (template.id.project, template.id.domain) == ("ml", "staging")
+    resources = {r.name: r.value for r in template.container.resources.requests}
+    print("resources:", resources)
+    assert set(resources.values()) >= {"2", "4Gi"}
+    secrets = [(s.key, s.env_var) for s in template.security_context.secrets]
+    print("secrets:", secrets)
+    assert [key for key, _ in secrets] == ["db-password", "api-key"]
+    assert secrets[0][1] == "DB_PASSWORD"
+    assert template.metadata.retries.retries == 2
+    assert template.metadata.timeout.seconds == 600
+    envs = {kv.key: kv.value for kv in request.run_spec.envs.values}
+    assert envs["MODE"] == "fast"

@@ -207,10 +207,13 @@ def table(records: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
 
 
 def duration(record: RunRecord) -> str:
-    """Wall time from submission to finish, for tables; "-" while unknown."""
-    if not record.finished:
+    """Wall time from submission to finish, for tables; while the run goes, the time since
+    submission; "-" while it has not started."""
+    if record.finished:
+        end = dt.datetime.fromisoformat(record.finished)
+    elif record.status in (protocol.DOWNLOADING, protocol.RUNNING):
+        end = dt.datetime.now(dt.timezone.utc)
+    else:
         return "-"
-    seconds = (
-        dt.datetime.fromisoformat(record.finished) - dt.datetime.fromisoformat(record.created)
-    ).total_seconds()
+    seconds = (end - dt.datetime.fromisoformat(record.created)).total_seconds()
     return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.1f}s"

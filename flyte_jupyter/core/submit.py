@@ -337,9 +337,15 @@ class Run:
         if record.is_final:
             return record
         try:
-            Run.from_history(record.id).status()
+            run = Run.from_history(record.id)
+            phase = run.status()
+            doc = None if phase in protocol.FINAL else run._read_json(protocol.STATUS)
         except FlyteJupyterError:
             return record  # its executor is unreachable now (e.g. no Docker engine): as recorded
+        if doc and phase != record.status:  # still going: record the phase status.json says
+            phases = {p["phase"]: p["at"] for p in doc.get("phases", [])}
+            started = phases.get(protocol.RUNNING) or phases.get(protocol.DOWNLOADING)
+            history.update(record.id, status=phase, started=started)
         return history.get(record.id)
 
     # --- state -------------------------------------------------------------------------

@@ -136,6 +136,7 @@ class FlyteEmulator:
         self.uploads: list[dict] = []
         self.calls: list[str] = []
         self._runs: dict[str, _Run] = {}
+        self._threads: list[threading.Thread] = []
         self._cond = threading.Condition()
         self._closing = threading.Event()
         self._server = None
@@ -190,19 +191,19 @@ class FlyteEmulator:
         with self._cond:
             self._cond.notify_all()
         self._kill_pods("emulator stopped")
-        for run in list(self._runs.values()):  # containers are removed by their pod threads
-            if run.thread is not None:
-                run.thread.join(120)
+        for thread in self._threads:  # containers are removed by their pod threads
+            thread.join(120)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
 
     def reset(self) -> None:
-        """Forget recorded calls, kill running pods and give clients a fresh HOME (flyte caches
-        uploads per endpoint in ~/.flyte), so a session-scoped emulator serves one test at a
-        time."""
+        """Kill running pods, forget runs and recorded calls, and give clients a fresh HOME
+        (flyte caches uploads per endpoint in ~/.flyte), so a session-scoped emulator serves one
+        test at a time. Uploaded objects stay in the bucket."""
         self._kill_pods("emulator reset")
         with self._cond:
+            self._runs.clear()
             self.create_run_requests.clear()
             self.uploads.clear()
             self.calls.clear()
@@ -229,6 +230,11 @@ class FlyteEmulator:
         }
 
     # ---- what tests read ------------------------------------------------------------------
+
+    @property
+    def run_names(self) -> list[str]:
+        """The runs created since the start or the last reset(), oldest first."""
+        return list(self._runs)
 
     def run_phase(self, run_name: str) -> str:
         """The run's phase name without its prefix: QUEUED, RUNNING, SUCCEEDED, FAILED, ..."""
@@ -405,6 +411,7 @@ class FlyteEmulator:
         run.log.touch()
         run.thread = threading.Thread(target=self._run_pod, args=(run,), daemon=True)
         run.thread.start()
+        self._threads.append(run.thread)
         return rs.CreateRunResponse(run=rd.Run(action=self._action(run)))
 
     def _set_phase(self, run: _Run, phase: int, **result: Any) -> bool:

@@ -43,8 +43,9 @@ PROJECT = {
             return seconds
         """,
     # argv: config path, task name, JSON list of arguments. Prints one JSON line when the run
-    # is created and one with the result. For `sleepy` it waits for RUNNING, prints, reads a
-    # line from stdin (the test looks at the pod meanwhile) and aborts the run.
+    # is created and one with the result. For `sleepy` it waits for RUNNING and the task's
+    # first line in the live log, prints, reads a line from stdin (the test looks at the pod
+    # meanwhile) and aborts the run.
     "client.py": """
         import json
         import sys
@@ -59,7 +60,8 @@ PROJECT = {
         print(json.dumps({"run": run.name}), flush=True)
         if task is tasks.sleepy:
             run.wait(quiet=True, wait_for="running")
-            print(json.dumps({"running": run.phase.name}), flush=True)
+            live = next(line for line in run.get_logs() if "sleeping" in line)
+            print(json.dumps({"running": run.phase.name, "live": live.strip()}), flush=True)
             sys.stdin.readline()
             run.abort()
         run.wait(quiet=True)
@@ -122,6 +124,7 @@ def check_add(emulator: FlyteEmulator, project: Path) -> dict:
     assert result["outputs"] == [3]
     assert any("adding 1 and 2" in line for line in result["logs"]), result["logs"]
     assert emulator.run_phase(result["run"]) == "SUCCEEDED"
+    assert emulator.run_names == [result["run"]]
     assert not emulator.pod_alive(result["run"])
     # One bundle upload, one run, and the pod ran exactly the TaskSpec's args, filled in.
     assert [u["filename"][:4] for u in emulator.uploads] == ["fast"]
@@ -157,7 +160,7 @@ def check_abort(emulator: FlyteEmulator, project: Path) -> None:
     proc = start_client(emulator, project, "sleepy", 120)
     try:
         name = read_json(proc)["run"]
-        assert read_json(proc) == {"running": "RUNNING"}
+        assert read_json(proc) == {"running": "RUNNING", "live": "sleeping"}
         assert emulator.run_phase(name) == "RUNNING"
         assert emulator.pod_alive(name)
         started = time.monotonic()

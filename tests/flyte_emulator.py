@@ -286,6 +286,11 @@ class FlyteEmulator:
         except botocore.exceptions.ClientError:
             return None
 
+    def write_object(self, uri: str, data: bytes) -> None:
+        """Replace the bytes at an s3:// URI (e.g. to tamper with an uploaded bundle)."""
+        bucket, key = _split_s3(uri)
+        self._s3.put_object(Bucket=bucket, Key=key, Body=data)
+
     def _get(self, run_name: str) -> _Run:
         try:
             return self._runs[run_name]

@@ -17,6 +17,7 @@ from flyte_emulator import FlyteEmulator
 
 PROJECT = {
     "tasks.py": """
+        import os
         import sys
         import time
 
@@ -34,6 +35,12 @@ PROJECT = {
         @env.task
         def boom(a: int) -> int:
             raise ValueError(f"boom {a}")
+
+
+        @env.task
+        def crash(code: int) -> int:
+            print("crashing", flush=True)
+            os._exit(code)
 
 
         @env.task
@@ -154,6 +161,14 @@ def test_raising_task_fails_the_run(flyte_emulator: FlyteEmulator, project: Path
     assert kind == "RuntimeUserError" and "boom 5" in message, result
     assert flyte_emulator.run_phase(result["run"]) == "FAILED"
     assert "ValueError" in flyte_emulator.pod_log(result["run"])
+
+
+def test_pod_dying_without_error_file_fails_the_run(flyte_emulator: FlyteEmulator, project: Path):
+    result = run_client(flyte_emulator, project, "crash", 3)
+    assert result["phase"] == "FAILED"
+    kind, message = result["error"]
+    assert kind == "RuntimeSystemError" and "exited with code 3" in message, result
+    assert "crashing" in message  # the pod's last lines travel with the error
 
 
 def check_abort(emulator: FlyteEmulator, project: Path) -> None:

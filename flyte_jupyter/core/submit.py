@@ -133,7 +133,8 @@ def _module_distributions() -> dict[str, list[str]]:
 
 def client_environment(third_party: Sequence[str]) -> dict[str, Any]:
     """What the runtime checks before unpickling inputs: the Python version and the installed
-    distributions providing the third-party modules the shipped code imports."""
+    distributions providing the third-party modules the shipped code imports; plus the
+    notebook the run came from, which the sidebar lists."""
     dists: dict[str, str] = {}
     for module in third_party:
         for dist in _module_distributions().get(module, []):
@@ -141,7 +142,9 @@ def client_environment(third_party: Sequence[str]) -> dict[str, Any]:
                 dists[dist] = importlib.metadata.version(dist)
             except importlib.metadata.PackageNotFoundError:
                 continue
-    return {"python": platform.python_version(), "distributions": dists}
+    doc = {"python": platform.python_version(), "distributions": dists}
+    notebook = os.environ.get("JPY_SESSION_NAME")  # set by Jupyter: the run's notebook
+    return {**doc, "notebook": notebook} if notebook else doc
 
 
 def pickle_inputs(

@@ -31,8 +31,9 @@ from ..core import config, history
 from ..core.bundle import build_bundle
 from ..core.errors import BundleError, FlyteJupyterError, UsageError
 from ..core.export import export_notebook, notebook_selection
-from ..core.image import ImageError
+from ..core.image import ImageError, docker_client
 from ..core.select import detect_root_dir
+from ..core.settings_file import update_project
 from ..core.storage import StorageError
 from ..core.submit import Run
 
@@ -176,7 +177,7 @@ def _describe(exc: BaseException) -> str:
 
 class SettingsHandler(_Base):
     """GET: effective settings for a notebook, each with its source, plus the field list.
-    PUT {"settings": {...}}: store them in the project's .flyte-jupyter.toml."""
+    PUT {"settings": {...}}: set these keys in the project's .flyte-jupyter.toml."""
 
     @tornado.web.authenticated
     async def get(self) -> None:
@@ -205,17 +206,12 @@ class SettingsHandler(_Base):
             raise http_error(400, 'give "settings" as a JSON object of setting name -> value')
 
         def save() -> Path:
+            """Only the keys sent change (an empty value removes its key); every other line
+            of the file, comments included, stays."""
             folder = self.project_folder(path)
-            current = {
-                k: v
-                for k, (v, source) in config.from_project(folder).items()
-                if source != "pyproject.toml"
-            }
-            merged = {**current, **values}
-            kept = {k: v for k, v in merged.items() if v not in (None, "", [], {})}
-            if "root_dir" in kept:
-                self.bundle_root(path, config.coerce("root_dir", kept["root_dir"]), folder)
-            return config.save_project(folder, kept)
+            if values.get("root_dir"):
+                self.bundle_root(path, config.coerce("root_dir", values["root_dir"]), folder)
+            return update_project(folder, values)
 
         self.finish(json.dumps({"saved": str(await self.call(save))}))
 
@@ -253,6 +249,17 @@ class RunsHandler(_Base):
         if not raw.isdigit() or not 1 <= int(raw) <= MAX_RUNS:
             raise http_error(400, f"limit must be a whole number from 1 to {MAX_RUNS}, not {raw!r}")
 
+        root = self.server_root()
+
+        def notebook(r: history.RunRecord) -> str | None:
+            """The run's notebook relative to the server root (None: not from a notebook
+            under it)."""
+            path = r.spec_json().get("client", {}).get("notebook")
+            if not path or not Path(path).is_absolute():
+                return path or None
+            resolved = Path(path).resolve()
+            return resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else None
+
         def rows() -> list[dict[str, Any]]:
             return [
                 {
@@ -264,8 +271,11 @@ class RunsHandler(_Base):
                     "image": r.image,
                     "executor": r.executor,
                     "created": r.created,
+                    "started": r.started,
+                    "finished": r.finished,
                     "duration": history.duration(r),
                     "error": r.error,
+                    "notebook": notebook(r),
                 }
                 for r in map(Run.refresh, history.recent(int(raw)))
             ]
@@ -322,8 +332,20 @@ def _optional_str(doc: dict[str, Any], key: str) -> str | None:
 
 
 class ExportHandler(_Base):
-    """POST {"path", "image_name"?, "version"?, "include"?, "network"?}: start an export
+    """GET: whether exports can run here (a Docker engine answers), with why not.
+    POST {"path", "image_name"?, "version"?, "include"?, "network"?}: start an export
     (build) in the background; its id is polled at /export/<id>."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        def probe() -> dict[str, Any]:
+            try:
+                docker_client().close()
+            except FlyteJupyterError as exc:
+                return {"available": False, "reason": str(exc)}
+            return {"available": True, "reason": None}
+
+        self.finish(json.dumps(await self.call(probe)))
 
     @tornado.web.authenticated
     async def post(self) -> None:

@@ -23,7 +23,13 @@ PROJECT = {
         "    return total([10, 20.5], region)\n\n\n"
         "def fail():\n"
         "    from shop.pricing import explode\n"
-        "    explode()\n"
+        "    explode()\n\n\n"
+        "def slow():\n"
+        "    import time\n"
+        "    print('step 1', flush=True)\n"
+        "    time.sleep(4)\n"
+        "    print('step 2', flush=True)\n"
+        "    return 'done'\n"
     ),
     "shop/__init__.py": "",
     "shop/pricing.py": (
@@ -353,3 +359,19 @@ def test_run_knobs_reach_the_task_spec(tree, emulator, tmp_path):
     assert template.metadata.timeout.seconds == 600
     envs = {kv.key: kv.value for kv in request.run_spec.envs.values}
     assert envs["MODE"] == "fast"
+
+
+def test_logs_stream_while_the_flyte_run_runs(tree, emulator, tmp_path):
+    root = tree(PROJECT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flyte_jupyter", "run", f"{root}/app.py:slow", "--executor=flyte"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=cli_env(emulator),
+        cwd=tmp_path,
+    )  # fmt: skip
+    seen: dict[str, float] = {}
+    for line in proc.stdout:
+        seen[line.strip()] = time.monotonic()
+    proc.wait(30)
+    gap = seen["step 2"] - seen["step 1"]
+    print(f"'step 1' arrived {gap:.1f}s before 'step 2'")
+    assert gap > 2.5 and list(seen)[-1] == '"done"'

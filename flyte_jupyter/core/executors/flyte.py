@@ -42,6 +42,8 @@ _PACKAGE_DIR = Path(__file__).resolve().parents[2]
 _FINAL_PHASES = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 _CONNECT_SECONDS = 3.0
 _POLL_SECONDS = 0.2
+_FLYTE_LOG_PREFIX = "[flyte] "
+"""flyte's own console log lines in the pod's output."""
 REMOTE_FILE = "flyte.json"
 """Run-directory file with the Flyte run's name, URL, project and domain."""
 
@@ -471,10 +473,22 @@ class FlyteExecution:
         self._code = -1
 
     def log_lines(self) -> Iterator[LogLine]:
+        """The pod's output live from Flyte's log service (TailLogs), without flyte's own
+        lines; where no log service answers, the run's log once it has ended."""
+        streamed = False
+        if self._code is None:
+            try:
+                for text in self.remote.get_logs(filter_system=True):
+                    if text.startswith(_FLYTE_LOG_PREFIX):
+                        continue
+                    streamed = True
+                    yield LogLine("stdout", text if text.endswith("\n") else text + "\n")
+            except Exception as exc:  # no log backend: the log comes back with the result
+                print(f"flyte-jupyter: no live logs ({exc}); they follow the run", file=sys.stderr)
         self.wait(None)
-        text = self.output_so_far()
-        for line in text.splitlines(keepends=True):
-            yield LogLine("stdout", line)
+        if not streamed:
+            for line in self.output_so_far().splitlines(keepends=True):
+                yield LogLine("stdout", line)
 
     def output_so_far(self) -> str:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import site
 import stat
 import sys
@@ -270,33 +271,75 @@ class _Selector:
         return ["."]
 
     def _walk(self, honour_ignore_files: bool) -> list[str]:
-        """Files under root, pruning the standard list (and ignore files, when honoured)."""
+        """Files under root, pruning the standard list (and ignore files, when honoured).
+
+        Iterative (any depth). Skipped with a warning instead of failing or vanishing: folders
+        that cannot be read, paths longer than the OS allows, kernel filesystems (/proc, /sys)
+        and names that are not valid UTF-8. Those are skipped rather than shipped because the
+        manifest and archive name files in UTF-8, and no module can be imported by such a name.
+        """
         tree = ig.IgnoreTree(self.root)
+        special = _special_mounts()
         out: list[str] = []
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            rel_dir = Path(dirpath).relative_to(self.root).as_posix()
-            rel_dir = "" if rel_dir == "." else rel_dir
+        stack = [""]
+        while stack:
+            rel_dir = stack.pop()
             prefix = f"{rel_dir}/" if rel_dir else ""
+            entries = self._list_dir(rel_dir)
+            if entries is None:
+                continue
             if honour_ignore_files:
-                tree.load_dir(rel_dir)
-            keep = []
-            for name in sorted(dirnames):
-                rel = prefix + name
-                if ig.is_standard_name(name, is_dir=True) or (
-                    honour_ignore_files and tree.is_ignored(rel, is_dir=True)
+                try:
+                    tree.load_dir(rel_dir)
+                except OSError as exc:
+                    self._skip_dir(rel_dir, f"cannot read its ignore files ({exc.strerror})")
+                    continue
+            subdirs = []
+            for entry in entries:
+                rel = prefix + entry.name
+                is_dir = _is_dir(entry)
+                if ig.is_standard_name(entry.name, is_dir=is_dir) or (
+                    honour_ignore_files and tree.is_ignored(rel, is_dir=is_dir)
                 ):
                     continue
-                if os.path.islink(os.path.join(dirpath, name)):
-                    self.warnings.append(f"skipped {rel}/: symlinked directories are not followed")
-                    continue
-                keep.append(name)
-            dirnames[:] = keep
-            for name in sorted(filenames):
-                rel = prefix + name
-                if ig.is_standard_name(name) or (honour_ignore_files and tree.is_ignored(rel)):
-                    continue
-                out.append(rel)
+                if not _utf8(entry.name):
+                    self._warn_once(
+                        f"skipped {_shown(rel)}{'/' if is_dir else ''}: its name is not valid "
+                        "UTF-8; rename it to ship it"
+                    )
+                elif len(os.fsencode(entry.path)) + (_NAME_MAX + 1 if is_dir else 0) >= _PATH_MAX:
+                    where = "the paths inside it are" if is_dir else "its path is"
+                    self._warn_once(
+                        f"skipped {_shown(rel)}{'/' if is_dir else ''}: {where} longer than "
+                        f"the OS allows ({_PATH_MAX} bytes)"
+                    )
+                elif not is_dir:
+                    out.append(rel)
+                elif entry.is_symlink():
+                    self._warn_once(f"skipped {rel}/: symlinked directories are not followed")
+                elif entry.path in special:
+                    self._skip_dir(rel, f"{special[entry.path]} is a kernel filesystem, not files")
+                else:
+                    subdirs.append(rel)
+            stack.extend(reversed(subdirs))
         return out
+
+    def _list_dir(self, rel_dir: str) -> list[os.DirEntry[str]] | None:
+        """A folder's entries sorted by name; None (and a warning) when it cannot be read."""
+        try:
+            with os.scandir(self.root_prefix + rel_dir if rel_dir else self.root) as it:
+                return sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            self._skip_dir(rel_dir, f"cannot read it ({exc.strerror})")
+            return None
+
+    def _skip_dir(self, rel: str, why: str) -> None:
+        self._warn_once(f"left out {_shown(rel) or '.'}/: {why}")
+
+    def _warn_once(self, message: str) -> None:
+        """The `all` walk and the include walk meet the same trouble: say it once."""
+        if message not in self.warnings:
+            self.warnings.append(message)
 
     def _add_includes(self) -> None:
         matched: set[str] = set()
@@ -590,6 +633,72 @@ def is_installed(name: str, root: Path, foreign_dirs: list[Path]) -> bool:
         return False
     places = [spec.origin] if spec.origin else list(spec.submodule_search_locations or [])
     return any(Path(p).resolve().is_relative_to(d) for p in places for d in foreign_dirs)
+
+
+_PATH_MAX = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 4096
+_NAME_MAX = 255
+_KERNEL_FILESYSTEMS = frozenset(
+    [
+        "proc",
+        "sysfs",
+        "devtmpfs",
+        "devpts",
+        "cgroup",
+        "cgroup2",
+        "debugfs",
+        "tracefs",
+        "securityfs",
+        "pstore",
+        "bpf",
+        "mqueue",
+        "configfs",
+        "fusectl",
+        "binfmt_misc",
+        "autofs",
+        "hugetlbfs",
+        "efivarfs",
+        "nsfs",
+        "rpc_pipefs",
+        "selinuxfs",
+    ]
+)
+
+
+def _special_mounts() -> dict[str, str]:
+    """Mount point -> type of the kernel filesystems mounted here (Linux; empty elsewhere)."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="surrogateescape") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return {}
+    out = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) > 2 and parts[2] in _KERNEL_FILESYSTEMS:
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[1])
+            out[point] = parts[2]
+    return out
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(rel: str) -> str:
+    """A path for a warning: undecodable bytes escaped (\\xff), very long paths elided."""
+    text = os.fsencode(rel).decode("utf-8", "backslashreplace")
+    return text if len(text) <= 120 else f"{text[:60]}...{text[-50:]}"
 
 
 def _mb(n: int) -> str:

@@ -103,9 +103,10 @@ class _Run:
 class FlyteEmulator:
     """Context manager: the control-plane server plus the pods it starts.
 
-    `pod_mode="process"` runs `a0` as a local subprocess in an empty temp cwd; `"docker"` runs
-    the TaskSpec's command/args in a container of `image` (or of the TaskSpec's own image when
-    the engine has it) with host networking, so the pod reaches moto on 127.0.0.1.
+    `pod_mode="process"` runs `a0` as a local subprocess in an empty temp cwd (it sees this
+    interpreter's site-packages); `"docker"` runs the TaskSpec's command/args in a container of
+    the TaskSpec's image when the engine has it, else of `image`, with host networking, so the
+    pod reaches moto on 127.0.0.1.
     """
 
     def __init__(
@@ -119,8 +120,6 @@ class FlyteEmulator:
     ):
         if pod_mode not in ("process", "docker"):
             raise ValueError(f"pod_mode must be 'process' or 'docker', not {pod_mode!r}")
-        if pod_mode == "docker" and not image:
-            raise ValueError("pod_mode='docker' needs an image holding flyte")
         self.workdir = Path(workdir)
         self.s3 = s3
         self.pod_mode = pod_mode
@@ -137,6 +136,7 @@ class FlyteEmulator:
         self.calls: list[str] = []
         self._runs: dict[str, _Run] = {}
         self._threads: list[threading.Thread] = []
+        self._names: set[str] = set()
         self._cond = threading.Condition()
         self._closing = threading.Event()
         self._server = None
@@ -398,8 +398,9 @@ class FlyteEmulator:
             }
         )
         with self._cond:
-            if run_id.name in self._runs:
+            if run_id.name in self._names:  # also across reset(): storage paths are per name
                 raise ConnectError(Code.ALREADY_EXISTS, f"run {run_id.name} already exists")
+            self._names.add(run_id.name)
             run = _Run(
                 id=run_id,
                 request=req,
@@ -504,6 +505,8 @@ class FlyteEmulator:
                 image = spec_image  # the TaskSpec's image when the engine has it
             except docker.errors.ImageNotFound:
                 pass
+        if not image:
+            raise RuntimeError(f"image {spec_image!r} is not on the engine and no image was given")
         n = len(run.task_spec.task_template.container.command)
         run.container = self._docker.containers.run(
             image,

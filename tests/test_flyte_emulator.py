@@ -199,6 +199,31 @@ def test_abort_kills_the_process_pod(flyte_emulator: FlyteEmulator, project: Pat
     check_abort(flyte_emulator, project)
 
 
+def test_a_run_name_is_taken_once(flyte_emulator: FlyteEmulator, project: Path):
+    code = (
+        "import sys, pathlib, flyte, tasks\n"
+        "flyte.init_from_config(sys.argv[1], root_dir=pathlib.Path.cwd())\n"
+        "ctx = flyte.with_runcontext(copy_style='loaded_modules', name='same-name')\n"
+        "ctx.run(tasks.add, 1, 2).wait(quiet=True)\n"
+        "try:\n"
+        "    ctx.run(tasks.add, 3, 4)\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(flyte_emulator.config_path)],
+        cwd=project,
+        env={**os.environ, **flyte_emulator.client_env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "already exists" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert flyte_emulator.run_names == ["same-name"]
+    assert flyte_emulator.run_phase("same-name") == "SUCCEEDED"
+    print("runs created under one name:", len(flyte_emulator.run_names))
+
+
 def test_unknown_run_is_not_found(flyte_emulator: FlyteEmulator):
     code = (
         "import sys, flyte, flyte.remote\n"

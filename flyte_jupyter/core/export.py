@@ -14,8 +14,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import nbformat
-
 from .errors import UsageError
 from .image import WORKDIR, BuildContext, Image, Log, build_image, render_for_build
 from .notebook import GENERATED_PACKAGE
@@ -38,6 +36,8 @@ def notebook_code(path: Path) -> tuple[str, list[str]]:
     IPython syntax is translated, never executed: `%%flyte_run` cells become plain code,
     `!cmd` and `%%bash` become `subprocess.run`, other magics are dropped with a comment.
     """
+    import nbformat  # lazy: it pulls in jsonschema, ~1 s of import for every CLI command
+
     try:
         book = nbformat.read(path, as_version=4)
     except (OSError, ValueError) as exc:

@@ -1,0 +1,125 @@
+"""Import discipline: the CLI, `%load_ext flyte_jupyter` and the server extension import only
+what starting them needs. nbformat (-> jsonschema, ~1-3 s), docker, the fsspec cloud backends,
+flyte and ipywidgets are imported by the commands that use them, never at startup."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from kernel import Kernel
+
+HEAVY = (
+    "nbformat",
+    "jsonschema",
+    "docker",
+    "fsspec",
+    "s3fs",
+    "gcsfs",
+    "botocore",
+    "boto3",
+    "aiobotocore",
+    "flyte",
+    "flyteidl2",
+    "ipywidgets",
+)
+CLI_HEAVY = (*HEAVY, "IPython", "cloudpickle")
+
+
+def _report(heavy: tuple[str, ...]) -> str:
+    """Code printing, as JSON, which of `heavy` are loaded (top-level names)."""
+    return (
+        "import json, sys\n"
+        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r}))))\n"
+    )
+
+
+def _heavy_after(code: str, tmp_path: Path) -> list[str]:
+    """The heavy top-level modules loaded after running `code` in a fresh interpreter."""
+    done = subprocess.run(
+        [sys.executable, "-c", code + "\n" + _report(CLI_HEAVY)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_cli_import_loads_no_heavy_module(tmp_path):
+    loaded = _heavy_after("import flyte_jupyter.cli", tmp_path)
+    print("heavy modules after `import flyte_jupyter.cli`:", loaded)
+    assert loaded == []
+
+
+def test_cli_help_loads_no_heavy_module(tmp_path):
+    code = (
+        "from flyte_jupyter.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass"
+    )
+    loaded = _heavy_after(code, tmp_path)
+    print("heavy modules after `flyte-jupyter --help`:", loaded)
+    assert loaded == []
+
+
+def test_load_ext_in_a_real_kernel_loads_no_heavy_module(tmp_path):
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'imports'\n")
+    kernel = Kernel(tmp_path, env={"FLYTE_JUPYTER_DATA_DIR": str(tmp_path / "data")})
+    try:
+        before = kernel.execute(_report(HEAVY))
+        loaded = kernel.execute("%load_ext flyte_jupyter")
+        assert loaded.error is None, loaded.error_text
+        after = kernel.execute(_report(HEAVY))
+        magics = kernel.execute("%lsmagic")
+    finally:
+        kernel.shutdown()
+    print("heavy modules in the kernel before/after %load_ext:", before.stdout, after.stdout)
+    assert json.loads(after.stdout) == json.loads(before.stdout) == []
+    assert "flyte_run" in (magics.result or "")
+
+
+def test_server_extension_load_adds_no_heavy_module(tmp_path):
+    """A real ServerApp (no HTTP server) loads the extension; jupyter_server itself imports
+    nbformat, so what is checked is what loading our extension adds."""
+    code = textwrap.dedent(
+        f"""
+        import json, sys
+        from jupyter_server.serverapp import ServerApp
+        heavy = {HEAVY!r}
+        app = ServerApp(jpserver_extensions={{"flyte_jupyter.server": False}})
+        app.initialize(argv=["--ServerApp.root_dir={tmp_path}"], new_httpserver=False)
+        before = {{m.split('.')[0] for m in sys.modules}}
+        from flyte_jupyter.server import _load_jupyter_server_extension
+        _load_jupyter_server_extension(app)
+        added = {{m.split('.')[0] for m in sys.modules}} - before
+        from tornado.httputil import HTTPHeaders, HTTPServerRequest
+        request = HTTPServerRequest(
+            "GET", "/flyte-jupyter/api/runs", headers=HTTPHeaders({{"Host": "localhost"}})
+        )
+        handler = app.web_app.find_handler(request).handler_class.__name__
+        print(json.dumps([sorted(added & set(heavy)), handler]))
+        """
+    )
+    env_dirs = {
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "JUPYTER_DATA_DIR": str(tmp_path / "jdata"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, **env_dirs},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    added, handler = json.loads(done.stdout.strip().splitlines()[-1])
+    print("heavy modules the server extension adds:", added, "; /runs served by", handler)
+    assert added == []
+    assert handler == "RunsHandler"

@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -71,7 +72,8 @@ class FlyteExecutor:
         """Code bytes the last launch sent (0 when the data plane already had the bundle)."""
         # No config, no project or an endpoint that does not answer: say so now, before
         # `submit()` uploads or records anything (settings of the working directory's project).
-        self.target(self.settings(str(Path.cwd())))
+        settings = self.settings(str(Path.cwd()))
+        self._checked = (settings, self.target(settings))
 
     # --- settings and connection -------------------------------------------------------
 
@@ -136,7 +138,9 @@ class FlyteExecutor:
 
     def launch(self, spec: RunSpec, store: Store) -> FlyteExecution:
         settings = self.settings(spec.root_dir)
-        target = self.target(settings)
+        checked, target = self._checked
+        if settings != checked:
+            target = self.target(settings)
         self.connect(target)
         try:
             remote = _submit(self, spec, store, settings, target)
@@ -221,6 +225,7 @@ def _upload_once(local: Path, key: str, name: str) -> tuple[str, int]:
     return url, local.stat().st_size
 
 
+@lru_cache(maxsize=1)
 def runtime_archive() -> tuple[Path, str]:
     """Our runtime package (stdlib-only plus the Flyte task module) as a deterministic
     .tar.gz, and its sha256, so the pod needs only `flyte` and the user's packages."""
@@ -370,6 +375,10 @@ def with_bootstrap(task_spec: Any, runtime_url: str, runtime_sha: str, digest: s
     container.args.extend([*boot, *args])
 
 
+_KNOBS = ("resources", "secrets", "retries", "timeout")
+_TASK_SPECS: dict[tuple, Any] = {}
+
+
 def _submit(
     executor: FlyteExecutor, spec: RunSpec, store: Store, settings: dict[str, Any], target: Target
 ) -> Any:
@@ -395,10 +404,16 @@ def _submit(
     executor.last_upload_bytes = sent + runtime_sent
     image = config.resolve_image(spec.image, settings.get("images") or {})
     task = task_for(spec, settings)
-    task_spec = build_task_spec(
-        task, version=spec.version, image=image, bundle_url=bundle_url, target=target
-    )
-    with_bootstrap(task_spec, runtime_url, runtime_sha, spec.digest)
+    knobs = tuple(str(settings.get(k)) for k in _KNOBS)
+    key = (spec.entry, spec.version, image, bundle_url, runtime_url, spec.digest, target, knobs)
+    if key not in _TASK_SPECS:  # serializing reads the task's source: once per process
+        task_spec = build_task_spec(
+            task, version=spec.version, image=image, bundle_url=bundle_url, target=target
+        )
+        with_bootstrap(task_spec, runtime_url, runtime_sha, spec.digest)
+        _TASK_SPECS[key] = task_spec
+    task_spec = type(_TASK_SPECS[key])()
+    task_spec.CopyFrom(_TASK_SPECS[key])
     runner = _Runner(
         force_mode="remote",
         name=spec.name if spec.name and _RUN_NAME.match(spec.name) else None,

@@ -104,7 +104,7 @@ def _interpreter(python: str | None) -> str:
 def _runtime_command(python: str) -> list[str]:
     """This interpreter imports our runtime as installed; any other gets a private copy of the
     runtime (stdlib-only for file:// stores) put on sys.path just long enough to import it."""
-    if os.path.realpath(python) == os.path.realpath(sys.executable):
+    if _same_environment(python):
         return [python, "-I", "-u", "-m", "flyte_jupyter.runtime"]
     copy = runtime_copy()
     boot = (
@@ -113,6 +113,24 @@ def _runtime_command(python: str) -> list[str]:
         "sys.exit(main(sys.argv[1:]))"
     )
     return [python, "-I", "-u", "-c", boot]
+
+
+def _same_environment(python: str) -> bool:
+    """Whether `python` sees our installed packages: the same executable *and* the same
+    sys.prefix. A venv made without --copies links to its base interpreter, so resolved paths
+    match while its site-packages (no flyte_jupyter) differ; Python finds its venv by the
+    pyvenv.cfg next to the unresolved executable or one level up, and so do we."""
+    if os.path.realpath(python) != os.path.realpath(sys.executable):
+        return False
+    ours = Path(sys.prefix).resolve() if sys.prefix != sys.base_prefix else None
+    return _venv_dir(Path(python)) == ours
+
+
+def _venv_dir(python: Path) -> Path | None:
+    for folder in (python.absolute().parent, python.absolute().parent.parent):
+        if (folder / "pyvenv.cfg").is_file():
+            return folder.resolve()
+    return None
 
 
 def runtime_copy() -> Path:

@@ -365,3 +365,16 @@ def test_prune_needs_a_rule_and_reads_ages(tree):
     ]:
         proc, _ = _cli("runs", "prune", *args, cwd=root)
         assert proc.returncode == 2 and message in _one_line(proc)
+
+
+def test_missing_object_in_a_bucket_named_bucket_is_not_a_missing_bucket(s3_server):
+    options = servers.s3_options(s3_server.url)
+    bucket = f"bucket{uuid.uuid4().hex[:8]}"  # the word once made every missing key "no bucket"
+    fs, _ = blobs.filesystem(f"s3://{bucket}", options)
+    fs.mkdir(bucket)
+    store = Store(f"s3://{bucket}/prefix", options)
+    with pytest.raises(FileNotFoundError):
+        store.get_bytes(store.run_url("r1", "error.json"))
+    missing = Store(f"s3://nosuch{uuid.uuid4().hex[:8]}/prefix", options)
+    with pytest.raises(StorageError, match="create the bucket"):
+        missing.get_bytes(missing.run_url("r1", "error.json"))

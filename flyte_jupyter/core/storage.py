@@ -139,6 +139,13 @@ class Store:
     # --- objects -------------------------------------------------------------------------
 
     def _fs(self, url: str) -> tuple[Any, str]:
+        if url.startswith(("s3://", "s3a://")):
+            # s3fs itself, not fsspec's registry: importing flyte (the flyte executor) swaps
+            # the registry's s3 for obstore's, which rejects s3fs options (FLYTE-NOTES pitfall 1)
+            from s3fs import S3FileSystem
+
+            fs = S3FileSystem(**self.options)
+            return fs, fs._strip_protocol(url)
         return blobs.filesystem(url, self.options)
 
     def _preflight(self, action: str, url: str) -> None:
@@ -320,7 +327,7 @@ class Store:
             try:
                 return op(max(deadline - time.monotonic(), 0.1))
             except FileNotFoundError as exc:
-                if _looks_like(exc, "bucket"):
+                if _looks_like(exc, "nosuchbucket", "bucket does not exist"):
                     raise StorageError(self._explain("no_bucket", action, url, exc)) from None
                 if action in ("read", "check", "download"):
                     raise

@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 from .core import history
 from .core.bundle import Bundle, build_bundle
+from .core.entrypoint import check_call
 from .core.errors import FlyteJupyterError, RemoteError, RunError, UsageError
 from .core.export import export_notebook, notebook_selection
 from .core.imports import module_name_for
@@ -85,7 +86,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     runs = sub.add_parser("runs", help="the run history", description="List and inspect runs.")
-    runs.add_argument("--limit", type=int, default=20, help="how many runs to list")
+    runs.add_argument("--limit", type=_positive, default=20, help="how many runs to list")
     runs_sub = runs.add_subparsers(dest="runs_command", parser_class=_Parser)
     for name, help_text in [
         ("show", "a run's spec, status and outcome"),
@@ -128,6 +129,17 @@ def _build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     export.set_defaults(func=_cmd_export)
     return parser
+
+
+def _positive(text: str) -> int:
+    """A count of at least 1 (`runs --limit 0` would list nothing and say "no runs yet")."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
 
 
 def _selection_options(parser: argparse.ArgumentParser) -> None:
@@ -274,6 +286,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"{file_part} does not exist")
     check_timeout(args.timeout)
     kwargs = parse_pairs(args.arg, "--arg", json_values=True, identifiers=True)
+    check_call(path, function, kwargs)
     selection = _select(args, args.root_dir, [str(path)])
     for warning in selection.warnings:
         print(f"warning: {warning}", file=sys.stderr)

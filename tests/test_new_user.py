@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from flyte_jupyter.core import history
+
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -52,3 +56,66 @@ def test_an_ordinary_venv_is_another_environment(tree, tmp_path):
     done = cli("run", "plain.py:main", "--image", f"python={env}", cwd=app)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f'"{env}"'
+
+
+# --- FILE.py:FUNCTION and --arg are checked before a run starts ---------------------------------
+
+APP = {
+    "pyproject.toml": "[project]\nname='shop'\n",
+    "app.py": """
+        from helpers import imported_main
+
+
+        def main(region="eu", *, rate=1.0):
+            return region
+
+
+        def needs(count):
+            return count
+
+
+        def anything(**kwargs):
+            return sorted(kwargs)
+        """,
+    "helpers.py": "def imported_main():\n    return 'ok'\n",
+}
+
+
+@pytest.mark.parametrize(
+    ("target", "args", "message"),
+    [
+        ("app.py:nosuch", [], "app.py defines no function 'nosuch' (its functions: anything, main"),
+        ("app.py:main", ["--arg", "zzz=1"], "main() takes no argument 'zzz' (its parameters: "),
+        ("app.py:needs", [], "needs() needs argument 'count': add --arg count=JSON"),
+    ],
+)
+def test_a_wrong_function_or_argument_fails_before_any_run(tree, target, args, message):
+    app = tree(APP)
+    done = cli("run", target, *args, cwd=app)
+    assert done.returncode == 2
+    assert message in one_line(done.stderr)
+    runs = history.recent()
+    print(f"runs recorded: {len(runs)}")
+    assert runs == []
+
+
+def test_functions_the_check_cannot_see_still_run(tree):
+    app = tree(APP)
+    for target, args, expected in [
+        ("app.py:imported_main", [], '"ok"'),
+        ("app.py:anything", ["--arg", "zzz=1"], '[\n  "zzz"\n]'),
+        ("app.py:main", ["--arg", "rate=2"], '"eu"'),
+    ]:
+        done = cli("run", target, *args, cwd=app)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == expected
+
+
+def test_runs_limit_zero_is_refused_not_reported_as_no_runs(tree):
+    app = tree(APP)
+    assert cli("run", "app.py:main", cwd=app).returncode == 0
+    done = cli("runs", "--limit", "0", cwd=app)
+    assert done.returncode == 2 and "no runs yet" not in done.stdout
+    assert "--limit: '0' is not a whole number of at least 1" in one_line(done.stderr)
+    listed = cli("runs", "--limit", "1", cwd=app)
+    assert listed.returncode == 0 and "app:main" in listed.stdout, listed.stdout

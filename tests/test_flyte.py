@@ -375,3 +375,30 @@ def test_logs_stream_while_the_flyte_run_runs(tree, emulator, tmp_path):
     gap = seen["step 2"] - seen["step 1"]
     print(f"'step 1' arrived {gap:.1f}s before 'step 2'")
     assert gap > 2.5 and list(seen)[-1] == '"done"'
+
+
+def test_an_s3_store_works_beside_flyte_and_detached_runs_are_followed(
+    tree, emulator, s3_server, tmp_path
+):
+    """Importing flyte swaps fsspec's s3 implementation process-wide (FLYTE-NOTES pitfall 1):
+    the store must keep working; and a detached Flyte run is followed from another process."""
+    import boto3
+
+    bucket = f"store-{os.getpid()}-{time.monotonic_ns()}"
+    boto3.client("s3", endpoint_url=s3_server.url).create_bucket(Bucket=bucket)
+    root = tree(PROJECT)
+    env = cli_env(emulator)
+    store = ["--store", f"s3://{bucket}", "--storage-option", f"endpoint_url={s3_server.url}"]
+    ok = cli(env, tmp_path, "run", f"{root}/app.py:main", "--executor", "flyte", *store)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines()[-1] == "36.6"
+    detached = cli(env, tmp_path, "run", f"{root}/app.py:slow", "--executor", "flyte", "--detach")
+    run_id = detached.stdout.strip()
+    listing = cli(env, tmp_path, "runs").stdout
+    run_name = detached.stderr.split("Flyte run ", 1)[1].split(":", 1)[0]
+    print(listing)
+    assert run_id in listing and run_name in listing
+    cancel = cli(env, tmp_path, "runs", "cancel", run_id)
+    assert cancel.returncode == 0, cancel.stderr
+    print(f"after runs cancel: {cancel.stdout.strip()}, Flyte says {emulator.run_phase(run_name)}")
+    assert "cancelled" in cancel.stdout and emulator.run_phase(run_name) == "ABORTED"

@@ -327,7 +327,7 @@ class Store:
             try:
                 return op(max(deadline - time.monotonic(), 0.1))
             except FileNotFoundError as exc:
-                if _looks_like(exc, "bucket"):
+                if _looks_like(exc, "nosuchbucket", "bucket does not exist"):
                     raise StorageError(self._explain("no_bucket", action, url, exc)) from None
                 if action in ("read", "check", "download"):
                     raise

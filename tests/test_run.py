@@ -111,7 +111,7 @@ def test_changed_module_changes_digest_and_remote_sees_new_code(tree, store: Sto
     assert first.upload and first.upload.uploaded_bytes > 0
     again = submit(bundle_of(root), "app:main", store=store)
     assert again.result(timeout=60) == 64.8
-    assert again.upload and again.upload.uploaded_bytes == 0 and again.upload.skipped == "known"
+    assert again.upload and again.upload.uploaded_bytes == 0 and again.upload.skipped == "exists"
     (root / "shop/rates.py").write_text("RATES = {'eu': 0.5, 'us': 0.1}\n")
     changed = submit(bundle_of(root), "app:main", store=store)
     assert changed.spec.digest != first.spec.digest

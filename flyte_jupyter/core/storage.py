@@ -93,7 +93,7 @@ class UploadResult:
     url: str
     uploaded_bytes: int
     skipped: str | None
-    """Why nothing was sent: "known" (recorded locally) or "exists" (found in the store)."""
+    """Why nothing was sent: "exists" (the store already holds the bundle), else None."""
 
 
 def describe_upload(upload: UploadResult | None) -> str:

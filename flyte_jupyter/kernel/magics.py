@@ -5,9 +5,11 @@ core, show the outcome."""
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shlex
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from IPython.core.error import UsageError as IPythonUsageError
@@ -15,12 +17,16 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.display import display
 
 from ..core import cells, history
-from ..core.errors import FlyteJupyterError, RemoteError, UsageError
+from ..core.errors import FlyteJupyterError, RemoteError, RunCancelled, UsageError
+from ..core.executors.registry import LogLine
 from ..core.export import export_notebook
 from ..core.notebook import NotebookError
 from ..core.pairs import parse_pairs
-from ..core.submit import Run, check_timeout
+from ..core.submit import Run, RunTimeout, check_timeout
+from ..runtime import protocol
 from . import display as views
+from . import tracebacks
+from .output import CoalescedOutput
 from .session import KernelSession
 
 _FLAGS = {"--dry-run", "--detach"}
@@ -91,11 +97,20 @@ def magic_options(raw: str) -> tuple[dict[str, Any], str]:
     return {}, raw
 
 
+def _running(lines: Iterator[LogLine], status: views.StatusLine) -> Iterator[LogLine]:
+    """The run's output; its first line shows the run as running."""
+    for line in lines:
+        status.update(protocol.RUNNING)
+        yield line
+
+
 @magics_class
 class FlyteMagics(Magics):
     def __init__(self, shell: Any, session: KernelSession):
         super().__init__(shell)
         self.session = session
+        self.run_cells: dict[str, tracebacks.RunCell] = {}
+        """Per run id: where its cell's remote frames are shown (see tracebacks.py)."""
 
     # --- running ---------------------------------------------------------------------------
 
@@ -124,7 +139,8 @@ class FlyteMagics(Magics):
         check_timeout(ns.timeout)
         session = self.session
         settings, root = session.effective(_options(ns))
-        label = f"In[{self.session.current_count()}]"
+        count = self.session.current_count()
+        label = f"In[{count}]"
         source = self.shell.transform_cell(code)
         prepared = cells.prepare_cell(
             session.state,
@@ -143,19 +159,29 @@ class FlyteMagics(Magics):
             return None
         run = cells.submit_cell(prepared, settings, ns.name or label, views.upload_progress())
         session.line_maps[run.id] = prepared.slice.line_map
-        print(views.run_banner(run, prepared), file=sys.stderr)
+        raw = self.shell.history_manager.input_hist_raw
+        self.run_cells[run.id] = tracebacks.register_run_cell(
+            self.shell, run.id, label, raw[count] if count < len(raw) else code, code, str(root)
+        )
+        status = views.StatusLine(run, prepared)
         if ns.detach:
+            status.update(protocol.SUBMITTED, f"detached; %flyte_result {run.id} fetches it")
             return run
         try:
-            for line in run.follow(ns.timeout):
-                stream = sys.stdout if line.stream == "stdout" else sys.stderr
-                stream.write(line.text)
-                stream.flush()
+            output = CoalescedOutput({"stdout": sys.stdout, "stderr": sys.stderr})
+            output.copy(_running(run.follow(ns.timeout), status))
             result = cells.cell_result(run, self.shell.user_ns, prepared.slice.line_map, ns.timeout)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, RunCancelled):  # the Stop button, or the sidebar / CLI
             run.cancel()
-            print(f"flyte-jupyter: run {run.id} cancelled", file=sys.stderr)
+            status.update(protocol.CANCELLED, "the output so far is kept")
             return None
+        except RunTimeout:
+            status.update("timed out")
+            raise
+        except BaseException:
+            status.update(protocol.FAILED)
+            raise
+        status.update(protocol.SUCCEEDED)
         return self._apply(result)
 
     def _notes(self, prepared: cells.PreparedCell, root: Any) -> list[str]:
@@ -281,14 +307,32 @@ class FlyteMagics(Magics):
         display(views.runs_table([Run.refresh(r) for r in history.recent(limit)]), raw=True)
 
 
-def _show_remote_error(
-    shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None
+def _show_error(
+    run_cells: dict[str, tracebacks.RunCell],
+    shell: Any,
+    etype: type,
+    value: BaseException,
+    tb: Any,
+    tb_offset: Any = None,
 ) -> Any:
-    """Show a RemoteError as the remote traceback (mapped to notebook cells), without the
-    local frames of the magic that re-raised it."""
-    text = str(value)
-    stb = [text]
-    shell._showtraceback(etype, value, stb)
+    """Show a RemoteError as IPython shows a local exception, its frames those of the
+    remote traceback (mapped to notebook cells and project files), without the local frames
+    of the magic that re-raised it; any other of our errors as its one line."""
+    stb = None
+    if isinstance(value, RemoteError):
+        try:
+            stb = tracebacks.structured(shell, value, run_cells.get(value.run_id))
+        except Exception:  # a traceback the formatter cannot draw: its text, as sent
+            stb = None
+    if stb is None:
+        stb = [str(value)]
+        shell._showtraceback(etype, value, stb)
+        return stb
+    value.brief = True  # the error's value is its message, as for a local exception
+    try:
+        shell._showtraceback(etype, value, stb)
+    finally:
+        value.brief = False
     return stb
 
 
@@ -296,8 +340,11 @@ def load(shell: Any) -> None:
     session = KernelSession(shell)
     session.replay_history()
     shell.events.register("post_run_cell", session.post_run_cell)
-    shell.register_magics(FlyteMagics(shell, session))
-    shell.set_custom_exc((RemoteError, FlyteJupyterError), _show_remote_error)
+    magics = FlyteMagics(shell, session)
+    shell.register_magics(magics)
+    shell.set_custom_exc(
+        (RemoteError, FlyteJupyterError), functools.partial(_show_error, magics.run_cells)
+    )
     shell._flyte_session = session
     _register_comm_target(session)
 

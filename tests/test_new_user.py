@@ -119,3 +119,80 @@ def test_runs_limit_zero_is_refused_not_reported_as_no_runs(tree):
     assert "--limit: '0' is not a whole number of at least 1" in one_line(done.stderr)
     listed = cli("runs", "--limit", "1", cwd=app)
     assert listed.returncode == 0 and "app:main" in listed.stdout, listed.stdout
+
+
+# --- export ----------------------------------------------------------------------------------
+
+
+def test_export_ships_cell_includes_runs_timed_statements_and_pins_once(tmp_path):
+    """`%%flyte_run --include` data ships in the image, `%time x = ...` defines x, and a
+    `%pip install requests` next to the installed pin lists requests once, pinned."""
+    from importlib.metadata import version as installed
+
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from flyte_jupyter.core.export import export_notebook
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "pyproject.toml").write_text("[project]\nname='p'\n")
+    (root / "data").mkdir()
+    (root / "data" / "prices.json").write_text("[1, 2]\n")
+    (root / "data" / "notes.txt").write_text("not asked for\n")
+    book = new_notebook(
+        cells=[
+            new_code_cell("%pip install pathspec -q"),
+            new_code_cell(
+                "%%flyte_run --include 'data/*.json'\nimport json, pathspec\n"
+                "prices = json.load(open('data/prices.json'))"
+            ),
+            new_code_cell("%time total = sum(prices)\n%timeit -n 3 -r 1 again = total + 1"),
+        ]
+    )
+    nbformat.write(book, root / "shop.ipynb")
+    out = tmp_path / "context"
+    result = export_notebook(root / "shop.ipynb", context_only=out)
+    shipped = sorted(f.path for f in result.selection.files)
+    print(f"shipped: {shipped}")
+    assert "data/prices.json" in shipped and "data/notes.txt" not in shipped
+    assert (out / "root/app/data/prices.json").is_file()
+    job = (out / "root/app/_flyte_notebook/shop_job.py").read_text()
+    assert "\ntotal = sum(prices)\n" in job and "\nagain = total + 1\n" in job
+    version = installed("pathspec")
+    names = [r for r in result.requirements if r.lower().startswith("pathspec")]
+    print(f"pathspec requirements: {names}")
+    assert names == [f"pathspec=={version}"]
+    requirements_txt = (out / "build/requirements.txt").read_text().split()
+    assert (
+        requirements_txt.count(f"pathspec=={version}") == 1 and "pathspec" not in requirements_txt
+    )
+    # the job runs: a real interpreter, in the exported layout, with x defined
+    done = subprocess.run(
+        [sys.executable, "-c", (out / "root/app/_flyte_notebook/shop_job.py").read_text()],
+        cwd=out / "root/app",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert '"again": 4' in done.stdout and '"total": 3' in done.stdout
+
+
+def test_export_of_a_missing_notebook_says_it_does_not_exist(tmp_path):
+    done = cli("export", "nosuch.ipynb", "--context-only", str(tmp_path / "ctx"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "nosuch.ipynb does not exist" in one_line(done.stderr)
+
+
+def test_an_airgapped_build_reads_requirements_files_as_pip_does(tmp_path):
+    """Comment and blank lines of a requirements file are not package names for pip download."""
+    from flyte_jupyter.core.image import Image, render_for_build
+
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("# pinned for the job\n\npathspec  # walks trees\n")
+    image = Image.from_debian_base(None, "airgapped").with_requirements(requirements)
+    context = render_for_build(image, airgapped=True)
+    wheels = [name for name in context.files if name.startswith("build/wheels/")]
+    print(f"wheels: {wheels}")
+    assert len(wheels) == 1 and wheels[0].startswith("build/wheels/pathspec-")

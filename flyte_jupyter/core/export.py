@@ -13,6 +13,7 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import UsageError
 from .image import WORKDIR, BuildContext, Image, Log, build_image, render_for_build
@@ -23,6 +24,12 @@ _PIP = re.compile(r"^\s*[%!]\s*(?:python3? -m )?pip3?\s+install\s+(.*)$")
 _ASSIGN_SHELL = re.compile(r"^(\s*)([\w, ]+?)\s*=\s*!(.*)$")
 _SKIP_MAGICS = ("load_ext", "flyte_config", "flyte_bundle", "flyte_runs", "flyte_result",
                 "flyte_export", "matplotlib", "config", "autoreload", "reload_ext")  # fmt: skip
+_STATEMENT_MAGICS = {"time": set(), "timeit": {"-n", "-r", "-p"},
+                     "prun": {"-l", "-s", "-T", "-D"}}  # fmt: skip
+"""Line magics that wrap a statement, and their options that take a value."""
+_REQUIREMENT = re.compile(
+    r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*([<>=!~][^;]*)?\s*(;.*)?$"
+)
 _BODY_CELL_MAGICS = ("flyte_run", "time", "timeit", "capture", "prun")
 _PIP_VALUE_OPTIONS = {"-r", "--requirement", "-c", "--constraint", "-e", "--editable",
                       "-i", "--index-url", "--extra-index-url", "-f", "--find-links",
@@ -34,14 +41,22 @@ def notebook_code(path: Path) -> tuple[str, list[str]]:
     """The notebook's code cells as one Python module, and its `%pip install` requirements.
 
     IPython syntax is translated, never executed: `%%flyte_run` cells become plain code,
-    `!cmd` and `%%bash` become `subprocess.run`, other magics are dropped with a comment.
+    `!cmd` and `%%bash` become `subprocess.run`, `%time stmt` becomes `stmt`, other magics
+    are dropped with a comment.
     """
+    return _job_code(_read(path), path)
+
+
+def _read(path: Path) -> Any:
     import nbformat  # lazy: it pulls in jsonschema, ~1 s of import for every CLI command
 
     try:
-        book = nbformat.read(path, as_version=4)
+        return nbformat.read(path, as_version=4)
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read notebook {path}: {exc}") from exc
+
+
+def _job_code(book: Any, path: Path) -> tuple[str, list[str]]:
     requirements: list[str] = []
     chunks: list[str] = []
     for index, cell in enumerate(book.cells):
@@ -101,6 +116,8 @@ def _translate(source: str, requirements: list[str]) -> str:
             name, _, rest = stripped[1:].partition(" ")
             if name == "flyte_run" and rest.strip():
                 out.append(indent + _strip_options(rest))
+            elif name in _STATEMENT_MAGICS and _wrapped_statement(name, rest):
+                out.append(indent + _wrapped_statement(name, rest))
             elif name in _SKIP_MAGICS or name.startswith("flyte_"):
                 out.append(f"{indent}# (magic removed) {stripped}")
             else:
@@ -129,6 +146,40 @@ def _pip_requirements(args: str) -> list[str]:
     return out
 
 
+def _wrapped_statement(magic: str, rest: str) -> str:
+    """The statement `%time x = f()` or `%timeit -n 10 f()` wraps, run once in the job."""
+    words = rest.split(" ")
+    takes_value = _STATEMENT_MAGICS[magic]
+    i = 0
+    while i < len(words) and (not words[i] or words[i].startswith("-")):
+        i += 2 if words[i] in takes_value else 1
+    return " ".join(words[i:]).strip()
+
+
+def _cell_globs(book: Any) -> tuple[list[str], list[str]]:
+    """The --include and --exclude globs of the notebook's `%%flyte_run`/`%flyte_run` lines,
+    so the exported image ships what the cells shipped (e.g. `--include 'data/*.json'`)."""
+    include: list[str] = []
+    exclude: list[str] = []
+    for cell in book.cells:
+        if cell.get("cell_type") != "code" or not isinstance(cell.get("source"), str):
+            continue
+        for line in cell.source.splitlines():
+            head = line.strip()
+            if not head.startswith(("%%flyte_run", "%flyte_run")):
+                continue
+            try:
+                words = shlex.split(head.split(None, 1)[1] if " " in head else "")
+            except ValueError:
+                continue
+            for word, value in zip(words, [*words[1:], None], strict=True):
+                option, eq, inline = word.partition("=")
+                glob = inline if eq else value
+                if option in ("--include", "--exclude") and glob:
+                    (include if option == "--include" else exclude).append(glob)
+    return include, exclude
+
+
 def _strip_options(rest: str) -> str:
     words = rest.split()
     i = 0
@@ -151,17 +202,21 @@ def notebook_selection(
     returned) plus the files the copy style selects from it; and its `%pip` requirements.
     The CLI (`bundle NOTEBOOK.ipynb`), the server's preview and export all use this."""
     path = Path(notebook).resolve()
+    if not path.exists():
+        raise UsageError(f"{notebook} does not exist: give the path of a .ipynb notebook")
     if path.suffix != ".ipynb" or not path.is_file():
         raise UsageError(f"{notebook} is not a notebook file (.ipynb)")
-    code, requirements = notebook_code(path)
+    book = _read(path)
+    code, requirements = _job_code(book, path)
+    cell_include, cell_exclude = _cell_globs(book)
     stem = re.sub(r"\W", "_", path.stem)
     job = f"{GENERATED_PACKAGE}/{stem}_job.py"
     root = Path(root_dir).resolve() if root_dir else detect_root_dir(path.parent)
     selection = select_files(
         root,
         copy_style=copy_style,
-        include=include,
-        exclude=exclude,
+        include=[*include, *cell_include],
+        exclude=[*exclude, *cell_exclude],
         version=version,
         keep_notebook_outputs=keep_notebook_outputs,
         generated={
@@ -206,14 +261,14 @@ def export_notebook(
     selection, job, requirements = notebook_selection(
         path, root_dir=root_dir, include=include, exclude=exclude
     )
-    requirements += _pinned(selection.third_party)
+    requirements = _one_per_distribution([*requirements, *_pinned(selection.third_party)])
     stem = Path(job).stem.removesuffix("_job")
     name = image_name or f"flyte-jupyter-{stem.lower().replace('_', '-')}"
     image = (
         Image.from_base(base, name=name) if base else Image.from_debian_base(python_version, name)
     )
     if requirements:
-        image = image.with_pip_packages(*dict.fromkeys(requirements))
+        image = image.with_pip_packages(*requirements)
     image = image.with_files({f.path: f.source for f in selection.files}).with_entrypoint(
         "python", f"{WORKDIR}/{job}"
     )
@@ -228,6 +283,24 @@ def export_notebook(
         image, version=version, log=log, network=network, airgapped=airgapped, context=context
     )
     return ExportResult(tag, context, selection, job, requirements)
+
+
+def _one_per_distribution(requirements: list[str]) -> list[str]:
+    """One requirement per distribution, the most specific kept (`requests==2.34.2` over
+    `requests`, a bound over a bare name), in first-seen order; URLs and paths kept as given."""
+    chosen: dict[str, str] = {}
+    for requirement in requirements:
+        match = _REQUIREMENT.match(requirement)
+        key = re.sub(r"[-_.]+", "-", match.group(1)).lower() if match else requirement
+        if key not in chosen or _rank(requirement) > _rank(chosen[key]):
+            chosen[key] = requirement
+    return list(chosen.values())
+
+
+def _rank(requirement: str) -> int:
+    match = _REQUIREMENT.match(requirement)
+    spec = (match.group(2) or "").strip() if match else ""
+    return 2 if spec.startswith("==") else 1 if spec else 0
 
 
 def _pinned(third_party: list[str]) -> list[str]:

@@ -515,7 +515,7 @@ def render_for_build(
     if airgapped:
         reqs = list(image.pip_packages)
         for path in image.requirements:
-            reqs += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            reqs += ["-r", str(path)]  # pip reads its own format: comments, options, -r
         wheels = wheels_for(reqs, image.python_version) if reqs else {}
     return render(image, extra_ca_certs=extra_ca_certs, wheels=wheels)
 

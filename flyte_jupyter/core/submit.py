@@ -32,7 +32,14 @@ from ..runtime import protocol
 from ..runtime.extract import extract_verified
 from . import config, history
 from .bundle import Bundle
-from .errors import FlyteJupyterError, RemoteError, RunError, UsageError
+from .errors import (
+    FlyteJupyterError,
+    RemoteError,
+    RunCancelled,
+    RunError,
+    UsageError,
+    remote_error,
+)
 from .executors.registry import (  # noqa: F401 (re-exported)
     EXECUTOR_GROUP,
     Execution,
@@ -443,7 +450,10 @@ class Run:
         if self._cancelled:
             phase = protocol.CANCELLED
         elif phase not in protocol.FINAL:
-            phase = protocol.FAILED  # the process ended without saying how: it was killed
+            # ended without saying how: killed, or stopped by another process (the sidebar,
+            # `runs cancel`), which records the run cancelled before it signals it
+            recorded = history.get(self.id).status
+            phase = protocol.CANCELLED if recorded == protocol.CANCELLED else protocol.FAILED
         phases = {p["phase"]: p["at"] for p in doc.get("phases", [])}
         error = self._read_json(protocol.ERROR) if phase == protocol.FAILED else None
         history.update(
@@ -465,7 +475,7 @@ class Run:
         if status == protocol.SUCCEEDED:
             return self._load_output()
         if status == protocol.CANCELLED:
-            raise RunError(f"run {self.id} was cancelled")
+            raise RunCancelled(f"run {self.id} was cancelled")
         error = self._read_json(protocol.ERROR)
         if error is None and (history.get(self.id).error or "").startswith("not started: "):
             raise RunError(f"run {self.id} {history.get(self.id).error}")
@@ -477,7 +487,14 @@ class Run:
         hint = ""
         if error.get("missing_module"):
             hint = missing_module_hint(error["missing_module"], self.spec)
-        raise RemoteError(self.id, error["type"], error["message"], error["traceback"], hint)
+        raise remote_error(
+            self.id,
+            error["type"],
+            error["message"],
+            error["traceback"],
+            hint,
+            error.get("module", ""),
+        )
 
     def rerun(self) -> Run:
         """Run the same code (same bundle digest) with the same inputs again, as a new run.
@@ -604,11 +621,30 @@ class Run:
                 self._finish(ended)
                 return
             self._cancelled = True
-            self._execution.cancel()
+            before = history.get(self.id).status
+            history.update(self.id, status=protocol.CANCELLED)  # a kernel following it sees why
+            try:
+                self._execution.cancel()
+            except BaseException:
+                history.update(self.id, status=before)  # not stopped after all
+                raise
             self._finish(self._execution.wait(0))
             doc = self._read_json(protocol.STATUS) or {"phases": []}
-            doc["phase"] = protocol.CANCELLED
-            doc["phases"].append({"phase": protocol.CANCELLED, "at": _now()})
-            self.store.put_bytes(
-                self.store.run_url(self.id, protocol.STATUS), json.dumps(doc).encode()
-            )
+            if doc.get("phase") != protocol.CANCELLED:  # the runtime says so itself on SIGTERM
+                doc["phase"] = protocol.CANCELLED
+                doc["phases"].append({"phase": protocol.CANCELLED, "at": _now()})
+                self.store.put_bytes(
+                    self.store.run_url(self.id, protocol.STATUS), json.dumps(doc).encode()
+                )
+            self._keep_output()
+
+    def _keep_output(self) -> None:
+        """A run killed before its runtime wrote logs.txt keeps what it printed: the local
+        copy of its output goes to the run directory."""
+        logs = self.store.run_url(self.id, protocol.LOGS)
+        try:
+            self.store.get_bytes(logs)
+        except FileNotFoundError:
+            text = self._execution.output_so_far() if self._execution is not None else ""
+            if text:
+                self.store.put_bytes(logs, text.encode())

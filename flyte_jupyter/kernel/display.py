@@ -4,6 +4,8 @@ shows a table and a terminal IPython shows text."""
 from __future__ import annotations
 
 import html
+import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +16,7 @@ from ..core.cells import PreparedCell
 from ..core.preview import human_size, render_tree, text_table
 from ..core.storage import describe_upload
 from ..core.submit import Run
+from ..runtime import protocol
 
 _TABLE = '<table class="flyte-jupyter">{head}{rows}</table>'
 
@@ -99,8 +102,79 @@ def upload_progress() -> Callable[[int, int], None]:
     return update
 
 
-def run_banner(run: Run, prepared: PreparedCell) -> str:
-    digest = run.spec.digest[:19] + "…" if run.spec.digest else "no bundle"
-    files = len(prepared.bundle.entries)
-    shipped = describe_upload(run.upload)
-    return f"flyte-jupyter: run {run.id} on {run.spec.executor}: {files} files, {digest}; {shipped}"
+_STATUS_STYLE = (
+    "font-family: var(--jp-ui-font-family); font-size: var(--jp-ui-font-size0); "
+    "color: var(--jp-ui-font-color2); padding: 1px 0"
+)
+_STATE_COLOURS = {
+    "succeeded": "var(--jp-success-color1)",
+    "failed": "var(--jp-error-color1)",
+    "cancelled": "var(--jp-warn-color1)",
+    "timed out": "var(--jp-warn-color1)",
+}
+
+
+class StatusLine:
+    """A run's status as one quiet display above its output, updated in place (run id,
+    files, size, state, elapsed time, the Flyte console link): not a stderr line, which
+    notebooks paint as a warning. A terminal IPython prints its text form."""
+
+    def __init__(self, run: Run, prepared: PreparedCell):
+        self.run = run
+        self.started = time.monotonic()
+        entries = prepared.bundle.entries
+        digest = run.spec.digest[7:19] if run.spec.digest else "no bundle"
+        self.facts = [
+            f"{run.spec.executor}",
+            f"{len(entries)} files, {human_size(prepared.bundle.total_bytes)}",
+            f"bundle {digest}",
+            describe_upload(run.upload),
+        ]
+        self.console = console_url(run)
+        self.state = ""
+        self.handle = display(self._bundle(protocol.SUBMITTED), raw=True, display_id=True)
+
+    def update(self, state: str, note: str = "") -> None:
+        """Show `state` (a run phase, or "timed out"), unless it is already shown."""
+        if state == self.state and not note:
+            return
+        self.handle.update(self._bundle(state, note), raw=True)
+
+    def _bundle(self, state: str, note: str = "") -> dict[str, str]:
+        self.state = state
+        elapsed = time.monotonic() - self.started
+        when = f"{state} after {elapsed:.1f}s" if state in _STATE_COLOURS else state
+        if note:
+            when += f": {note}"
+        facts = " · ".join(self.facts)
+        text = f"flyte-jupyter run {self.run.id} · {facts} · {when}"
+        if self.console:
+            text += f" · {self.console}"
+        colour = _STATE_COLOURS.get(state, "inherit")
+        link = (
+            f' · <a href="{html.escape(self.console)}" target="_blank" rel="noopener">'
+            "Flyte console</a>"
+            if self.console
+            else ""
+        )
+        markup = (
+            f'<div class="flyte-jupyter-status" style="{_STATUS_STYLE}">'
+            f'run <code title="{html.escape(self.run.spec.run_dir)}">{html.escape(self.run.id)}'
+            f"</code> · {html.escape(facts)} · "
+            f'<span style="color: {colour}">{html.escape(when)}</span>{link}</div>'
+        )
+        return {"text/plain": text, "text/html": markup}
+
+
+def console_url(run: Run) -> str | None:
+    """The Flyte console URL the flyte executor stored for the run (None for others)."""
+    if run.spec.executor != "flyte":
+        return None
+    from ..core.executors.flyte import REMOTE_FILE
+
+    try:
+        info = json.loads(run.store.get_bytes(run.store.run_url(run.id, REMOTE_FILE)))
+    except (FileNotFoundError, ValueError):
+        return None
+    url = info.get("url")
+    return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None

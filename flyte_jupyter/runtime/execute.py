@@ -17,6 +17,7 @@ import os
 import pickle
 import platform
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -33,6 +34,25 @@ _RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
 
 class EnvironmentMismatch(Exception):
     """The interpreter here cannot run what the client prepared."""
+
+
+class Stopped(BaseException):
+    """SIGTERM arrived: the run was cancelled (local cancel, `docker stop`, a deleted pod)."""
+
+
+def _stop(signum: int, frame: Any) -> None:
+    """SIGTERM handler: unwind through the run's `finally`, so the status and the log so far
+    are written before the process ends. Later SIGTERMs wait for that."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Stopped()
+
+
+def _on_sigterm() -> Any:
+    """Install `_stop` (only the main thread can); the handler it replaced, or None."""
+    try:
+        return signal.signal(signal.SIGTERM, _stop)
+    except ValueError:  # not the main thread (the runtime called in-process)
+        return None
 
 
 class _Status:
@@ -110,6 +130,7 @@ def _run(args: argparse.Namespace, log_file: Any) -> int:
     workdir: str | None = None
     root: Path | None = None
     code = 0
+    previous = _on_sigterm()
     try:
         spec = _read_spec(args.run_dir)
         if args.bundle:
@@ -129,6 +150,10 @@ def _run(args: argparse.Namespace, log_file: Any) -> int:
             blobs.write_json(blobs.join(args.run_dir, protocol.OUTPUTS_SUMMARY), summary)
         blobs.write_bytes(args.outputs, raw)
         status.phase(protocol.SUCCEEDED)
+    except Stopped:
+        code = 128 + signal.SIGTERM
+        log_file.write("\nflyte-jupyter: the run was cancelled (SIGTERM)\n")  # the log only
+        status.phase(protocol.CANCELLED, exit_code=code)
     except BaseException as exc:
         code = _exit_code(exc)
         error = describe_error(exc, root)
@@ -150,6 +175,8 @@ def _run(args: argparse.Namespace, log_file: Any) -> int:
         if workdir:
             os.chdir(tempfile.gettempdir())
             shutil.rmtree(workdir, ignore_errors=True)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return code
 
 

@@ -1,0 +1,206 @@
+"""The notebook cell of a remote run, in a real ipykernel: a quiet status line that updates in
+place, remote exceptions shown (and catchable) as the local ones they are, and a run cancelled
+from another process (the sidebar, `flyte-jupyter runs cancel`) ending the cell "cancelled"
+with its output kept."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import write_tree
+from kernel import Kernel
+
+from flyte_jupyter.core import history
+
+PROJECT = {
+    "pyproject.toml": "[project]\nname='nb-project'\n",
+    "shop/__init__.py": "",
+    "shop/pricing.py": """
+        def price(items):
+            total = sum(items)
+            return total / len(items)
+        """,
+}
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return write_tree(tmp_path / "nb", PROJECT)
+
+
+@pytest.fixture
+def kernel(project: Path) -> Iterator[Kernel]:
+    k = Kernel(project)
+    try:
+        k.ok("%load_ext flyte_jupyter")
+        yield k
+    finally:
+        k.shutdown()
+
+
+@dataclass
+class Cell:
+    """Every iopub message of one cell, in order (tests/kernel.py's Reply drops updates)."""
+
+    messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [content for k, content in self.messages if k == kind]
+
+    def stream(self, name: str) -> str:
+        return "".join(c["text"] for c in self.of("stream") if c["name"] == name)
+
+    @property
+    def status_texts(self) -> list[str]:
+        """The status line's text/plain, first shown then each update."""
+        shown = self.of("display_data") + self.of("update_display_data")
+        return [c["data"]["text/plain"] for c in shown if "flyte-jupyter run" in str(c["data"])]
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return self.of("error")
+
+
+def start(kernel: Kernel, code: str) -> str:
+    return kernel.client.execute(code, allow_stdin=False)
+
+
+def collect(kernel: Kernel, msg_id: str, cell: Cell, until: Any = None, timeout: float = 50):
+    """Gather the cell's messages until it is idle (or `until(cell)` holds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = kernel.client.get_iopub_msg(timeout=max(deadline - time.monotonic(), 0.1))
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "status":
+            if content["execution_state"] == "idle":
+                return cell
+            continue
+        cell.messages.append((kind, content))
+        if until is not None and until(cell):
+            return cell
+    raise TimeoutError(f"the cell did not finish in {timeout}s: {cell.messages[-3:]}")
+
+
+def run_cell(kernel: Kernel, code: str) -> Cell:
+    return collect(kernel, start(kernel, code), Cell())
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flyte_jupyter", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_successful_run_shows_a_status_display_above_its_output_and_nothing_on_stderr(
+    kernel: Kernel,
+):
+    cell = run_cell(kernel, "%%flyte_run\nprint('hello from the run')\nanswer = 6 * 7")
+    print("stderr:", repr(cell.stream("stderr")), "status lines:", cell.status_texts)
+    assert cell.errors == [] and cell.stream("stderr") == ""
+    assert cell.stream("stdout") == "hello from the run\n"
+    kinds = [k for k, _ in cell.messages]
+    assert kinds.index("display_data") < kinds.index("stream")  # the status line comes first
+    first, *updates = cell.status_texts
+    run_id = history.recent()[0].id
+    assert run_id in first and "files" in first and "submitted" in first
+    assert updates and "succeeded after" in updates[-1] and run_id in updates[-1]
+    shown = cell.of("display_data")[0]
+    display_id = shown["transient"]["display_id"]
+    assert all(u["transient"]["display_id"] == display_id for u in cell.of("update_display_data"))
+    assert "flyte-jupyter-status" in shown["data"]["text/html"]
+    assert kernel.ok("answer").result == "42"
+
+
+def test_a_remote_exception_is_one_local_looking_error_of_its_own_type(kernel: Kernel):
+    kernel.ok("from shop.pricing import price\n\ndef ratio(a, b):\n    return a / b\n")
+    cell = run_cell(kernel, "%%flyte_run\nx = 1\nratio(x, 0)")
+    print("errors:", len(cell.errors), "stderr:", repr(cell.stream("stderr")))
+    assert len(cell.errors) == 1 and cell.stream("stderr") == ""
+    error = cell.errors[0]
+    assert error["ename"] == "ZeroDivisionError" and error["evalue"] == "division by zero"
+    text = ANSI.sub("", "\n".join(error["traceback"]))
+    print(text)
+    assert "Cell In[3], line 3" in text and "----> 3 ratio(x, 0)" in text  # the run cell
+    assert "      1 %%flyte_run" in text  # context lines of the cell, as for a local error
+    assert "Cell In[2], line 4, in ratio" in text and "----> 4     return a / b" in text
+    assert "Remote traceback" not in text and "_flyte_notebook" not in text
+    assert "flyte_jupyter" not in text and "run_cell_magic" not in text
+    assert "failed after" in cell.status_texts[-1]
+
+    # a project file's frame names the local file and shows its lines
+    cell = run_cell(kernel, "%flyte_run price([])")
+    error = cell.errors[0]
+    text = ANSI.sub("", "\n".join(error["traceback"]))
+    print(text)
+    assert error["ename"] == "ZeroDivisionError" and len(cell.errors) == 1
+    assert "Cell In[4], line 1" in text and "----> 1 %flyte_run price([])" in text
+    pricing = kernel.ok("import shop.pricing; print(shop.pricing.__file__)").stdout.strip()
+    assert f"File {pricing}:3, in price" in text and "----> 3     return total / len(items)" in text
+
+    caught = kernel.ok(
+        "from flyte_jupyter.core.errors import RemoteError\n"
+        "try:\n    %flyte_run 1/0\n"
+        "except ZeroDivisionError as exc:\n"
+        "    print('caught', type(exc).__name__, isinstance(exc, RemoteError), exc.run_id[:8])"
+    )
+    print(caught.stdout)
+    assert caught.stdout.startswith("caught ZeroDivisionError True 20")
+    other = kernel.execute("%%flyte_run\nraise KeyError('sku')")
+    assert other.error["ename"] == "KeyError"
+    assert kernel.ok("import builtins; print(builtins.KeyError.__module__)").stdout == "builtins\n"
+
+
+def test_cancel_from_another_process_ends_the_cell_cancelled_and_keeps_the_output(
+    kernel: Kernel,
+):
+    msg_id = start(
+        kernel,
+        "%%flyte_run --name ticker\nimport time\n"
+        "for i in range(200):\n    print('step', i, flush=True)\n    time.sleep(0.1)\n",
+    )
+    cell = collect(kernel, msg_id, Cell(), until=lambda c: "step 5\n" in c.stream("stdout"))
+    run_id = history.recent()[0].id
+    cancelled = cli("runs", "cancel", run_id)  # what the sidebar's cancel does
+    assert cancelled.returncode == 0, cancelled.stderr
+    collect(kernel, msg_id, cell)
+    shown = cell.stream("stdout")
+    everything = str(cell.messages)
+    print(f"errors: {len(cell.errors)}; last status: {cell.status_texts[-1]!r}")
+    assert cell.errors == [] and cell.stream("stderr") == ""
+    assert "ProcessDied" not in everything and "Remote traceback" not in everything
+    assert "cancelled after" in cell.status_texts[-1] and "failed" not in cell.status_texts[-1]
+    assert "step 0\n" in shown and "step 5\n" in shown
+    assert history.get(run_id).status == "cancelled"
+    logs = cli("runs", "logs", run_id)
+    last = shown.strip().splitlines()[-1]
+    logged = logs.stdout.splitlines()
+    print(f"lines in the cell: {len(shown.splitlines())}; in runs logs: {len(logged)}")
+    assert logs.returncode == 0 and "step 5\n" in logs.stdout and last + "\n" in logs.stdout
+    assert kernel.ok("1 + 1").result == "2"
+
+
+def test_stop_button_and_sidebar_cancel_end_the_cell_the_same_way(kernel: Kernel):
+    msg_id = start(
+        kernel,
+        "%%flyte_run\nimport time\nfor i in range(200):\n    print('tick', i, flush=True)\n"
+        "    time.sleep(0.1)\n",
+    )
+    cell = collect(kernel, msg_id, Cell(), until=lambda c: "tick 3\n" in c.stream("stdout"))
+    kernel.interrupt()
+    collect(kernel, msg_id, cell)
+    run_id = history.recent()[0].id
+    assert cell.errors == [] and cell.stream("stderr") == ""
+    assert "cancelled after" in cell.status_texts[-1]
+    assert history.get(run_id).status == "cancelled"
+    assert "tick 3\n" in cli("runs", "logs", run_id).stdout

@@ -29,7 +29,10 @@ PROJECT = {
         "    print('step 1', flush=True)\n"
         "    time.sleep(4)\n"
         "    print('step 2', flush=True)\n"
-        "    return 'done'\n"
+        "    return 'done'\n\n\n"
+        "def sleepy():\n"
+        "    import time\n"
+        "    time.sleep(120)\n"
     ),
     "shop/__init__.py": "",
     "shop/pricing.py": (
@@ -392,12 +395,15 @@ def test_an_s3_store_works_beside_flyte_and_detached_runs_are_followed(
     ok = cli(env, tmp_path, "run", f"{root}/app.py:main", "--executor", "flyte", *store)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.splitlines()[-1] == "36.6"
-    detached = cli(env, tmp_path, "run", f"{root}/app.py:slow", "--executor", "flyte", "--detach")
+    detached = cli(env, tmp_path, "run", f"{root}/app.py:sleepy", "--executor=flyte", "--detach")
     run_id = detached.stdout.strip()
-    listing = cli(env, tmp_path, "runs").stdout
     run_name = detached.stderr.split("Flyte run ", 1)[1].split(":", 1)[0]
+    while emulator.run_phase(run_name) != "RUNNING":
+        time.sleep(0.2)
+    listing = cli(env, tmp_path, "runs").stdout
     print(listing)
     assert run_id in listing and run_name in listing
+    assert "running" in next(line for line in listing.splitlines() if run_id in line)
     cancel = cli(env, tmp_path, "runs", "cancel", run_id)
     assert cancel.returncode == 0, cancel.stderr
     print(f"after runs cancel: {cancel.stdout.strip()}, Flyte says {emulator.run_phase(run_name)}")

@@ -457,6 +457,7 @@ class FlyteExecution:
         self.spec = spec
         self.store = store
         self._code: int | None = None
+        self._running = False
         self._lock = threading.Lock()
 
     def _phase(self) -> str:
@@ -473,6 +474,13 @@ class FlyteExecution:
             phase = self._phase()
             if phase in _FINAL_PHASES:
                 return self._finish(phase)
+            if phase == "RUNNING" and not self._running:
+                self._running = True  # `runs` and the sidebar show it running, not submitted
+                doc = {
+                    "phase": protocol.RUNNING,
+                    "phases": [{"phase": protocol.RUNNING, "at": _now()}],
+                }
+                self._put(protocol.STATUS, json.dumps(doc).encode())
             if deadline is not None and time.monotonic() >= deadline:
                 return None
             time.sleep(_POLL_SECONDS)

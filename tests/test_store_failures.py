@@ -165,12 +165,13 @@ def test_unreachable_gcs_endpoint_is_one_line_without_logged_tracebacks(tree):
 
 
 class _NotFound(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # answers `Expect: 100-continue`, as web servers do
+
     def _answer(self) -> None:
-        self.send_response(404)  # at once, body unread (clients may wait for 100-continue)
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(404)
         self.send_header("Content-Length", "0")
-        self.send_header("Connection", "close")
         self.end_headers()
-        self.close_connection = True
 
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _answer
 

@@ -159,7 +159,7 @@ def test_raising_task_fails_the_run(flyte_emulator: FlyteEmulator, project: Path
     assert result["phase"] == "FAILED"
     kind, message = result["error"]
     assert kind == "RuntimeUserError" and "boom 5" in message, result
-    assert flyte_emulator.run_phase(result["run"]) == "FAILED"
+    assert flyte_emulator.wait_terminal(result["run"]) == "FAILED"
     assert "ValueError" in flyte_emulator.pod_log(result["run"])
 
 

@@ -142,3 +142,31 @@ def test_kernel_filesystem_under_root_is_skipped(tree):
     print(f"warnings: {report['warnings']}")
     assert "left out proc/: proc is a kernel filesystem, not files" in report["warnings"]
     assert from_proc == []
+
+
+def test_project_inside_a_folder_named_with_non_utf8_bytes_bundles_and_caches(tmp_path):
+    from flyte_jupyter.core.hashcache import HashCache
+    from flyte_jupyter.runtime.locations import cache_dir
+
+    root = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9")) / "proj"
+    root.mkdir(parents=True)
+    (root / "pyproject.toml").write_text("[project]\nname='cafe'\n")
+    (root / "app.py").write_text("X = 1\n")
+    for path in root.iterdir():  # old enough for the hash cache to record
+        os.utime(path, (1_600_000_000, 1_600_000_000))
+    first = build_bundle(select_files(root, copy_style="all"))
+    again = build_bundle(select_files(root, copy_style="all"))
+    with HashCache(cache_dir() / "index.sqlite3") as cache:
+        keys = [
+            (
+                os.fsencode(p).decode("utf-8", "backslashreplace"),
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ino,
+            )
+            for p in (str(root / "app.py"), str(root / "pyproject.toml"))
+            for st in [os.stat(p)]
+        ]
+        cached = cache.file_hashes(keys)
+    print(f"files: {len(first.entries)}; hashes cached: {len(cached)}")
+    assert first.digest == again.digest and len(first.entries) == 2 and len(cached) == 2

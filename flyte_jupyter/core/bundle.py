@@ -139,7 +139,7 @@ class _Builder:
     def _hash_files(self, keep_contents: bool) -> dict[str, str]:
         stat_keys = {f.path: _stat_key(f) for f in self.files}
         cached = self.cache.file_hashes(stat_keys.values())
-        hashes = {f.path: cached[f.source] for f in self.files if f.source in cached}
+        hashes = {path: cached[key[0]] for path, key in stat_keys.items() if key[0] in cached}
         missing = [f for f in self.files if f.path not in hashes]
 
         def read_and_hash(f: SelectedFile) -> tuple[str, str]:
@@ -272,7 +272,9 @@ def _touch(path: str) -> None:
 
 
 def _stat_key(f: SelectedFile) -> tuple[str, int, int, int]:
-    return (f.source, f.size, f.mtime_ns, f.inode)
+    """The hash cache's key. SQLite text must be UTF-8: undecodable bytes in a folder name
+    above the project (`/home/caf\\xe9/...`) are written as escapes."""
+    return (os.fsencode(f.source).decode("utf-8", "backslashreplace"), f.size, f.mtime_ns, f.inode)
 
 
 def tar_entry(path: str, mode: int, data: bytes) -> bytes:

@@ -98,6 +98,7 @@ def _build_parser() -> argparse.ArgumentParser:
     code.add_argument("run_id")
     code.add_argument("directory")
     _add_prune(runs_sub)
+    _add_diff(runs_sub)
     runs.set_defaults(func=_cmd_runs)
 
     export = sub.add_parser(
@@ -392,6 +393,27 @@ def _runs_table(records: list[history.RunRecord]) -> str:
     if not records:
         return "no runs yet"
     return text_table(*history.table(records))
+
+
+def _add_diff(runs_sub: Any) -> None:
+    diff = runs_sub.add_parser(
+        "diff",
+        help="why did my version change? what differs between two runs",
+        description="Compare two runs: the files of their bundles, the notebook definitions "
+        "of cell runs, their inputs (by pickled size and hash) and their image and settings.",
+    )
+    diff.add_argument("run_a", metavar="A", help="the earlier run (id or unique prefix)")
+    diff.add_argument("run_b", metavar="B", help="the later run")
+    diff.add_argument("--json", action="store_true", help="print one JSON object")
+    diff.set_defaults(func=_cmd_diff)
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from .core.rundiff import diff_runs, render
+
+    diff = diff_runs(args.run_a, args.run_b)
+    print(json.dumps(diff.to_json(), indent=2) if args.json else render(diff))
+    return 0
 
 
 def _add_prune(runs_sub: Any) -> None:

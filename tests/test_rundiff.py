@@ -1,0 +1,168 @@
+"""`flyte-jupyter runs diff A B`: why did my version change? Real runs (CLI subprocesses and a
+real kernel), real stores, real archives; nothing is unpickled."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kernel import Kernel
+
+from flyte_jupyter.core import history
+from flyte_jupyter.core.rundiff import diff_runs, render
+from flyte_jupyter.core.submit import Run
+
+SHOP = {
+    "pyproject.toml": "[project]\nname='shop'\n",
+    "app.py": """
+        from shop.pricing import total
+
+
+        def main(region="eu"):
+            return total([1, 2, 3], region)
+        """,
+    "shop/__init__.py": "",
+    "shop/pricing.py": "def total(prices, region):\n    return sum(prices)\n",
+    "shop/rates.py": "RATE = 1\n",
+}
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flyte_jupyter", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=os.environ.copy(),
+        timeout=120,
+    )
+
+
+def run_id(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 0, done.stderr
+    return done.stderr.split("run ", 1)[1].split()[0]
+
+
+def test_diff_names_changed_files_inputs_and_settings(tree):
+    shop = tree(SHOP)
+    a = run_id(cli("run", "app.py:main", cwd=shop))
+    (shop / "shop/pricing.py").write_text(
+        "from shop.rates import RATE\n\ndef total(prices, region):\n    return sum(prices) * RATE\n"
+    )
+    b = run_id(cli("run", "app.py:main", "--arg", "region=us", "--env", "MODE=x", cwd=shop))
+    done = cli("runs", "diff", a, b, cwd=shop)
+    assert done.returncode == 0, done.stderr
+    print(done.stdout)
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"runs {a} -> {b}"
+    assert "files: 2 files differ" in lines
+    assert any(line.startswith("  ~ shop/pricing.py (") for line in lines)
+    assert any(line.startswith("  + shop/rates.py (") for line in lines)
+    assert "inputs: 1 input differ (compared by pickled bytes)" in lines
+    assert "setting env_names: [] -> ['MODE']" in lines
+    doc = json.loads(cli("runs", "diff", a[:18], b, "--json", cwd=shop).stdout)
+    assert [f["name"] for f in doc["files"]] == ["shop/pricing.py", "shop/rates.py"]
+    assert doc["files"][1]["before"] is None and doc["digest_a"] != doc["digest_b"]
+    same = render(diff_runs(a, a))
+    assert "bundle: same" in same and "nothing else differs" in same
+
+
+def test_the_same_code_run_twice_differs_only_in_what_changed(tree):
+    shop = tree(SHOP)
+    a = run_id(cli("run", "app.py:main", cwd=shop))
+    b = run_id(cli("run", "app.py:main", "--arg", "region=us", cwd=shop))
+    diff = diff_runs(a, b)
+    print(render(diff))
+    assert diff.same_code and diff.files == [] and diff.settings == []
+    assert [c.name for c in diff.inputs] == ["inputs.pkl"]
+    assert diff.short() == "1 input (inputs.pkl)"
+
+
+def test_diff_never_unpickles_inputs_and_reports_a_changed_archive(tree, tmp_path, isolated_cache):
+    """A hostile inputs.pkl (it would run a command when unpickled) is only hashed; an archive
+    changed after the run is reported, not trusted."""
+    shop = tree(SHOP)
+    a = run_id(cli("run", "app.py:main", cwd=shop))
+    b = run_id(cli("run", "app.py:main", cwd=shop))
+    marker = tmp_path / "unpickled"
+
+    class Hostile:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    run_b = Run.from_history(b)
+    run_b.store.put_bytes(run_b.spec.inputs_url, pickle.dumps({"args": [Hostile()]}))
+    archive = next((isolated_cache / "archives").glob("*.tar.gz"))
+    import tarfile
+
+    with tarfile.open(archive, "w:gz") as tar:  # same name, other content
+        info = tarfile.TarInfo("app.py")
+        data = b"def main():\n    return 'swapped'\n"
+        info.size = len(data)
+        import io
+
+        tar.addfile(info, io.BytesIO(data))
+    done = cli("runs", "diff", a, b, cwd=shop)
+    print(done.stdout)
+    print(f"files created by unpickling: {int(marker.exists())}")
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists()
+    assert "inputs: 1 input differ" in done.stdout
+    assert f"warning: the bundle of run {a} does not match its digest" in done.stdout
+
+
+def test_a_bundle_gone_from_the_store_and_cache_is_a_warning(tree, isolated_cache):
+    shop = tree(SHOP)
+    a = run_id(cli("run", "app.py:main", cwd=shop))
+    (shop / "shop/pricing.py").write_text("def total(prices, region):\n    return 0\n")
+    b = run_id(cli("run", "app.py:main", cwd=shop))
+    run_a = Run.from_history(a)
+    for archive in (isolated_cache / "archives").glob("*.tar.gz"):
+        archive.unlink()
+    run_a.store.remove(run_a.spec.bundle_url)
+    done = cli("runs", "diff", a, b, cwd=shop)
+    assert done.returncode == 0, done.stderr
+    assert f"warning: the bundle of run {a} is gone from" in done.stdout
+    # run b's bundle came back from the store, listed in full as added
+    assert "  + shop/pricing.py (" in done.stdout
+
+
+# --- cell runs in a real kernel ---------------------------------------------------------------
+
+
+@pytest.fixture
+def kernel(tree) -> Iterator[Kernel]:
+    project = tree(SHOP, name="nb")
+    k = Kernel(project)
+    try:
+        k.ok("%load_ext flyte_jupyter")
+        yield k
+    finally:
+        k.shutdown()
+
+
+def test_cell_runs_diff_by_definition_and_input_name(kernel: Kernel):
+    kernel.ok("from shop.pricing import total\n\ndef double(x):\n    return x * 2\n")
+    kernel.ok("prices = list(range(3))\nlabel = 'eu'")  # a value, not a literal: data
+    cell = "%%flyte_run\nresult = [double(p) for p in prices], label\nresult"
+    kernel.ok(cell)
+    kernel.ok("def double(x):\n    return x * 3\n")
+    kernel.ok("prices = list(range(4))")
+    kernel.ok(cell)
+    b, a = (r.id for r in history.recent(2))
+    diff = diff_runs(a, b)
+    print(render(diff))
+    assert diff.definitions == {"changed": ["double"]}
+    assert [c.name for c in diff.inputs] == ["prices"]
+    assert diff.files == []
+    kernel.ok(cell.replace("label", "label.upper()"))
+    c = history.recent(1)[0].id
+    again = diff_runs(b, c)
+    print(render(again))
+    assert again.definitions == {"changed": ["(the cell's own code)"]} and again.inputs == []

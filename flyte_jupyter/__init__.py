@@ -20,3 +20,10 @@ def load_ipython_extension(shell) -> None:  # type: ignore[no-untyped-def]
     from .kernel.magics import load
 
     load(shell)
+
+
+def unload_ipython_extension(shell) -> None:  # type: ignore[no-untyped-def]
+    """`%unload_ext flyte_jupyter` (and the first half of `%reload_ext`)."""
+    from .kernel.magics import unload
+
+    unload(shell)

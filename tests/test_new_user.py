@@ -196,3 +196,37 @@ def test_an_airgapped_build_reads_requirements_files_as_pip_does(tmp_path):
     wheels = [name for name in context.files if name.startswith("build/wheels/")]
     print(f"wheels: {wheels}")
     assert len(wheels) == 1 and wheels[0].startswith("build/wheels/pathspec-")
+
+
+# --- %reload_ext / %unload_ext ---------------------------------------------------------------
+
+HOOKS = (
+    "cbs = get_ipython().events.callbacks['post_run_cell']\n"
+    "print(sum('KernelSession' in getattr(cb, '__qualname__', '') for cb in cbs))"
+)
+
+
+def test_reload_ext_leaves_one_recording_hook_and_unload_removes_the_magics(tree):
+    from kernel import Kernel
+
+    project = tree({"pyproject.toml": "[project]\nname='nb'\n"})
+    kernel = Kernel(project)
+    try:
+        kernel.ok("%load_ext flyte_jupyter")
+        kernel.ok("def double(x):\n    return x * 2\n")
+        counts = [kernel.ok(HOOKS).stdout.strip()]
+        for _ in range(2):
+            kernel.ok("%reload_ext flyte_jupyter")
+            counts.append(kernel.ok(HOOKS).stdout.strip())
+        print(f"recording hooks after load, reload, reload: {counts}")
+        assert counts == ["1", "1", "1"]
+        reply = kernel.ok("%%flyte_run\nvalue = double(21)\nvalue")  # recorded before reload
+        assert reply.result == "42"
+        kernel.ok("%unload_ext flyte_jupyter")
+        assert kernel.ok(HOOKS).stdout.strip() == "0"
+        gone = kernel.execute("%%flyte_run\n1")
+        assert "Cell magic `%%flyte_run` not found" in (gone.error_text + gone.stderr)
+        kernel.ok("%load_ext flyte_jupyter")
+        assert kernel.ok("%%flyte_run\ndouble(5)").result == "10"
+    finally:
+        kernel.shutdown()

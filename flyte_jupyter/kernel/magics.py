@@ -5,6 +5,7 @@ core, show the outcome."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import shlex
@@ -347,6 +348,25 @@ def load(shell: Any) -> None:
     )
     shell._flyte_session = session
     _register_comm_target(session)
+
+
+def unload(shell: Any) -> None:
+    """`%unload_ext` and `%reload_ext`: take back what `load` added (hook, magics, error
+    display, comm target), so a reload leaves one `post_run_cell` hook, not two."""
+    session = getattr(shell, "_flyte_session", None)
+    if session is None:
+        return
+    with contextlib.suppress(ValueError):
+        shell.events.unregister("post_run_cell", session.post_run_cell)
+    for kind, names in FlyteMagics.magics.items():
+        for name in names:
+            shell.magics_manager.magics[kind].pop(name, None)
+    shell.set_custom_exc((), None)
+    with contextlib.suppress(Exception):  # plain IPython: no comm manager
+        from comm import get_comm_manager
+
+        get_comm_manager().unregister_target("flyte_jupyter", session.open_comm)
+    del shell._flyte_session
 
 
 def _register_comm_target(session: KernelSession) -> None:

@@ -230,3 +230,73 @@ def test_reload_ext_leaves_one_recording_hook_and_unload_removes_the_magics(tree
         assert kernel.ok("%%flyte_run\ndouble(5)").result == "10"
     finally:
         kernel.shutdown()
+
+
+# --- missing-module advice -------------------------------------------------------------------
+
+
+def test_a_package_imported_by_computed_name_is_included_whole_in_one_hint(tree):
+    app = tree(
+        {
+            "pyproject.toml": "[project]\nname='shop'\n",
+            "app.py": """
+                import importlib
+
+
+                def main(n=1):
+                    return importlib.import_module(f"plugins.p{n}").NAME
+                """,
+            "plugins/__init__.py": "",
+            "plugins/p1.py": "NAME = 'one'\n",
+            "plugins/p2.py": "NAME = 'two'\n",
+        }
+    )
+    done = cli("run", "app.py:main", cwd=app)
+    assert done.returncode == 1
+    assert "Add include=['plugins/**'] (--include)" in done.stderr, done.stderr
+    runs = []
+    for n in ("1", "2"):
+        again = cli("run", "app.py:main", "--include", "plugins/**", "--arg", f"n={n}", cwd=app)
+        assert again.returncode == 0, again.stderr
+        runs.append(again.stdout.strip())
+    print(f"runs after following the one hint: {runs}")
+    assert runs == ['"one"', '"two"']
+
+
+def test_a_module_above_root_dir_is_named_before_and_after_the_run(tmp_path):
+    """`shared/` (a folder without __init__.py) beside the project: the warning before the run,
+    for a file and for a notebook cell, and the hint after it name the same root_dir."""
+    from conftest import write_tree
+
+    from flyte_jupyter.core.select import select_files
+
+    ws = write_tree(
+        tmp_path / "ws",
+        {
+            "project/pyproject.toml": "[project]\nname='p'\n",
+            "project/app.py": "from shared.common import f\n\ndef main():\n    return f()\n",
+            "shared/common.py": "def f():\n    return 1\n",
+        },
+    )
+    project = ws / "project"
+    cell = select_files(
+        project,
+        generated={
+            "_flyte_notebook/__init__.py": ("", "notebook package"),
+            "_flyte_notebook/cell_0.py": ("from shared.common import f\n", "In[1]"),
+        },
+    )
+    print(f"cell warnings: {cell.warnings}")
+    assert any(f"it resolves with root_dir {ws}" in w for w in cell.warnings)
+    done = cli("run", "app.py:main", cwd=project)
+    assert done.returncode == 1
+    assert (
+        f"warning: cannot resolve import 'shared.common' (app.py:1) under root_dir {project}: "
+        f"it resolves with root_dir {ws}" in done.stderr
+    )
+    assert (
+        f"Hint: 'shared' is under {ws}, outside root_dir {project}: set root_dir to {ws}"
+        in done.stderr
+    )
+    fixed = cli("run", "project/app.py:main", "--root-dir", str(ws), cwd=ws)
+    assert fixed.returncode == 0 and fixed.stdout.strip() == "1", fixed.stderr

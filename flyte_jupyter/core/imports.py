@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib.machinery
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,3 +233,22 @@ def absolute_targets(
     yield module, True
     for name in ref.names:
         yield f"{module}.{name}", False
+
+
+def suggest_root(module: str, starts: Iterable[Path]) -> Path | None:
+    """The nearest directory, from each start upwards, that `module` imports from: the
+    root_dir that would ship it. Used both by the warning before a run and by the hint after
+    a remote ModuleNotFoundError, so the two name the same directory. A bare namespace
+    directory counts only when it holds Python files (any folder could be one)."""
+    for start in starts:
+        for candidate in (start, *start.parents):
+            found = find_module(module, [candidate])
+            if found is None:
+                continue
+            if found.files or _holds_python(candidate / module.split(".")[0]):
+                return candidate
+    return None
+
+
+def _holds_python(directory: Path) -> bool:
+    return any(directory.glob("*.py")) or any(directory.glob("*/__init__.py"))

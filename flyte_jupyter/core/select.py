@@ -28,7 +28,14 @@ from ..runtime.locations import cache_dir, private_dir
 from . import ignore as ig
 from .errors import BundleError, UsageError
 from .files import archive_mode, read_bytes
-from .imports import ImportRef, absolute_targets, find_module, module_name_for, scan_source
+from .imports import (
+    ImportRef,
+    absolute_targets,
+    find_module,
+    module_name_for,
+    scan_source,
+    suggest_root,
+)
 from .notebook_outputs import strip_outputs
 
 COPY_STYLES = ("auto", "all", "none")
@@ -559,17 +566,18 @@ class _Selector:
 
     def _unresolved_message(self, module: str, importer: Path, ref: ImportRef) -> str:
         where = f"{self._rel(importer)}:{ref.lineno}"
-        for candidate in (importer.parent, *importer.parent.parents):
-            if find_module(module, [candidate]) is not None:
-                hint = (
-                    f"it resolves with root_dir {candidate}"
-                    if self.root.is_relative_to(candidate)
-                    else f"it resolves from {candidate}: set root_dir to {candidate} "
-                    "or import it by its full package path"
-                )
-                break
-        else:
+        # a generated cell module lives in the cache: look upwards from root_dir instead
+        starts = [importer.parent] if importer.is_relative_to(self.root) else [self.root]
+        candidate = suggest_root(module, starts)
+        if candidate is None:
             hint = "it is neither under root_dir nor installed in this environment"
+        elif self.root.is_relative_to(candidate):
+            hint = f"it resolves with root_dir {candidate}"
+        else:
+            hint = (
+                f"it resolves from {candidate}: set root_dir to {candidate} "
+                "or import it by its full package path"
+            )
         return f"cannot resolve import {module!r} ({where}) under root_dir {self.root}: {hint}"
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .imports import find_module
+from .imports import ModuleLocation, find_module, suggest_root
 from .select import foreign_dirs, is_installed
 
 if TYPE_CHECKING:
@@ -25,24 +25,18 @@ def missing_module_hint(module: str, spec: RunSpec) -> str:
         roots = [root / p for p in spec.python_path] or [root]
         local = find_module(module, roots)
         if local is not None:
-            where = (
-                local.files[-1].relative_to(root).as_posix()
-                if local.files
-                else f"{(local.root / module.replace('.', '/')).relative_to(root).as_posix()}/"
-            )
-            pattern = where if local.files else f"{where}**"
+            where = _package_glob(local, module, root)
             return (
                 f"Hint: {module!r} exists under root_dir ({where}) but was not shipped: it is "
-                f"imported in a way the import scan cannot follow. Add include=['{pattern}'] "
+                f"imported in a way the import scan cannot follow. Add include=['{where}'] "
                 "(--include) or use copy_style 'all'."
             )
-        for parent in root.parents:
-            found = find_module(module, [parent])
-            if found is not None and found.files:
-                return (
-                    f"Hint: {module!r} is at {found.files[-1]}, outside root_dir {root}: "
-                    f"set root_dir to {parent} so it ships."
-                )
+        above = suggest_root(module, [root.parent]) if root.parent != root else None
+        if above is not None:
+            return (
+                f"Hint: {module!r} is under {above}, outside root_dir {root}: "
+                f"set root_dir to {above} so it ships."
+            )
     top = module.split(".")[0]
     if root is not None and is_installed(top, root, foreign_dirs(root)):
         return (
@@ -50,3 +44,16 @@ def missing_module_hint(module: str, spec: RunSpec) -> str:
             f"the image, e.g. .with_pip_packages('{top}')."
         )
     return f"Hint: {module!r} is not found locally either: check the name, or install it."
+
+
+def _package_glob(local: ModuleLocation, module: str, root: Path) -> str:
+    """What to include for a module the scan missed. A module of a package (or the package
+    itself) is usually one of several imported by computed names
+    (`import_module(f"plugins.p{n}")`), so the whole innermost package ships at once: one
+    hint, not one per failed run. A top-level plain module ships alone."""
+    if local.files and not local.is_package and len(local.files) == 1:
+        return local.files[0].relative_to(root).as_posix()
+    package = local.root / module.replace(".", "/")
+    if not local.is_package:
+        package = package.parent
+    return f"{package.relative_to(root).as_posix()}/**"

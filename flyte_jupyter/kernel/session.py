@@ -11,7 +11,6 @@ from typing import Any
 from ..core import config
 from ..core.cells import PreparedCell, prepare_cell, resolved_file
 from ..core.notebook import LineMap, NotebookState
-from ..core.select import detect_root_dir
 
 
 class KernelSession:
@@ -92,17 +91,11 @@ class KernelSession:
             return Path(session).resolve().parent
         return Path.cwd().resolve()
 
-    def effective(self, options: dict[str, Any]) -> tuple[dict[str, config.Setting], Path]:
-        """Effective settings for a run, and its root_dir."""
-        first = config.resolve(options, self.settings, None)
-        chosen = first["root_dir"].value
-        root = (
-            Path(chosen).expanduser().resolve() if chosen else detect_root_dir(self.notebook_dir())
-        )
-        settings = config.resolve(options, self.settings, root)
-        if settings["root_dir"].value is None:
-            settings["root_dir"] = config.Setting(str(root), "detected")
-        return settings, root
+    def effective(self, options: dict[str, Any]) -> tuple[config.Settings, Path]:
+        """Effective settings for a run (the one resolver, from the notebook's folder), and
+        its root_dir."""
+        settings = config.resolve(self.notebook_dir(), options, self.settings)
+        return settings, Path(settings.root_dir)
 
     def update_settings(self, values: dict[str, Any]) -> dict[str, Any]:
         """Set session settings (empty values unset them); the effective values after."""

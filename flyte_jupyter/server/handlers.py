@@ -191,9 +191,7 @@ class SettingsHandler(_Base):
                 "settings": {
                     k: {"value": s.value, "source": s.source} for k, s in settings.items()
                 },
-                "fields": {
-                    k: {"type": t.__name__, "help": h} for k, (t, _d, h) in config.FIELDS.items()
-                },
+                "fields": {k: f.to_json() for k, f in config.FIELDS.items()},
             }
 
         self.finish(json.dumps(await self.call(read)))

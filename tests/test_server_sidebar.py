@@ -65,3 +65,13 @@ async def test_runs_list_names_the_notebook_and_export_reports_no_engine(
     doc = json.loads((await jp_fetch("flyte-jupyter", "api", "export")).body)
     print("export:", doc)
     assert doc["available"] is False and "Docker" in doc["reason"]
+
+
+async def test_preview_of_a_notebook_with_a_bare_flyte_run_cell(jp_fetch, jp_root_dir):
+    cell = {"cell_type": "code", "execution_count": None, "id": "a", "metadata": {}, "outputs": []}
+    book = {**NOTEBOOK, "cells": [{**cell, "source": "%%flyte_run\nx = 1"}]}
+    write_tree(jp_root_dir / "q", {"pyproject.toml": "", "b.ipynb": json.dumps(book)})
+    response = await jp_fetch("flyte-jupyter", "api", "preview", params={"path": "q/b.ipynb"})
+    doc = json.loads(response.body)
+    print("files:", [f["path"] for f in doc["files"]])
+    assert doc["digest"].startswith("sha256:")

@@ -172,7 +172,7 @@ def _cell_globs(book: Any) -> tuple[list[str], list[str]]:
                 words = shlex.split(head.split(None, 1)[1] if " " in head else "")
             except ValueError:
                 continue
-            for word, value in zip(words, [*words[1:], None], strict=True):
+            for word, value in zip(words, [*words[1:], None][: len(words)], strict=True):
                 option, eq, inline = word.partition("=")
                 glob = inline if eq else value
                 if option in ("--include", "--exclude") and glob:

@@ -45,8 +45,24 @@ export interface IRunRow {
   image: string | null;
   executor: string;
   created: string;
+  started: string | null;
+  finished: string | null;
   duration: string;
   error: string | null;
+  /** The notebook the run came from, relative to the server root. */
+  notebook: string | null;
+}
+
+export interface IExportAvailability {
+  available: boolean;
+  reason: string | null;
+}
+
+export const FINAL = ['succeeded', 'failed', 'cancelled'];
+
+/** A server error's own message (ResponseError carries it), else the error's text. */
+export function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 export interface IExportJob {

@@ -1,106 +1,95 @@
 /**
- * The flyte-jupyter sidebar: settings for the active notebook, a preview of what its next
- * run ships, the run history, and export to an image.
+ * The flyte-jupyter sidebar: a JupyterLab SidePanel with collapsible sections (Runs first, so
+ * a live run shows without scrolling), each with its header toolbar: runs, what the next run
+ * ships, the project's settings, and export to an image.
  */
+import type { Message } from '@lumino/messaging';
 import { NotebookPanel, INotebookTracker } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
-import { JSONObject, JSONValue } from '@lumino/coreutils';
-import { Widget } from '@lumino/widgets';
+import { PanelWithToolbar, SidePanel, ToolbarButton, refreshIcon } from '@jupyterlab/ui-components';
+import { JSONObject } from '@lumino/coreutils';
+import { AccordionPanel, Panel, Widget } from '@lumino/widgets';
 
-import {
-  IExportJob,
-  IPreview,
-  IRunRow,
-  ISettingsDoc,
-  humanSize,
-  request
-} from './api';
+import { elided } from './dom';
+import { ExportView } from './exporter';
+import { PreviewView } from './preview';
+import { RunsView } from './runs';
+import { SettingsView } from './settingsform';
 
-const COPY_STYLES: Record<string, string> = {
-  auto: 'auto: the local modules your code imports (lazy imports too)',
-  all: 'all: every file under root_dir that .gitignore/.flyteignore allow',
-  none: 'none: no code; the image has it (needs a version)'
-};
-
-const EDITABLE = [
-  'copy_style',
-  'root_dir',
-  'include',
-  'executor',
-  'store',
-  'image',
-  'images',
-  'version'
-];
-
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  attrs: Record<string, string> = {},
-  text = ''
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    node.setAttribute(key, value);
-  }
-  if (text) {
-    node.textContent = text;
-  }
-  return node;
+function section(title: string, content: Widget, id: string): PanelWithToolbar {
+  const panel = new PanelWithToolbar();
+  panel.id = id;
+  panel.title.label = title;
+  panel.title.caption = title;
+  panel.addClass('fj-section');
+  content.addClass('fj-section-body');
+  panel.addWidget(content);
+  return panel;
 }
 
-function section(title: string): [HTMLElement, HTMLElement] {
-  const box = el('section', { class: 'fj-section' });
-  const heading = el('h3', { class: 'fj-heading' }, title);
-  const body = el('div', { class: 'fj-body' });
-  box.append(heading, body);
-  return [box, body];
-}
-
-export class FlyteSidebar extends Widget {
+export class FlyteSidebar extends SidePanel {
   private notebook: NotebookPanel | null = null;
-  private settingsBody: HTMLElement;
-  private previewBody: HTMLElement;
-  private runsBody: HTMLElement;
-  private logsBox: HTMLPreElement;
-  private exportBody: HTMLElement;
-  private status: HTMLElement;
-  private previewTimer = 0;
-  private defaults: ISettingRegistry.ISettings | null = null;
-  /** The run whose logs are shown: followed while it is still going. */
-  private shownRun: string | null = null;
-  private runsTimer = 0;
+  private notebookLine: HTMLElement;
+  private runs: RunsView;
+  private preview: PreviewView;
+  private settings: SettingsView;
+  private exporter: ExportView;
 
   constructor(tracker: INotebookTracker) {
-    super();
+    super({ header: new Panel() });
     this.id = 'flyte-jupyter-sidebar';
     this.addClass('fj-sidebar');
     this.title.caption = 'flyte-jupyter';
-    this.status = el('div', { class: 'fj-status', role: 'status' });
-    const [settings, settingsBody] = section('Settings');
-    const [preview, previewBody] = section('What the next run ships');
-    const [runs, runsBody] = section('Runs');
-    const [exporter, exportBody] = section('Export notebook to image');
-    this.settingsBody = settingsBody;
-    this.previewBody = previewBody;
-    this.runsBody = runsBody;
-    this.exportBody = exportBody;
-    this.logsBox = el('pre', { class: 'fj-logs', 'aria-label': 'run logs' });
-    runs.append(this.logsBox);
-    this.node.append(this.status, settings, preview, runs, exporter);
-    this.buildExport();
+    this.notebookLine = elided('', 'fj-status', 'div');
+    this.notebookLine.setAttribute('role', 'status');
+    this.header.addWidget(new Widget({ node: this.notebookLine }));
+    this.header.addClass('fj-header');
+
+    this.runs = new RunsView(() => this.path);
+    this.preview = new PreviewView(data => this.askKernel(data));
+    this.settings = new SettingsView(values => this.sendToKernel(values));
+    this.exporter = new ExportView();
+
+    const runs = section('Runs', this.runs, 'fj-section-runs');
+    for (const [name, item] of this.runs.toolbarItems) {
+      runs.toolbar.addItem(name, item);
+    }
+    const preview = section('Next run ships', this.preview, 'fj-section-preview');
+    preview.toolbar.addItem(
+      'refresh',
+      new ToolbarButton({
+        icon: refreshIcon,
+        tooltip: 'Refresh the preview',
+        onClick: () => this.preview.schedule(0)
+      })
+    );
+    this.addWidget(runs);
+    this.addWidget(preview);
+    this.addWidget(section('Settings', this.settings, 'fj-section-settings'));
+    this.addWidget(section('Export to image', this.exporter, 'fj-section-export'));
+    // export is occasional: folded until asked for, so runs and preview get the room
+    (this.content as AccordionPanel).collapse(3);
+
     tracker.currentChanged.connect(() => this.follow(tracker.currentWidget));
     this.follow(tracker.currentWidget);
   }
 
-  /** JupyterLab settings: defaults for what a project leaves unset, updated by Apply. */
+  /** JupyterLab settings: the user's defaults for what a project leaves unset. */
   useDefaults(settings: ISettingRegistry.ISettings): void {
-    this.defaults = settings;
-    void this.loadSettings();
+    this.settings.useDefaults(settings);
   }
 
-  /** The notebook the panel describes. */
+  /** The notebook the panel describes, relative to the server root. */
   get path(): string | null {
     return this.notebook?.context.path ?? null;
+  }
+
+  /** Opening the panel (icon or palette) puts the keyboard in it: on the selected run. */
+  protected onActivateRequest(msg: Message): void {
+    super.onActivateRequest(msg);
+    if (!this.runs.focusList()) {
+      this.node.querySelector<HTMLElement>('.lm-AccordionPanel-title')?.focus();
+    }
   }
 
   private follow(panel: NotebookPanel | null): void {
@@ -110,168 +99,30 @@ export class FlyteSidebar extends Widget {
     this.notebook = panel;
     if (panel) {
       panel.context.saveState.connect((_, state) => {
-        if (state === 'completed') {
-          this.schedulePreview();
+        if (state === 'completed' && panel === this.notebook) {
+          this.preview.schedule();
         }
       });
-      panel.content.activeCellChanged.connect(() => this.schedulePreview());
-    }
-    this.status.textContent = panel
-      ? `Notebook: ${panel.context.path}`
-      : 'Open a notebook to see its settings and preview.';
-    void this.loadSettings();
-    this.schedulePreview();
-  }
-
-  protected onAfterAttach(): void {
-    void this.refreshRuns();
-    this.runsTimer = window.setInterval(() => void this.refreshRuns(), 2000);
-  }
-
-  protected onBeforeDetach(): void {
-    window.clearInterval(this.runsTimer);
-  }
-
-  // --- settings ---------------------------------------------------------------------
-
-  private async loadSettings(): Promise<void> {
-    const body = this.settingsBody;
-    body.replaceChildren();
-    if (!this.path) {
-      return;
-    }
-    let doc: ISettingsDoc;
-    try {
-      doc = await request<ISettingsDoc>('settings', {}, { path: this.path });
-    } catch (error) {
-      body.append(el('p', { class: 'fj-error' }, String(error)));
-      return;
-    }
-    const form = el('form', { class: 'fj-form', 'aria-label': 'flyte-jupyter settings' });
-    const inputs: Record<string, HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement> = {};
-    for (const key of EDITABLE) {
-      const setting = { ...doc.settings[key] };
-      const fallback = this.defaults?.user[key];
-      if (setting.source === 'default' && fallback !== undefined) {
-        setting.value = fallback;
-        setting.source = 'JupyterLab settings';
-      }
-      const id = `fj-setting-${key}`;
-      const row = el('div', { class: 'fj-row' });
-      row.append(el('label', { for: id }, key.replace('_', ' ')));
-      let input: HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement;
-      if (key === 'copy_style') {
-        input = el('select', { id, class: 'jp-mod-styled', name: key });
-        for (const [style, text] of Object.entries(COPY_STYLES)) {
-          const option = el('option', { value: style }, text);
-          input.append(option);
+      panel.content.activeCellChanged.connect(() => {
+        if (panel === this.notebook) {
+          this.preview.schedule();
         }
-        input.value = String(setting.value);
-      } else if (key === 'executor') {
-        input = el('select', { id, class: 'jp-mod-styled', name: key });
-        for (const name of ['local', 'docker']) {
-          input.append(el('option', { value: name }, name));
-        }
-        input.value = String(setting.value);
-      } else if (key === 'images') {
-        input = el('textarea', { id, class: 'jp-mod-styled', name: key, rows: '2' });
-        const mapping = (setting.value ?? {}) as Record<string, string>;
-        input.value = Object.entries(mapping)
-          .map(([name, uri]) => `${name}=${uri}`)
-          .join('\n');
-        input.setAttribute('placeholder', 'reference=image URI, one per line');
-      } else {
-        input = el('input', { id, class: 'jp-mod-styled', name: key, type: 'text' });
-        const value = setting.value;
-        input.value = Array.isArray(value) ? value.join(', ') : value == null ? '' : String(value);
-        if (key === 'root_dir') {
-          input.setAttribute('placeholder', doc.root_dir);
-        }
-        if (key === 'include') {
-          input.setAttribute('placeholder', 'data/*.csv, config/*.yaml');
-        }
-      }
-      inputs[key] = input;
-      row.append(input, el('span', { class: 'fj-source' }, `from ${setting.source}`));
-      form.append(row);
-    }
-    const warning = el('p', { class: 'fj-warning', role: 'alert' });
-    const apply = el('button', { type: 'submit', class: 'jp-mod-styled jp-mod-accept' }, 'Apply');
-    const check = () => {
-      const needsVersion = inputs.copy_style.value === 'none' && !inputs.version.value.trim();
-      warning.textContent = needsVersion
-        ? 'copy style none ships no code: give the version of the code in the image'
-        : '';
-      apply.disabled = needsVersion;
-    };
-    inputs.copy_style.addEventListener('change', check);
-    inputs.version.addEventListener('input', check);
-    check();
-    form.append(warning, apply);
-    form.addEventListener('submit', event => {
-      event.preventDefault();
-      void this.applySettings(inputs);
-    });
-    body.append(form);
-  }
-
-  private collect(
-    inputs: Record<string, HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement>
-  ): Record<string, unknown> {
-    const values: Record<string, unknown> = {};
-    for (const [key, input] of Object.entries(inputs)) {
-      const raw = input.value.trim();
-      if (key === 'include') {
-        values[key] = raw ? raw.split(',').map(s => s.trim()).filter(Boolean) : [];
-      } else if (key === 'images') {
-        const mapping: Record<string, string> = {};
-        for (const line of raw.split('\n')) {
-          const [name, ...rest] = line.split('=');
-          if (name.trim() && rest.length) {
-            mapping[name.trim()] = rest.join('=').trim();
-          }
-        }
-        values[key] = mapping;
-      } else {
-        values[key] = raw || null;
-      }
-    }
-    return values;
-  }
-
-  private async applySettings(
-    inputs: Record<string, HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement>
-  ): Promise<void> {
-    if (!this.path) {
-      return;
-    }
-    const values = this.collect(inputs);
-    if (this.defaults) {
-      for (const key of Object.keys(this.defaults.schema.properties ?? {})) {
-        const value = values[key];
-        if (value !== null && value !== undefined) {
-          await this.defaults.set(key, value as JSONValue);
-        }
-      }
-    }
-    try {
-      await request('settings', { method: 'PUT', body: JSON.stringify({ settings: values }) }, {
-        path: this.path
       });
-      const reached = await this.sendToKernel(values);
-      this.status.textContent = reached
-        ? 'Settings saved and sent to the kernel.'
-        : 'Settings saved to the project (.flyte-jupyter.toml).';
-    } catch (error) {
-      this.status.textContent = `Could not save settings: ${error}`;
     }
-    await this.loadSettings();
-    this.schedulePreview();
+    const text = panel
+      ? panel.context.path
+      : 'Open a notebook: settings, preview and its runs follow the active notebook.';
+    this.notebookLine.textContent = text;
+    this.notebookLine.title = text;
+    this.notebookLine.classList.toggle('fj-elide', !!panel);
+    this.settings.setPath(this.path);
+    this.preview.setNotebook(panel);
+    this.exporter.setPath(this.path);
+    this.runs.notebookChanged();
   }
 
-  /** Session settings for the notebook's kernel. */
-  private async sendToKernel(values: Record<string, unknown>): Promise<boolean> {
-    const reply = await this.askKernel({ settings: values as JSONObject });
+  private async sendToKernel(values: JSONObject): Promise<boolean> {
+    const reply = await this.askKernel({ settings: values });
     return reply?.ok === true;
   }
 
@@ -299,215 +150,6 @@ export class FlyteSidebar extends Widget {
       return answer;
     } catch {
       return null;
-    }
-  }
-
-  // --- preview ----------------------------------------------------------------------
-
-  private schedulePreview(): void {
-    window.clearTimeout(this.previewTimer);
-    this.previewTimer = window.setTimeout(() => void this.loadPreview(), 500);
-  }
-
-  private async loadPreview(): Promise<void> {
-    const body = this.previewBody;
-    if (!this.path) {
-      body.replaceChildren();
-      return;
-    }
-    // The active cell's slice from the kernel when it can answer, else the whole notebook.
-    let preview: IPreview;
-    let scope = 'the whole notebook';
-    const cell = this.notebook?.content.activeCell;
-    const source = cell?.model.type === 'code' ? cell.model.sharedModel.getSource() : '';
-    const answer = source.trim() ? await this.askKernel({ preview: source }) : null;
-    if (answer?.ok && answer.preview) {
-      preview = answer.preview as IPreview;
-      scope = 'the active cell';
-    } else {
-      try {
-        preview = await request<IPreview>('preview', {}, { path: this.path });
-      } catch (error) {
-        body.replaceChildren(el('p', { class: 'fj-error' }, String(error)));
-        return;
-      }
-    }
-    const table = el('table', { class: 'fj-table fj-preview' });
-    const head = el('tr');
-    for (const title of ['file', 'size', 'why it ships']) {
-      head.append(el('th', {}, title));
-    }
-    table.append(head);
-    for (const file of preview.files) {
-      const row = el('tr');
-      row.append(
-        el('td', { class: 'fj-path' }, file.path),
-        el('td', {}, humanSize(file.size)),
-        el('td', {}, file.reason)
-      );
-      table.append(row);
-    }
-    const summary = el(
-      'p',
-      { class: 'fj-summary' },
-      `For ${scope}: ${preview.files.length} files, ${humanSize(preview.total_bytes)} · copy style ` +
-        `${preview.copy_style} · ${preview.digest.slice(0, 19)}… · version ${preview.version}`
-    );
-    const parts: HTMLElement[] = [summary, table];
-    for (const [name, size] of Object.entries(preview.values ?? {})) {
-      parts.push(el('p', { class: 'fj-value' }, `input value ${name}: ${humanSize(size)} pickled`));
-    }
-    for (const secret of preview.excluded_secrets) {
-      parts.push(el('p', { class: 'fj-warning' }, `left out as a secret: ${secret}`));
-    }
-    for (const warning of preview.warnings) {
-      if (!warning.includes('looks like a secret')) {
-        parts.push(el('p', { class: 'fj-warning' }, warning));
-      }
-    }
-    body.replaceChildren(...parts);
-  }
-
-  // --- runs -------------------------------------------------------------------------
-
-  private async refreshRuns(): Promise<void> {
-    let rows: IRunRow[];
-    try {
-      rows = (await request<{ runs: IRunRow[] }>('runs', {}, { limit: '20' })).runs;
-    } catch (error) {
-      this.runsBody.replaceChildren(el('p', { class: 'fj-error' }, String(error)));
-      return;
-    }
-    if (!rows.length) {
-      this.runsBody.replaceChildren(el('p', {}, 'No runs yet: use %%flyte_run in a cell.'));
-      return;
-    }
-    const list = el('ul', { class: 'fj-runs', 'aria-label': 'runs' });
-    for (const run of rows) {
-      const item = el('li', {
-        tabindex: '0',
-        'data-run': run.id,
-        class: `fj-run fj-${run.status}`,
-        title: `${run.id}: Enter shows its logs`
-      });
-      const action = ['succeeded', 'failed', 'cancelled'].includes(run.status)
-        ? ['Re-run', 'rerun']
-        : ['Cancel', 'cancel'];
-      const button = el('button', { class: 'jp-mod-styled fj-action', title: `${action[0]} ${run.id}` }, action[0]);
-      button.addEventListener('click', event => {
-        event.stopPropagation();
-        void request(`runs/${run.id}/${action[1]}`, { method: 'POST' }).then(() =>
-          this.refreshRuns()
-        );
-      });
-      const first = el('div', { class: 'fj-run-line' });
-      first.append(
-        el('span', { class: 'fj-status-cell' }, run.status),
-        el('span', { class: 'fj-run-name' }, run.name),
-        el('span', { class: 'fj-run-time' }, run.duration),
-        button
-      );
-      const digest = (run.digest ?? 'no bundle').replace('sha256:', '').slice(0, 12);
-      const second = el(
-        'div',
-        { class: 'fj-run-meta' },
-        `${digest} · ${run.version} · ${run.image ?? 'default image'} · ${run.executor}`
-      );
-      item.append(first, second);
-      const open = () => void this.showLogs(run);
-      item.addEventListener('click', open);
-      item.addEventListener('keydown', event => {
-        if (event.key === 'Enter') {
-          open();
-        }
-      });
-      list.append(item);
-    }
-    this.runsBody.replaceChildren(list);
-    const followed = rows.find(run => run.id === this.shownRun);
-    if (followed && this.logsBox.textContent?.includes(', live)')) {
-      void this.showLogs(followed);
-    }
-  }
-
-  private async showLogs(run: IRunRow): Promise<void> {
-    const doc = await request<{ status: string; logs: string; final: boolean }>(
-      `runs/${run.id}/logs`
-    );
-    this.shownRun = run.id;
-    if (!doc.final) {
-      this.logsBox.textContent = `run ${run.id} (${doc.status}, live)\n${doc.logs}`;
-      return;
-    }
-    const detail = await request<{ outcome: Record<string, string> }>(`runs/${run.id}`);
-    const outcome = detail.outcome;
-    const summary = outcome.traceback
-      ? `\n${outcome.traceback}`
-      : outcome.repr !== undefined
-        ? `\nresult (${outcome.type}): ${outcome.repr}`
-        : outcome.note
-          ? `\n${outcome.note}`
-          : '';
-    this.logsBox.textContent = `run ${run.id} (${doc.status})\n${doc.logs}${summary}`;
-  }
-
-  // --- export -----------------------------------------------------------------------
-
-  private buildExport(): void {
-    const name = el('input', {
-      class: 'jp-mod-styled',
-      id: 'fj-export-name',
-      placeholder: 'image name (default: flyte-jupyter-<notebook>)'
-    });
-    const version = el('input', {
-      class: 'jp-mod-styled',
-      id: 'fj-export-version',
-      placeholder: 'version (default: content hash)'
-    });
-    const button = el('button', { class: 'jp-mod-styled jp-mod-accept' }, 'Export notebook to image');
-    const log = el('pre', { class: 'fj-logs', 'aria-label': 'build log' });
-    button.addEventListener('click', () => void this.export(name.value, version.value, log, button));
-    this.exportBody.append(
-      el('label', { for: 'fj-export-name' }, 'image name'),
-      name,
-      el('label', { for: 'fj-export-version' }, 'version'),
-      version,
-      button,
-      log
-    );
-  }
-
-  private async export(
-    name: string,
-    version: string,
-    log: HTMLPreElement,
-    button: HTMLButtonElement
-  ): Promise<void> {
-    if (!this.path) {
-      log.textContent = 'Open a notebook first.';
-      return;
-    }
-    button.disabled = true;
-    log.textContent = 'starting the build…';
-    try {
-      const { id } = await request<{ id: string }>('export', {
-        method: 'POST',
-        body: JSON.stringify({ path: this.path, image_name: name, version })
-      });
-      for (;;) {
-        const job = await request<IExportJob>(`export/${id}`);
-        log.textContent = job.log.slice(-40).join('\n');
-        if (job.status !== 'running') {
-          log.textContent +=
-            job.status === 'succeeded' ? `\nbuilt ${job.tag}` : `\nfailed: ${job.error}`;
-          break;
-        }
-        await new Promise(resolve => window.setTimeout(resolve, 1000));
-      }
-    } catch (error) {
-      log.textContent = `export failed: ${error}`;
-    } finally {
-      button.disabled = false;
     }
   }
 }

@@ -199,3 +199,21 @@ def test_missing_module_hint_for_copy_style_none():
     object.__setattr__(spec, "root_dir", None)
     object.__setattr__(spec, "copy_style", "none")
     assert "must be in the image" in missing_module_hint("pandas", spec)
+
+
+# --- one error family -----------------------------------------------------------------------
+
+
+def test_every_error_is_one_family_and_old_import_paths_still_work():
+    from flyte_jupyter.core import errors, image, notebook, storage
+
+    assert storage.StorageError is errors.StorageError
+    assert storage.StoreConfigError is errors.StoreConfigError
+    assert image.ImageError is errors.ImageError
+    assert notebook.NotebookError is errors.NotebookError
+    assert issubclass(errors.NotebookError, errors.UsageError)
+    assert issubclass(errors.StoreConfigError, errors.UsageError | errors.StorageError)
+    family = [v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, Exception)]
+    outside = [c.__name__ for c in family if not issubclass(c, errors.FlyteJupyterError)]
+    print(f"error classes: {len(family)}, outside the family: {len(outside)}")
+    assert outside == []

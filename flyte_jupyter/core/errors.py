@@ -1,4 +1,5 @@
-"""Errors a user can act on: each carries one message that says what is wrong and what to do."""
+"""Errors a user can act on: each carries one message that says what is wrong and what to do.
+All of them are FlyteJupyterErrors, so a front door catches that one family."""
 
 import builtins
 
@@ -9,6 +10,22 @@ class FlyteJupyterError(Exception):
 
 class UsageError(FlyteJupyterError):
     """Bad input: an unknown option value, a missing path, an entry outside root_dir."""
+
+
+class NotebookError(UsageError):
+    """A cell cannot be shipped as asked; the message names the culprit and the fix."""
+
+
+class StorageError(FlyteJupyterError):
+    """Storage cannot be used as configured; the message says why and what to do."""
+
+
+class StoreConfigError(StorageError, UsageError):
+    """The store URL cannot work at all (e.g. a path below a file): bad input, exit status 2."""
+
+
+class ImageError(FlyteJupyterError):
+    """The image cannot be rendered or built as specified; the message says how to fix it."""
 
 
 class BundleError(FlyteJupyterError):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .bundle import end_of_archive, tar_entry
-from .errors import FlyteJupyterError, UsageError
+from .errors import ImageError, UsageError  # ImageError re-exported
 from .files import archive_mode
 from .select import select_files
 
@@ -34,10 +34,6 @@ RUNTIME_DIR = "/opt/flyte-jupyter"
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 Log = Callable[[str], None]
-
-
-class ImageError(FlyteJupyterError):
-    """The image cannot be rendered or built as specified; the message says how to fix it."""
 
 
 @dataclass(frozen=True)

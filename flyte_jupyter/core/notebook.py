@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..runtime.cells import CELL_FILE
+from .errors import NotebookError  # re-exported: callers import it from here
 
 GENERATED_PACKAGE = "_flyte_notebook"
 _MAGIC_CALL = re.compile(r"\bget_ipython\(\)")
@@ -50,10 +51,6 @@ class Definition:
     """The names it reads while being defined (decorators, defaults, annotations, bases, class
     bodies): the only ones that must come before it in the generated module."""
     uses_magics: bool = False
-
-
-class NotebookError(Exception):
-    """A cell cannot be shipped as asked; the message names the culprit and the fix."""
 
 
 def _bound_names(node: ast.AST) -> set[str]:

@@ -28,7 +28,10 @@ from urllib.parse import urlparse
 
 from ..runtime import blobs
 from ..runtime.locations import cache_dir, private_dir
-from .errors import FlyteJupyterError, UsageError
+from .errors import (  # StorageError and StoreConfigError are imported from here too
+    StorageError,
+    StoreConfigError,
+)
 
 STORE_ENV = "FLYTE_JUPYTER_STORE"
 MAX_ATTEMPTS = 4
@@ -47,14 +50,6 @@ Progress = Callable[[int, int], None]
 """progress(bytes_sent, total_bytes), called as an upload advances."""
 
 T = TypeVar("T")
-
-
-class StorageError(FlyteJupyterError):
-    """Storage cannot be used as configured; the message says why and what to do."""
-
-
-class StoreConfigError(StorageError, UsageError):
-    """The store URL cannot work at all (e.g. a path below a file): bad input, exit status 2."""
 
 
 def default_store_url() -> str:

@@ -227,12 +227,12 @@ def coerce(key: str, value: Any) -> Any:
     value = _ALIASES.get((key, value), value) if isinstance(value, str) else value
     if field_.choices and value not in field_.allowed():
         allowed = ", ".join(field_.allowed())
-        raise UsageError(f"{key} {value!r} is not allowed: use one of {allowed}")
+        raise UsageError(f"`{key}` {value!r} is not allowed: use one of {allowed}")
     if field_.minimum is not None and (
         value < field_.minimum or (field_.above and value == field_.minimum)
     ):
         bound = "above" if field_.above else "at least"
-        raise UsageError(f"{key} must be {bound} {field_.minimum:g}, not {value!r}")
+        raise UsageError(f"`{key}` must be {bound} {field_.minimum:g}, not {value!r}")
     return value
 
 
@@ -268,7 +268,7 @@ def _typed(field_: Field, value: Any) -> Any:
         return float(value)
     if kind is list and isinstance(value, tuple):
         return list(value)
-    raise UsageError(f"setting {key!r} must be a {kind.__name__}, not {value!r}")
+    raise UsageError(f"`{key}` must be a {kind.__name__}, not {value!r}")
 
 
 def _json(key: str, text: str) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -286,8 +287,10 @@ def test_notebook_cell_runs_as_a_flyte_task_and_interrupt_aborts(tmp_path, emula
         assert v1 != v2 == history.recent()[0].version
         assert len(emulator.uploads) == uploads
         failed = kernel.execute("%%flyte_run --executor flyte\nwith_tax(None)")
-        assert failed.error is not None and failed.error["ename"] == "RemoteError"
-        assert "TypeError" in failed.error_text and "in with_tax" in failed.error_text
+        assert failed.error is not None and failed.error["ename"] == "TypeError"  # the remote type
+        text = re.sub(r"\x1b\[[0-9;]*m", "", failed.error_text)
+        assert "unsupported operand" in text and "with_tax" in text and "In[" in text, text
+        assert "flyte-jupyter-error" not in failed.stdout + failed.stderr
         msg_id = kernel.client.execute("%%flyte_run --executor flyte\nimport time\ntime.sleep(120)")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

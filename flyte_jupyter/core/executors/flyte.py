@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import queue
 import re
 import socket
 import sys
@@ -500,18 +501,44 @@ class FlyteExecution:
         lines; where no log service answers, the run's log once it has ended."""
         streamed = False
         if self._code is None:
-            try:
-                for text in self.remote.get_logs(filter_system=True):
-                    if text.startswith(_FLYTE_LOG_PREFIX):
-                        continue
-                    streamed = True
-                    yield LogLine("stdout", text if text.endswith("\n") else text + "\n")
-            except Exception as exc:  # no log backend: the log comes back with the result
-                print(f"flyte-jupyter: no live logs ({exc}); they follow the run", file=sys.stderr)
+            for text in self._stream():
+                streamed = True
+                yield LogLine("stdout", text)
         self.wait(None)
         if not streamed:
             for line in self.output_so_far().splitlines(keepends=True):
                 yield LogLine("stdout", line)
+
+    def _stream(self) -> Iterator[str]:
+        """Log lines read in a thread of their own: the caller's thread stays interruptible
+        (flyte's sync log generator holds an interrupted caller until its stream ends)."""
+        from ...runtime.flyte_task import ERROR_MARK
+
+        lines: queue.Queue[str | BaseException | None] = queue.Queue()
+
+        def pump() -> None:
+            try:
+                for text in self.remote.get_logs(filter_system=True):
+                    lines.put(text)
+            except Exception as exc:  # no log backend: the log comes back with the result
+                lines.put(exc)
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True, name="flyte-logs").start()
+        while True:
+            try:
+                item = lines.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                print(f"flyte-jupyter: no live logs ({item}); they follow the run", file=sys.stderr)
+                return
+            text = item.removeprefix(" ")  # flyte formats "<timestamp> <message>"
+            if text.startswith(_FLYTE_LOG_PREFIX) or ERROR_MARK in text:
+                continue  # flyte's own lines; its log of the error we raised
+            yield text if text.endswith("\n") else text + "\n"
 
     def output_so_far(self) -> str:
         try:

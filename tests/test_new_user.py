@@ -300,3 +300,56 @@ def test_a_module_above_root_dir_is_named_before_and_after_the_run(tmp_path):
     )
     fixed = cli("run", "project/app.py:main", "--root-dir", str(ws), cwd=ws)
     assert fixed.returncode == 0 and fixed.stdout.strip() == "1", fixed.stderr
+
+
+# --- smaller -------------------------------------------------------------------------------
+
+
+def test_home_and_filesystem_root_are_named_plainly(tmp_path, monkeypatch):
+    from flyte_jupyter.core.errors import BundleError
+    from flyte_jupyter.core.select import select_files
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    messages = []
+    for root in (tmp_path, Path("/")):
+        with pytest.raises(BundleError) as err:
+            select_files(root, copy_style="all")
+        messages.append(str(err.value))
+    print(messages)
+    assert f"root_dir {tmp_path} is your home directory: everything in it" in messages[0]
+    assert "root_dir / is the filesystem root: everything in it" in messages[1]
+
+
+def test_a_symlink_loop_is_not_called_dangling_and_sizes_are_human(tree):
+    from flyte_jupyter.core.errors import BundleError
+    from flyte_jupyter.core.select import select_files
+
+    root = tree({"pyproject.toml": "[project]\nname='p'\n", "notes.txt": "x" * 20_480})
+    (root / "loop_a").symlink_to(root / "loop_b")
+    (root / "loop_b").symlink_to(root / "loop_a")
+    (root / "gone").symlink_to(root / "nothing-here")
+    warnings = select_files(root, copy_style="all").warnings
+    print(f"warnings: {warnings}")
+    assert "skipped loop_a: symlink loop" in warnings and "skipped loop_b: symlink loop" in warnings
+    assert "skipped gone: dangling symlink" in warnings
+    with pytest.raises(BundleError) as err:
+        select_files(root, copy_style="all", max_bytes=10_000)
+    assert "Largest files: notes.txt (20.0 KB)" in str(err.value)
+    assert "over the 9.8 KB limit" in str(err.value) and "0.0 MB" not in str(err.value)
+
+
+def test_flyte_bundle_shows_a_large_file_warning_once(tree):
+    from kernel import Kernel
+
+    project = tree({"pyproject.toml": "[project]\nname='nb'\n", "data/big.bin": b"\0" * 11 * 2**20})
+    kernel = Kernel(project)
+    try:
+        kernel.ok("%load_ext flyte_jupyter")
+        reply = kernel.ok("%%flyte_bundle --include 'data/*'\nx = 1")
+        # what a notebook shows: the streams and each display's richest form (its HTML)
+        shown = reply.stdout + reply.stderr + "".join(d["text/html"] for d in reply.displays)
+        count = shown.count("data/big.bin is 11.0 MB: large files slow every upload")
+        print(f"large-file warnings shown: {count}")
+        assert count == 1
+    finally:
+        kernel.shutdown()

@@ -386,7 +386,7 @@ def test_size_limit_names_the_largest_files_and_the_fix(tree):
     with pytest.raises(BundleError) as err:
         select_files(root, copy_style="all", max_bytes=1_000_000)
     message = str(err.value)
-    assert "over the 1.0 MB limit" in message
+    assert "over the 976.6 KB limit" in message  # 1_000_000 bytes, in human units
     assert "data/big.bin (2.9 MB)" in message
     assert "data/ (2.9 MB)" in message
     assert "exclude" in message and "--max-size" in message

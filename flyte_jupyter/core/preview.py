@@ -3,15 +3,7 @@
 from __future__ import annotations
 
 from .bundle import Bundle
-
-
-def human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
+from .sizes import human_size
 
 
 def text_table(header: list[str], rows: list[list[str]]) -> str:

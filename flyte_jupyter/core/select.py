@@ -9,6 +9,7 @@ static import graph, so imports inside functions ship too, and every file carrie
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -37,6 +38,7 @@ from .imports import (
     suggest_root,
 )
 from .notebook_outputs import strip_outputs
+from .sizes import human_size
 
 COPY_STYLES = ("auto", "all", "none")
 _STYLE_ALIASES = {"loaded_modules": "auto"}
@@ -173,8 +175,9 @@ def _resolve_root(
         root = Path.cwd().resolve()
     if not force and (root == Path.home().resolve() or root == Path(root.anchor)):
         raise BundleError(
-            f"root_dir {root} is {'your home directory' if root != Path(root.anchor) else 'the'}"
-            " filesystem root: everything in it would ship. Point root_dir at your project, "
+            f"root_dir {root} is "
+            f"{'the filesystem root' if root == Path(root.anchor) else 'your home directory'}"
+            ": everything in it would ship. Point root_dir at your project, "
             "or pass force_root=True (--force-root) if you really mean it."
         )
     return root
@@ -408,7 +411,7 @@ class _Selector:
         if stat.S_ISLNK(st.st_mode):
             source = os.path.realpath(path)
             if not os.path.exists(source):
-                self.warnings.append(f"skipped {rel}: dangling symlink")
+                self.warnings.append(f"skipped {rel}: {_broken_link(path)}")
                 return None
             if not Path(source).is_relative_to(self.root):
                 self.warnings.append(f"skipped {rel}: symlink points outside root_dir ({source})")
@@ -426,7 +429,7 @@ class _Selector:
                 reason += " (outputs stripped)"
         if st.st_size > LARGE_FILE_BYTES:
             self.warnings.append(
-                f"{rel} is {_mb(st.st_size)}: large files slow every upload; "
+                f"{rel} is {human_size(st.st_size)}: large files slow every upload; "
                 "consider remote storage or an exclude pattern"
             )
         return SelectedFile(
@@ -709,8 +712,14 @@ def _shown(rel: str) -> str:
     return text if len(text) <= 120 else f"{text[:60]}...{text[-50:]}"
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1024 / 1024:.1f} MB"
+def _broken_link(path: str) -> str:
+    """Why a symlink leads nowhere: a loop (a -> b -> a) is not a missing target."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop"
+    return "dangling symlink"
 
 
 def _check_size(selection: Selection, max_bytes: int) -> None:
@@ -724,10 +733,11 @@ def _check_size(selection: Selection, max_bytes: int) -> None:
         dirs[top] = dirs.get(top, 0) + f.size
     big_dirs = sorted(dirs.items(), key=lambda kv: kv[1], reverse=True)[:5]
     raise BundleError(
-        f"the bundle would be {_mb(total)}, over the {_mb(max_bytes)} limit. Largest files: "
-        + ", ".join(f"{f.path} ({_mb(f.size)})" for f in biggest)
+        f"the bundle would be {human_size(total)}, over the {human_size(max_bytes)} limit. "
+        "Largest files: "
+        + ", ".join(f"{f.path} ({human_size(f.size)})" for f in biggest)
         + "; largest top-level entries: "
-        + ", ".join(f"{d} ({_mb(n)})" for d, n in big_dirs)
+        + ", ".join(f"{d} ({human_size(n)})" for d, n in big_dirs)
         + ". Leave them out with exclude patterns or a .flyteignore file, "
         "or raise the limit (max_bytes / --max-size)."
     )

@@ -153,7 +153,7 @@ class FlyteMagics(Magics):
             hidden=session.hidden_names(),
             dry_run=ns.dry_run,
         )
-        for note in self._notes(prepared, root):
+        for note in self._notes(prepared, root, previewed=ns.dry_run):
             print(note, file=sys.stderr)
         if ns.dry_run:
             display(views.bundle_preview(prepared), raw=True)
@@ -185,9 +185,10 @@ class FlyteMagics(Magics):
         status.update(protocol.SUCCEEDED)
         return self._apply(result)
 
-    def _notes(self, prepared: cells.PreparedCell, root: Any) -> list[str]:
-        # secrets left out are listed by previews (%flyte_bundle, the sidebar), not every run
-        warnings = prepared.bundle.selection.warnings
+    def _notes(self, prepared: cells.PreparedCell, root: Any, previewed: bool) -> list[str]:
+        # secrets left out are listed by previews (%flyte_bundle, the sidebar), not every run;
+        # a preview lists the selection's warnings itself, so they are not printed twice
+        warnings = [] if previewed else prepared.bundle.selection.warnings
         notes = [f"warning: {w}" for w in warnings if "looks like a secret" not in w]
         for rel in self.session.stale_modules(root):
             notes.append(
@@ -348,6 +349,9 @@ def load(shell: Any) -> None:
     )
     shell._flyte_session = session
     _register_comm_target(session)
+    from ..core import workers
+
+    workers.bind_to_process()  # the kernel's warm workers stop with it
 
 
 def unload(shell: Any) -> None:

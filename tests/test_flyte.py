@@ -301,6 +301,7 @@ def test_notebook_cell_runs_as_a_flyte_task_and_interrupt_aborts(tmp_path, emula
         (run,) = running
         time.sleep(1)
         kernel.interrupt()
+        interrupted = time.monotonic()
         while True:
             msg = kernel.client.get_iopub_msg(timeout=60)
             content = msg["content"]
@@ -310,6 +311,8 @@ def test_notebook_cell_runs_as_a_flyte_task_and_interrupt_aborts(tmp_path, emula
             ):
                 break
         name = run.id.name
+        print(f"interrupt to idle cell: {time.monotonic() - interrupted:.1f}s")
+        assert time.monotonic() - interrupted < 15
         phase, alive = emulator.run_phase(name), emulator.pod_alive(name)
         print(f"after interrupt: {phase}, pod alive {alive}, {history.recent()[0].status}")
         assert emulator.run_phase(name) == "ABORTED"

@@ -14,7 +14,7 @@ import servers
 from flyte_jupyter.core.storage import Store
 from flyte_jupyter.runtime import blobs
 
-pytest_plugins = ["flyte_fixtures"]
+pytest_plugins = ["flyte_fixtures", "worker_fixtures"]
 
 servers.setup_env()
 

@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ...runtime.blobs import STORAGE_OPTIONS_ENV
 from ...runtime.locations import cache_dir
@@ -52,18 +53,20 @@ class LocalExecutor:
         logs = _logs_dir(spec.run_id)
         private_dir(logs)
         workdir = tempfile.mkdtemp(prefix="flyte-jupyter-local-")
-        argv = [*_runtime_command(python), *spec.runtime_args()]
+        env = _child_env(spec, store)
         with open_private(logs / "stdout.txt") as out, open_private(logs / "stderr.txt") as err:
-            proc = subprocess.Popen(
-                argv,
-                cwd=workdir,
-                env=_child_env(spec, store),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
-        identity = process_identity(proc.pid)
+            proc = _warm_start(python, spec.runtime_args(), env, workdir, out, err)
+            if proc is None:
+                proc = subprocess.Popen(
+                    [*_runtime_command(python), *spec.runtime_args()],
+                    cwd=workdir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                )
+        identity = getattr(proc, "identity", None) or process_identity(proc.pid)
         history.update(spec.run_id, pid=proc.pid, pid_start=identity)
         return LocalExecution(proc.pid, logs, proc, workdir, identity)
 
@@ -113,6 +116,27 @@ def _runtime_command(python: str) -> list[str]:
         "sys.exit(main(sys.argv[1:]))"
     )
     return [python, "-I", "-u", "-c", boot]
+
+
+def _warm_start(
+    python: str, args: list[str], env: dict[str, str], workdir: str, out: Any, err: Any
+) -> Any:
+    """The run started by a warm worker of `python` (see core/workers.py), or None: warm
+    workers are off, or none could be used (then the caller starts a cold process)."""
+    from .. import workers
+
+    if not workers.enabled():
+        return None
+    if _same_environment(python):
+        boot = "from flyte_jupyter.runtime.worker import serve; import sys; sys.exit(serve())"
+        argv0 = str(_PACKAGE_DIR / "runtime" / "__main__.py")  # what `-m` puts in argv[0]
+    else:
+        boot = (
+            f"import sys; sys.path.insert(0, {str(runtime_copy())!r}); "
+            "from flyte_jupyter.runtime.worker import serve; del sys.path[0]; sys.exit(serve())"
+        )
+        argv0 = "-c"
+    return workers.spawn([python, "-I", "-u", "-c", boot], argv0, args, env, workdir, out, err)
 
 
 def _same_environment(python: str) -> bool:

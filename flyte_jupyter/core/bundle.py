@@ -17,9 +17,11 @@ import shutil
 import struct
 import tarfile
 import tempfile
+import threading
 import zlib
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -33,9 +35,18 @@ from .select import SelectedFile, Selection
 
 ARCHIVE_MTIME = 347155200
 """1981-01-01T00:00:00Z, the fixed mtime Flyte's own bundles use."""
-DEFAULT_LEVEL = 6
+DEFAULT_LEVEL = 1
 ARCHIVE_CACHE_BYTES = 2 * 1024**3
 """Built archives kept locally for reuse, oldest dropped first beyond this size."""
+
+KEEP_BYTES = 32 * 1024**2
+"""File contents read while hashing that are kept for compressing, at most: a cold build of
+a small tree reads each file once, a big tree's peak memory stays bounded."""
+IN_FLIGHT_BYTES = 16 * 1024**2
+"""File bytes handed to the compressing threads ahead of the writer, at most."""
+STREAM_BYTES = 4 * 1024**2
+"""Files larger than this are hashed and compressed in chunks, never held whole."""
+_CHUNK = 1024**2
 
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 """Magic, deflate, no flags, mtime 0, no extra flags, OS 'unknown': the same on every machine."""
@@ -112,6 +123,9 @@ class _Builder:
         self.level = level
         self.cache = cache
         self.contents: dict[str, bytes] = {}
+        """Contents read while hashing, kept for compressing up to KEEP_BYTES in all."""
+        self.kept = 0
+        self.lock = threading.Lock()
         self.workers = min(8, os.cpu_count() or 1)
 
     def build(self, output: str | os.PathLike[str] | None, dry_run: bool) -> Bundle:
@@ -143,11 +157,16 @@ class _Builder:
         missing = [f for f in self.files if f.path not in hashes]
 
         def read_and_hash(f: SelectedFile) -> tuple[str, str]:
+            if f.size > STREAM_BYTES:
+                return f.path, _stream(f.source, f.path, f.size, lambda chunk: None)
             data = read_bytes(f.source, f.path)
             if len(data) != f.size:
                 raise BundleError(f"{f.path} changed while it was being bundled: run again")
             if keep_contents:
-                self.contents[f.path] = data
+                with self.lock:
+                    if self.kept + len(data) <= KEEP_BYTES:
+                        self.contents[f.path] = data
+                        self.kept += len(data)
             return f.path, hashlib.sha256(data).hexdigest()
 
         with ThreadPoolExecutor(self.workers) as pool:
@@ -161,7 +180,8 @@ class _Builder:
 
     def _write_archive(self, entries: list[ManifestEntry], archive: Path) -> None:
         """Write the archive: members already in an earlier archive are copied from it (in
-        contiguous runs, by the kernel where it can), the rest compressed on all cores."""
+        contiguous runs, by the kernel where it can), the rest compressed on all cores, fed
+        at most IN_FLIGHT_BYTES ahead of the writer; big files are streamed by the writer."""
         keys = [self._member_key(e) for e in entries]
         known = _valid_members(self.cache.members(keys))
         sources = {f.path: f.source for f in self.files}
@@ -175,12 +195,24 @@ class _Builder:
             return gzip_member(tar_entry(entry.path, entry.mode, data), self.level)
 
         todo = [e for e, k in zip(entries, keys, strict=True) if k not in known]
+        pooled = iter([e for e in todo if e.size <= STREAM_BYTES])
         private_dir(archive.parent)
         fd, tmp = tempfile.mkstemp(dir=archive.parent, prefix=".partial-", suffix=".tar.gz")
         written: list[tuple[str, int, int]] = []
         try:
             with ThreadPoolExecutor(self.workers) as pool, os.fdopen(fd, "wb") as out:
-                fresh = iter(pool.map(compress, todo))
+                ahead: deque[tuple[ManifestEntry, Future[bytes]]] = deque()
+                in_flight = 0
+
+                def feed() -> None:
+                    nonlocal in_flight
+                    while in_flight < IN_FLIGHT_BYTES or not ahead:
+                        entry = next(pooled, None)
+                        if entry is None:
+                            return
+                        ahead.append((entry, pool.submit(compress, entry)))
+                        in_flight += entry.size
+
                 copier = _RangeCopier(out)
                 raw = 0
                 for entry, key in zip(entries, keys, strict=True):
@@ -188,9 +220,16 @@ class _Builder:
                         copier.add(*known[key])
                     else:
                         copier.flush()
-                        blob = next(fresh)
-                        written.append((key, out.tell(), len(blob)))
-                        out.write(blob)
+                        start = out.tell()
+                        if entry.size > STREAM_BYTES:
+                            _stream_member(entry, sources[entry.path], self.level, out)
+                        else:
+                            feed()
+                            done, future = ahead.popleft()
+                            in_flight -= done.size
+                            out.write(future.result())
+                            feed()
+                        written.append((key, start, out.tell() - start))
                     raw += _entry_length(entry)
                 copier.flush()
                 out.write(gzip_member(end_of_archive(raw), self.level))
@@ -279,14 +318,17 @@ def _stat_key(f: SelectedFile) -> tuple[str, int, int, int]:
 
 def tar_entry(path: str, mode: int, data: bytes) -> bytes:
     """One regular-file tar entry with fixed metadata, padded to the block size."""
+    return _tar_header(path, mode, len(data)) + data + b"\0" * (-len(data) % _BLOCK)
+
+
+def _tar_header(path: str, mode: int, size: int) -> bytes:
     info = tarfile.TarInfo(path)
-    info.size = len(data)
+    info.size = size
     info.mode = mode
     info.mtime = ARCHIVE_MTIME
     info.uid = info.gid = 0
     info.uname = info.gname = ""
-    header = info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
-    return header + data + b"\0" * (-len(data) % _BLOCK)
+    return info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
 
 
 def _entry_length(entry: ManifestEntry) -> int:
@@ -308,6 +350,45 @@ def gzip_member(data: bytes, level: int) -> bytes:
     compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
     body = compressor.compress(data) + compressor.flush()
     return _GZIP_HEADER + body + struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF)
+
+
+def _stream(source: str, display: str, size: int, consume: Callable[[bytes], None]) -> str:
+    """sha256 hex of a file read in chunks, each also handed to `consume`; the file must
+    still be `size` bytes long."""
+    digest, seen = hashlib.sha256(), 0
+    try:
+        with open(source, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+                consume(chunk)
+                seen += len(chunk)
+    except OSError as exc:
+        raise BundleError(
+            f"cannot read {display}: {exc.strerror or exc}. "
+            "Fix its permissions, or leave it out with an exclude pattern."
+        ) from exc
+    if seen != size:
+        raise BundleError(f"{display} changed while it was being bundled: run again")
+    return digest.hexdigest()
+
+
+def _stream_member(entry: ManifestEntry, source: str, level: int, out: BinaryIO) -> None:
+    """Write the gzip member of a big file's tar entry, chunk by chunk: the same bytes as
+    `gzip_member(tar_entry(...))` without holding the file."""
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+    crc, length = 0, 0
+
+    def put(data: bytes) -> None:
+        nonlocal crc, length
+        crc, length = zlib.crc32(data, crc), length + len(data)
+        out.write(compressor.compress(data))
+
+    out.write(_GZIP_HEADER)
+    put(_tar_header(entry.path, entry.mode, entry.size))
+    if _stream(source, entry.path, entry.size, put) != entry.sha256:
+        raise BundleError(f"{entry.path} changed while it was being bundled: run again")
+    put(b"\0" * (-entry.size % _BLOCK))
+    out.write(compressor.flush() + struct.pack("<II", crc, length & 0xFFFFFFFF))
 
 
 def iter_archive(archive: Path) -> Iterator[tarfile.TarInfo]:

@@ -1,0 +1,96 @@
+"""Building a bundle holds a bounded amount of file data in memory, whatever the tree's size:
+contents kept between hashing and compressing are capped, compression is fed a bounded window
+ahead of the writer, and big files are hashed and compressed in chunks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+from flyte_jupyter.core import bundle as bundle_mod
+from flyte_jupyter.core.bundle import build_bundle
+from flyte_jupyter.core.select import select_files
+
+MB = 1024 * 1024
+
+BUILD = """
+import json, resource, sys
+from flyte_jupyter.core import bundle
+from flyte_jupyter.core.select import select_files
+
+bundle.KEEP_BYTES = 4 * 1024 * 1024  # small, so that the tree is many times the budgets
+selection = select_files(sys.argv[1], copy_style="all", max_bytes=10**10)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+built = bundle.build_bundle(selection)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"before_kb": before, "after_kb": after, "bytes": built.total_bytes}))
+"""
+
+
+def make_tree(root: Path, small: int, big_mb: int) -> int:
+    """`small` files of 1 MB and one file of `big_mb` MB of hex text (compresses ~2:1)."""
+    total = 0
+    for i in range(small):
+        path = root / f"pkg_{i % 7}" / f"part_{i}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(os.urandom(MB // 2).hex())
+        total += MB
+    with open(root / "big.bin", "w") as f:
+        for _ in range(big_mb):
+            f.write(os.urandom(MB // 2).hex())
+    return total + big_mb * MB
+
+
+def test_peak_memory_of_a_build_does_not_grow_with_the_tree(tmp_path):
+    root = tmp_path / "tree"
+    root.mkdir()
+    total = make_tree(root, small=120, big_mb=60)
+    env = {**os.environ, "FLYTE_JUPYTER_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-c", BUILD, str(root)], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout.strip().splitlines()[-1])
+    growth = (doc["after_kb"] - doc["before_kb"]) / 1024
+    print(f"tree: {total / MB:.0f} MB; peak RSS grew {growth:.0f} MB while building")
+    assert doc["bytes"] == total
+    # before: every file's contents were kept from hashing to compressing (>= 180 MB)
+    assert growth < 80
+
+
+def test_streamed_big_files_give_the_same_archive_bytes(tmp_path, monkeypatch):
+    root = tmp_path / "tree"
+    root.mkdir()
+    make_tree(root, small=2, big_mb=6)
+    (root / "empty.txt").write_bytes(b"")
+    selection = select_files(root, copy_style="all")
+    streamed = build_bundle(selection)
+    assert any(f.size > bundle_mod.STREAM_BYTES for f in selection.files)
+    monkeypatch.setenv("FLYTE_JUPYTER_CACHE_DIR", str(tmp_path / "other-cache"))
+    monkeypatch.setattr(bundle_mod, "STREAM_BYTES", 10**12)  # every file read whole
+    whole = build_bundle(selection)
+    assert whole.digest == streamed.digest
+    assert whole.archive.read_bytes() == streamed.archive.read_bytes()
+    with tarfile.open(streamed.archive) as tar:
+        big = tar.extractfile("big.bin").read()
+    assert big == (root / "big.bin").read_bytes()
+
+
+def test_a_big_file_that_changes_while_bundled_is_refused(tmp_path, monkeypatch):
+    root = tmp_path / "tree"
+    root.mkdir()
+    make_tree(root, small=1, big_mb=6)
+    selection = select_files(root, copy_style="all")
+    (root / "big.bin").write_text("shorter now")
+    try:
+        build_bundle(selection)
+    except bundle_mod.BundleError as exc:
+        message = str(exc)
+    else:
+        message = ""
+    print("error:", message)
+    assert message == "big.bin changed while it was being bundled: run again"

@@ -261,17 +261,17 @@ def test_notebook_cell_runs_as_a_flyte_task_and_interrupt_aborts(tmp_path, emula
     from flyte_jupyter.core import history
 
     project = write_tree(tmp_path / "nb", NOTEBOOK_PROJECT)
-    env = {**emulator.client_env, "FLYTE_JUPYTER_FLYTE_CONFIG": str(emulator.config_path)}
-    kernel = Kernel(project, env)
+    kernel = Kernel(project, emulator.client_env)
     try:
         kernel.ok("%load_ext flyte_jupyter")
+        kernel.ok(f"%flyte_config flyte_config={emulator.config_path} executor=flyte")
         kernel.ok(
             "from shop.pricing import with_tax\n\n"
             "def discount(prices):\n"
             "    from shop.discounts import best  # lazy: only our selection ships it\n"
             "    return best(prices)\n"
         )
-        cell = "%%flyte_run --executor flyte\ntotal = with_tax(10) + discount([1, 2, 3])\ntotal"
+        cell = "%%flyte_run\ntotal = with_tax(10) + discount([1, 2, 3])\ntotal"
         first = kernel.ok(cell)
         assert first.result == "12.5", first.stderr
         assert "Flyte run r" in first.stderr

@@ -20,6 +20,7 @@ from ..runtime import cells as remote_cells
 from .bundle import Bundle, build_bundle
 from .config import Setting, resolve_image
 from .errors import RemoteError
+from .executors.registry import executor_options
 from .notebook import (
     GENERATED_PACKAGE,
     CellSlice,
@@ -123,6 +124,7 @@ def submit_cell(
         kwargs=payload,
         store=Store(value["store"], value["storage_options"]),
         executor=value["executor"],
+        executor_options=executor_options(value["executor"], value),
         image=resolve_image(value["image"], value["images"]),
         env=value["env"],
         name=name,

@@ -8,7 +8,7 @@ instead of an import error at start-up.
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
@@ -26,6 +26,14 @@ INSTALL_HINTS = {
     "flyte": 'pip install "flyte-jupyter[flyte]"',
 }
 """How to add what an executor needs beyond the base install (none for `local`)."""
+SETTINGS = {
+    "flyte": (
+        "flyte_config", "endpoint", "insecure", "project", "domain", "org", "images",
+        "resources", "secrets", "retries", "timeout",
+    ),
+}  # fmt: skip
+"""The settings each executor takes as options: front doors pass them with their sources
+already layered (session, sidebar), see `executor_options`."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,11 @@ def _executor_entry_points() -> dict[str, importlib.metadata.EntryPoint]:
 
 def available_executors() -> list[str]:
     return sorted(_executor_entry_points())
+
+
+def executor_options(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings `values` that executor `name` takes, for `get_executor(name, **options)`."""
+    return {k: values[k] for k in SETTINGS.get(name, ()) if values.get(k) not in (None, [], {})}
 
 
 def install_hint(name: str) -> str:

@@ -129,6 +129,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="download wheels here and build with no network",
     )  # fmt: skip
     export.set_defaults(func=_cmd_export)
+    _add_workers(sub)
     return parser
 
 
@@ -477,6 +478,44 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(f"build it with: docker build -t IMAGE {args.context_only}")
     else:
         print(result.tag)
+    return 0
+
+
+def _add_workers(sub: Any) -> None:
+    workers = sub.add_parser(
+        "workers",
+        help="list or stop warm workers",
+        description="Warm workers start local runs from a prepared interpreter (docs/runs.md). "
+        "List the ones of this cache dir, or stop them (runs in progress go on).",
+    )
+    workers.add_argument("action", nargs="?", choices=["list", "stop"], default="list")
+    workers.set_defaults(func=_cmd_workers)
+
+
+def _cmd_workers(args: argparse.Namespace) -> int:
+    import time
+
+    from .core import workers
+
+    if args.action == "stop":
+        print(f"stopped {_count(len(workers.stop_workers()), 'worker')}")
+        return 0
+    found = workers.list_workers()
+    if not found:
+        print("no warm workers")
+        return 0
+    rows = [
+        [
+            w["name"],
+            str(w["pid"]),
+            w["label"],
+            f"{time.time() - (w['started'] or time.time()):.0f} s",
+            f"{w['idle']:g} s" if w["idle"] is not None else "-",
+            w["python"],
+        ]
+        for w in found
+    ]
+    print(text_table(["NAME", "PID", "LABEL", "UP", "IDLE TIMEOUT", "PYTHON"], rows))
     return 0
 
 

@@ -1,6 +1,18 @@
 """flyte-jupyter: run notebook code remotely with Flyte-style, content-hashed code bundles."""
 
-__version__ = "0.1.0"
+
+def __getattr__(name: str) -> str:
+    """`flyte_jupyter.__version__`, from the installed metadata, whose one source is
+    package.json (see pyproject.toml). Looked up on first use: importing this package stays
+    cheap, and the runtime's private copy (no metadata beside it) imports it too."""
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("flyte-jupyter")
+    except PackageNotFoundError:
+        return "unknown"  # the runtime copy shipped into an image or another interpreter
 
 
 def _jupyter_labextension_paths() -> list[dict[str, str]]:

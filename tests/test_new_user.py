@@ -353,3 +353,62 @@ def test_flyte_bundle_shows_a_large_file_warning_once(tree):
         assert count == 1
     finally:
         kernel.shutdown()
+
+
+# --- packaging -------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_version_has_one_source_package_json(tmp_path):
+    """pyproject reads package.json's version (hatchling, as the real build does): a project
+    with pyproject's [tool.hatch.version] and a package.json saying 9.9.9 builds as 9.9.9."""
+    import json
+    import re
+    from importlib.metadata import version
+
+    import tomllib
+
+    import flyte_jupyter
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "version" not in pyproject["project"] and pyproject["project"]["dynamic"] == ["version"]
+    source = pyproject["tool"]["hatch"]["version"]
+    assert source["path"] == "package.json" and "'" not in source["pattern"]
+    package_json = (REPO / "package.json").read_text()
+    assert flyte_jupyter.__version__ == version("flyte-jupyter")
+    assert flyte_jupyter.__version__ == json.loads(package_json)["version"]
+    (tmp_path / "package.json").write_text(
+        re.sub(r'^  "version": "[^"]+",$', '  "version": "9.9.9",', package_json, flags=re.M)
+    )
+    (tmp_path / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["hatchling>=1.21"]\nbuild-backend = "hatchling.build"\n\n'
+        '[project]\nname = "flyte-jupyter"\ndynamic = ["version"]\n\n'
+        f"[tool.hatch.version]\npath = \"package.json\"\npattern = '{source['pattern']}'\n\n"
+        "[tool.hatch.build.targets.wheel]\nbypass-selection = true\n"
+    )
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--ignore-installed",
+         "--quiet", "--report", str(report), str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (built,) = json.loads(report.read_text())["install"]
+    print(f"version built from package.json: {built['metadata']['version']}")
+    assert built["metadata"]["version"] == "9.9.9"
+
+
+def test_install_json_ships_with_the_labextension():
+    """JupyterLab's extension manager reads install.json to say how to uninstall."""
+    import json
+
+    import tomllib
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    shared = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["shared-data"]
+    labext = shared["flyte_jupyter/labextension"]
+    assert shared["install.json"] == f"{labext}/install.json"
+    info = json.loads((REPO / "install.json").read_text())
+    assert info["packageManager"] == "python"
+    assert info["packageName"] == pyproject["project"]["name"]

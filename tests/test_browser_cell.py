@@ -1,0 +1,182 @@
+"""The cell of a remote run in a real JupyterLab, through Debian's chromium with Playwright: a
+successful run shows a quiet status line (no stderr band) above its output, and a raising run
+shows one error box, IPython's traceback of the remote exception under its own type.
+Screenshots go to ARTIFACTS: cell-status-line.png and cell-remote-error.png."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from servers import free_port, stop, wait_http
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("FLYTE_JUPYTER_ARTIFACTS", REPO / ".ci-artifacts"))
+TOKEN = "flyte-jupyter-cell-test-token"
+CELLS = [
+    "%load_ext flyte_jupyter",
+    "def ratio(a, b):\n    return a / b",
+    "%%flyte_run\nprint('computing on the remote side')\nanswer = ratio(84, 2)\nanswer",
+    "%%flyte_run\nprint('about to divide')\nratio(1, 0)",
+]
+STDERR = "[data-mime-type='application/vnd.jupyter.stderr']"
+"""JupyterLab draws stderr streams and errors alike: the red boxes."""
+
+
+def notebook(cells: list[str]) -> str:
+    return json.dumps(
+        {
+            "cells": [
+                {
+                    "cell_type": "code",
+                    "execution_count": None,
+                    "id": f"c{i}",
+                    "metadata": {},
+                    "outputs": [],
+                    "source": source,
+                }
+                for i, source in enumerate(cells)
+            ],
+            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}},
+            "nbformat": 4,
+            "nbformat_minor": 5,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    root = tmp_path_factory.mktemp("lab")
+    project = root / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text("[project]\nname = 'cell-demo'\n")
+    (project / "cells.ipynb").write_text(notebook(CELLS))
+    port = free_port()
+    env = {
+        **os.environ,
+        "FLYTE_JUPYTER_DATA_DIR": str(root / ".data"),
+        "FLYTE_JUPYTER_CACHE_DIR": str(root / ".cache"),
+        "JUPYTERLAB_SETTINGS_DIR": str(root / ".lab-settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(root / ".lab-workspaces"),
+    }
+    with open(root / "lab.log", "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+                f"--port={port}", "--ip=127.0.0.1", f"--ServerApp.token={TOKEN}",
+                f"--ServerApp.root_dir={root}",
+            ],
+            stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_http(f"{url}/api/status?token={TOKEN}", proc, timeout=60)
+        except RuntimeError as exc:
+            raise RuntimeError((root / "lab.log").read_text()) from exc
+        yield url, root
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="module")
+def page(lab: tuple[str, Path]) -> Iterator[Any]:
+    playwright = pytest.importorskip("playwright.sync_api")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            ],
+        )  # fmt: skip
+        page = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+@pytest.fixture(autouse=True)
+def failure_screenshot(request: pytest.FixtureRequest, page: Any) -> Iterator[None]:
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed > failed:
+        page.screenshot(path=str(ARTIFACTS / f"failure-{request.node.name}.png"))
+
+
+def run_all(page: Any) -> None:
+    page.click(".lm-MenuBar-itemLabel:text-is('Run')")
+    page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+
+
+def cell(page: Any, index: int) -> Any:
+    return page.locator(".jp-Notebook .jp-CodeCell").nth(index)
+
+
+def test_status_line_is_quiet_and_a_remote_error_is_one_ipython_traceback(
+    page: Any, lab: tuple[str, Path]
+):
+    page.goto(f"{lab[0]}/lab/tree/project/cells.ipynb?token={TOKEN}")
+    page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=60_000)
+    page.wait_for_function(
+        "document.querySelector('.jp-Notebook-ExecutionIndicator')?.dataset?.status === 'idle'"
+        " || !!document.querySelector('[data-status=\"idle\"]')",
+        timeout=60_000,
+    )
+    run_all(page)
+    accept = page.locator(".jp-Dialog .jp-mod-accept")  # "Select Kernel", when lab asks
+    try:
+        accept.click(timeout=10_000)
+    except Exception:  # playwright's TimeoutError: lab started the kernel without asking
+        pass
+    else:  # choosing the kernel took the first "Run All"
+        page.wait_for_selector(".jp-Dialog", state="detached", timeout=10_000)
+        page.wait_for_timeout(3000)
+        run_all(page)
+    error_box = cell(page, 3).locator(f".jp-OutputArea-output{STDERR}")
+    error_box.first.wait_for(timeout=60_000)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+
+    ok = cell(page, 2)
+    status = ok.locator(".flyte-jupyter-status")
+    status.wait_for(timeout=30_000)
+    status_text = status.inner_text()
+    print("status line:", status_text)
+    assert "succeeded after" in status_text and "files" in status_text
+    print("red boxes in the successful cell:", ok.locator(STDERR).count())
+    assert ok.locator(STDERR).count() == 0
+    outputs = ok.locator(".jp-OutputArea-output")
+    assert "flyte-jupyter-status" in outputs.nth(0).inner_html()  # above the run's output
+    assert "computing on the remote side" in outputs.nth(1).inner_text()
+    assert ok.locator(".jp-OutputArea-output").last.inner_text().strip() == "42.0"
+    ok.screenshot(path=str(ARTIFACTS / "cell-status-line.png"))
+
+    failed = cell(page, 3)
+    print("red boxes in the raising cell:", failed.locator(STDERR).count())
+    assert failed.locator(STDERR).count() == 1
+    shown = error_box.inner_text()
+    print(shown)
+    assert "ZeroDivisionError" in shown and "Traceback (most recent call last)" in shown
+    assert "Cell In[4], line 3" in shown and "----> 3 ratio(1, 0)" in shown
+    assert "Cell In[2], line 2, in ratio" in shown and "return a / b" in shown
+    assert "Remote traceback" not in shown and "_flyte_notebook" not in shown
+    assert "failed after" in failed.locator(".flyte-jupyter-status").inner_text()
+    # IPython's colours reach the page: the exception name is drawn in the error colour
+    coloured = failed.locator(f"{STDERR} span[class*='ansi-red']")
+    print("coloured spans:", coloured.count())
+    assert coloured.count() > 0
+    failed.screenshot(path=str(ARTIFACTS / "cell-remote-error.png"))

@@ -172,7 +172,7 @@ def test_a_crashed_worker_is_replaced(tree):
 
 
 def _info_file() -> Path:
-    (path,) = (Path(os.environ["FLYTE_JUPYTER_CACHE_DIR"]) / "workers").glob("*.json")
+    (path,) = (Path(os.environ["FLYTE_JUPYTER_CACHE_DIR"]) / "workers").glob("*/info.json")
     return path
 
 
@@ -190,7 +190,7 @@ def test_a_tampered_worker_is_never_used(tree, tamper):
     elif tamper == "readable by others":
         info.chmod(0o644)
     else:
-        sock = info.with_suffix(".sock")
+        sock = info.with_name("sock")
         sock.unlink()
         impostor = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         impostor.bind(str(sock))
@@ -216,7 +216,7 @@ def test_a_tampered_worker_is_never_used(tree, tamper):
 def test_another_user_cannot_reach_a_worker(tree):
     root = tree(PROJECT)
     submit(bundle_of(root), "app:probe").result(timeout=60)
-    sock = str(_info_file().with_suffix(".sock"))
+    sock = str(_info_file().with_name("sock"))
     pid = os.fork()
     if pid == 0:
         os.setuid(65534)
@@ -238,7 +238,7 @@ def test_an_idle_worker_stops_and_cleans_up(tree, monkeypatch):
     pid = only_worker()["pid"]
     assert wait_for(lambda: not process_alive(pid), 15)
     folder = Path(os.environ["FLYTE_JUPYTER_CACHE_DIR"]) / "workers"
-    assert sorted(p.suffix for p in folder.iterdir() if p.suffix in (".json", ".sock")) == []
+    assert [p for p in folder.glob("*/*") if p.name in ("info.json", "sock")] == []
 
 
 def test_cli_workers_outlive_the_cli_and_are_listed_and_stopped(tree):

@@ -1,13 +1,15 @@
 """Warm workers, the client side: find, start, use, list and stop the fork servers of
 runtime/worker.py (one per interpreter and start-up environment, per owner).
 
-A worker lives in `<cache>/workers/` (0700): NAME.sock (0600) and NAME.json, the 0600 info
+A worker lives in `<cache>/workers/NAME/` (0700): `sock` (0600) and `info.json`, the 0600
 file the worker writes when it is ready (pid, process identity, token, runtime hash). A worker
 is used only when all of these hold: the info file is ours and private, its runtime hash is the
-client's, its pid runs with the recorded identity, and the process answering on the socket is
-that pid, of our user. Anything else is replaced, never reused; any failure falls back to a
-cold process. Workers started by a kernel (`bind_to_process`) are its own: they stop with it.
-Workers started by other processes (the CLI) outlive them for the idle timeout.
+client's, and the process answering on the socket has the identity the info file records (a
+local worker: also its pid, of our user). Anything else is replaced, never reused; any failure
+falls back to a cold process. A docker worker is a long-lived container of the image (label
+flyte-jupyter.worker=NAME) running the same server, its folder bind-mounted. Workers started
+by a kernel (`bind_to_process`) are its own: they stop with it. Workers started by other
+processes (the CLI) outlive them for the idle timeout.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,11 @@ _MAX_SOCKET_PATH = 100
 _owner: str = ""
 """PID:IDENTITY of this process once `bind_to_process` made its workers its own."""
 _started: dict[str, subprocess.Popen] = {}
+_started_here: set[str] = set()
+"""Names of the workers this process started (a kernel's docker workers: the container
+cannot watch a host process, so the kernel stops them)."""
+LABEL_WORKER = "flyte-jupyter.worker"
+CONTAINER_DIR = "/run/flyte-jupyter-worker"
 
 
 def enabled(setting: bool | None = None) -> bool:
@@ -75,10 +83,15 @@ class WorkerProcess:
     sends its exit code on the request's connection. If the worker goes away first, the pid
     is followed (with its identity) and the exit code is -1 (status.json tells how it ended)."""
 
-    def __init__(self, conn: socket.socket, pid: int, identity: str | None):
+    def __init__(
+        self, conn: socket.socket, pid: int, identity: str | None, worker: str, info: dict
+    ):
         self.conn = conn
         self.pid = pid
         self.identity = identity
+        self.worker = worker
+        """The worker's name (its folder under workers_dir())."""
+        self.worker_pid = int(info.get("pid", 0))
         self.returncode: int | None = None
         self._buffer = b""
 
@@ -136,23 +149,85 @@ def spawn(
 ) -> WorkerProcess | None:
     """Start `args` of the runtime on the warm worker that `command` starts (found or
     started now); None when no worker can be used (then start a cold process)."""
+    name = _name("local", [command])
+
+    def start(folder: Path) -> None:
+        _start_local(command, argv0, folder)
+
+    request = {"args": args, "env": env, "cwd": cwd}
+    return _request(name, start, request, [stdout.fileno(), stderr.fileno()])
+
+
+def spawn_in_container(
+    client: Any,
+    image_id: str,
+    run: dict[str, Any],
+    args: list[str],
+    env: dict[str, str],
+    run_dir: str | None,
+    stdout: Any,
+    stderr: Any,
+) -> WorkerProcess | None:
+    """Start `args` in a fresh process of the long-lived container of `image_id` (started
+    now if there is none) with the container settings `run` (volumes, network...). The run's
+    directory `run_dir` is handed over as a descriptor: the store stays mounted read-only."""
+    name = _name("docker", [image_id, run])
+
+    def start(folder: Path) -> None:
+        _start_container(client, image_id, run, folder)
+
+    fds = [stdout.fileno(), stderr.fileno()]
+    dir_fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY) if run_dir else None
     try:
-        conn, info = _worker(command, argv0)
-    except (OSError, ValueError, KeyError):
+        request = {"args": args, "env": env, "cwd": "/tmp"}
+        if dir_fd is not None:
+            request["run_dir"] = Path(run_dir).as_uri()  # type: ignore[arg-type]
+        return _request(name, start, request, fds + ([dir_fd] if dir_fd is not None else []))
+    finally:
+        if dir_fd is not None:
+            os.close(dir_fd)
+
+
+def _request(
+    name: str, start: Any, request: dict[str, Any], fds: list[int]
+) -> WorkerProcess | None:
+    try:
+        conn, info = _worker(name, start)
+    except (OSError, ValueError, KeyError) as exc:
+        _note(name, f"not used ({exc}): the run starts cold")
         return None
     try:
-        request = {"token": info["token"], "args": args, "env": env, "cwd": cwd}
-        request["umask"] = _umask()
-        socket.send_fds(
-            conn, [json.dumps(request).encode() + b"\n"], [stdout.fileno(), stderr.fileno()]
-        )
+        message = {**request, "token": info["token"], "umask": _umask()}
+        socket.send_fds(conn, [json.dumps(message).encode() + b"\n"], fds)
         reply = _read_line(conn, timeout=10)
         pid = int(reply["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         conn.close()
         return None
     conn.settimeout(None)
-    return WorkerProcess(conn, pid, reply.get("identity") or _identity(pid))
+    return WorkerProcess(conn, pid, reply.get("identity"), name, info)
+
+
+def _note(name: str, text: str) -> None:
+    if os.environ.get("FLYTE_JUPYTER_VERBOSE"):
+        print(f"flyte-jupyter: warm worker {name} {text}", file=sys.stderr)
+
+
+def kill(name: str, pid: int, identity: str | None, sig: int) -> bool:
+    """Ask worker `name` to signal the process group of its child `pid` (a container's
+    process, which the host user may not be allowed to signal)."""
+    found = _connect(workers_dir() / name)
+    if not found:
+        return False
+    conn, info = found
+    try:
+        request = {"op": "kill", "token": info["token"], "pid": pid, "identity": identity}
+        conn.sendall(json.dumps({**request, "signal": int(sig)}).encode() + b"\n")
+        return bool(_read_line(conn, timeout=5).get("killed"))
+    except (OSError, ValueError):
+        return False
+    finally:
+        conn.close()
 
 
 def _umask() -> int:
@@ -172,66 +247,110 @@ def _read_line(conn: socket.socket, timeout: float) -> dict[str, Any]:
     return json.loads(data.partition(b"\n")[0])
 
 
-def _name(command: list[str]) -> str:
+def _name(kind: str, key: list[Any]) -> str:
+    from ..runtime.worker import runtime_digest
+
     startup = {k: os.environ.get(k) for k in STARTUP_ENV}
-    key = json.dumps([command, startup, _owner]).encode()
-    kind = "kernel" if _owner else "shared"
-    return f"local-{kind}-{hashlib.sha256(key).hexdigest()[:12]}"
+    digest = json.dumps([key, startup, _owner, runtime_digest()], sort_keys=True).encode()
+    return f"{kind}-{'kernel' if _owner else 'shared'}-{hashlib.sha256(digest).hexdigest()[:12]}"
 
 
-def _worker(command: list[str], argv0: str) -> tuple[socket.socket, dict[str, Any]]:
-    """A verified connection to the worker for `command`, started if there is none."""
-    directory = workers_dir()
-    name = _name(command)
-    sock_path = directory / f"{name}.sock"
-    if len(str(sock_path)) > _MAX_SOCKET_PATH:
-        raise OSError(f"socket path too long for a Unix socket: {sock_path}")
-    found = _connect(directory / f"{name}.json")
+def _worker(name: str, start: Any) -> tuple[socket.socket, dict[str, Any]]:
+    """A verified connection to worker `name`, started by `start(folder)` if there is none."""
+    folder = workers_dir() / name
+    if len(str(folder / "sock")) > _MAX_SOCKET_PATH:
+        raise OSError(f"socket path too long for a Unix socket: {folder / 'sock'}")
+    found = _connect(folder)
     if found:
         return found
-    with open_private(directory / f"{name}.lock") as lock:
+    with open_private(workers_dir() / f"{name}.lock") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        found = _connect(directory / f"{name}.json")  # another process may have started it
+        found = _connect(folder)  # another process may have started it meanwhile
         if found:
             return found
-        _start(command, argv0, name, directory)
-        found = _connect(directory / f"{name}.json")
+        _discard(folder, None)
+        private_dir(folder)
+        start(folder)
+        _started_here.add(name)
+        found = _connect(folder)
         if not found:
             raise OSError("the worker started but does not answer")
         return found
 
 
-def _start(command: list[str], argv0: str, name: str, directory: Path) -> None:
-    info = directory / f"{name}.json"
-    with contextlib.suppress(FileNotFoundError):
-        info.unlink()
-    label = f"kernel {_owner.partition(':')[0]}" if _owner else "shared"
-    argv = [
-        *command,
-        *("--socket", str(directory / f"{name}.sock"), "--info", str(info)),
-        *("--idle", str(idle_seconds()), "--owner", _owner, "--label", label, "--argv0", argv0),
+def _server_args(folder: Path, inside: Path, argv0: str, owner: str, label: str) -> list[str]:
+    return [
+        *("--socket", str(inside / "sock"), "--info", str(inside / "info.json")),
+        *("--idle", str(idle_seconds()), "--owner", owner, "--label", label, "--argv0", argv0),
     ]
+
+
+def _start_local(command: list[str], argv0: str, folder: Path) -> None:
+    label = f"kernel {_owner.partition(':')[0]}" if _owner else "shared"
+    argv = [*command, *_server_args(folder, folder, argv0, _owner, label)]
     env = {k: v for k, v in os.environ.items() if k in STARTUP_ENV}
-    with open_private(directory / f"{name}.log") as log:
+    with open_private(folder / "log") as log:
         proc = subprocess.Popen(
             argv,
-            cwd=directory,
+            cwd=folder,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
             start_new_session=True,
         )
-    _started[name] = proc
+    _started[folder.name] = proc
+    _wait_ready(folder, lambda: proc.poll() is None, proc.kill)
+
+
+def _start_container(client: Any, image_id: str, run: dict[str, Any], folder: Path) -> None:
+    """The worker container: the image's python3 running the fork server from the mounted
+    runtime, its socket in `folder` (bind-mounted), labelled with the worker's name."""
+    import docker.errors
+
+    _remove_containers(folder.name, client)
+    label = f"kernel {_owner.partition(':')[0]}" if _owner else "shared"
+    inside = Path(CONTAINER_DIR)
+    server = [*_server_args(folder, inside, "-c", "", label), "--keep-env"]
+    server += ["--client-uid", str(os.getuid())]
+    container = client.containers.run(
+        image_id,
+        ["python3", "-I", "-u", "-c", run["boot"], *server],
+        detach=True,
+        auto_remove=True,
+        environment=run["environment"],
+        volumes={**run["volumes"], str(folder): {"bind": CONTAINER_DIR, "mode": "rw"}},
+        labels={LABEL_WORKER: folder.name},
+        network_mode=run["network"],
+        working_dir="/tmp",
+    )
+
+    def running() -> bool:
+        try:
+            container.reload()
+        except docker.errors.NotFound:
+            return False
+        return container.status in ("created", "running")
+
+    def kill() -> None:
+        with contextlib.suppress(docker.errors.APIError):
+            container.remove(force=True)
+
+    _wait_ready(folder, running, kill)
+
+
+def _wait_ready(folder: Path, alive: Any, kill: Any) -> None:
     deadline = time.monotonic() + _START_TIMEOUT
+    checked = 0.0
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise OSError(f"the worker exited at start ({proc.returncode}): see {name}.log")
-        with contextlib.suppress(OSError, ValueError):
-            if json.loads(info.read_text()).get("pid") == proc.pid:
-                return
+        if (folder / "info.json").exists() and (folder / "sock").exists():
+            return
+        if time.monotonic() - checked > 0.5:  # a container answers slowly: not every turn
+            checked = time.monotonic()
+            if not alive():
+                raise OSError(f"the worker exited at start: see {folder}")
         time.sleep(0.01)
-    proc.kill()
+    kill()
     raise OSError("the worker did not start in time")
 
 
@@ -247,34 +366,29 @@ def _read_info(path: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) else None
 
 
-def _connect(info_path: Path) -> tuple[socket.socket, dict[str, Any]] | None:
-    """A connection to the worker `info_path` describes, if it passes every check; a worker
-    that fails one is stopped (when it is still the recorded process) and its files removed."""
-    if not info_path.exists():
-        return None
+def _connect(folder: Path) -> tuple[socket.socket, dict[str, Any]] | None:
+    """A connection to the worker of `folder`, if it passes every check: info file ours and
+    private, runtime hash ours, and the process answering on the socket is the one the info
+    file names (its identity; for a local worker also its pid and our user)."""
     from ..runtime.worker import peer_uid, runtime_digest
 
-    info = _read_info(info_path)
-    if info is None or info.get("runtime") != runtime_digest() or not _trusted_process(info):
-        _discard(info_path, info)
+    info = _read_info(folder / "info.json")
+    if info is None or info.get("runtime") != runtime_digest():
         return None
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.settimeout(5)
-        conn.connect(str(info_path.with_suffix(".sock")))
+        conn.connect(str(folder / "sock"))
         pid, uid = peer_uid(conn)
-        if pid != info["pid"] or uid != os.getuid():
+        local = folder.name.startswith("local-")
+        if local and (pid != info.get("pid") or uid != os.getuid()):
             raise OSError("another process answers on the worker's socket")
+        if not info.get("identity") or _identity(pid) != info["identity"]:
+            raise OSError("the process on the worker's socket is not the worker")
     except OSError:
         conn.close()
-        _discard(info_path, info)
         return None
     return conn, info
-
-
-def _trusted_process(info: dict[str, Any]) -> bool:
-    pid = info.get("pid")
-    return isinstance(pid, int) and bool(info.get("identity")) and _running(pid, info["identity"])
 
 
 def _running(pid: int, identity: str | None) -> bool:
@@ -289,20 +403,46 @@ def _identity(pid: int) -> str | None:
     return process_identity(pid)
 
 
-def _discard(info_path: Path, info: dict[str, Any] | None) -> None:
-    """Stop the worker if it is still the process its (our, private) info file names, then
-    remove its files so a fresh one starts."""
-    if info is not None and _trusted_process(info):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(info["pid"], signal.SIGTERM)
-        _wait_gone(info["pid"], info["identity"])
-    for suffix in (".json", ".sock"):
+def _discard(folder: Path, client: Any) -> None:
+    """Stop the worker of `folder` if it is still the process its (our, private) info file
+    names, then remove its files so a fresh one starts. Runs in progress go on."""
+    info = _read_info(folder / "info.json")
+    found = _connect(folder) if info is not None and info.get("token") else None
+    if found:
+        conn, info = found
+        with contextlib.suppress(OSError, ValueError):
+            conn.sendall(json.dumps({"op": "stop", "token": info["token"]}).encode() + b"\n")
+            _read_line(conn, timeout=3)
+        conn.close()
+    elif info is not None and folder.name.startswith("local-"):
+        pid, identity = info.get("pid"), info.get("identity")
+        if isinstance(pid, int) and identity and _running(pid, identity):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)  # stale or tampered: it must not serve again
+    if info is not None and folder.name.startswith("local-") and isinstance(info.get("pid"), int):
+        _wait_gone(info["pid"], info.get("identity"))
+    if folder.name.startswith("docker-"):
+        _remove_containers(folder.name, client)
+    for name in ("info.json", "sock"):
         with contextlib.suppress(FileNotFoundError):
-            info_path.with_suffix(suffix).unlink()
-    _reap(info_path.stem)
+            (folder / name).unlink()
+    _reap(folder.name)
 
 
-def _wait_gone(pid: int, identity: str, timeout: float = 3.0) -> None:
+def _remove_containers(name: str, client: Any) -> None:
+    try:
+        import docker
+
+        client = client or docker.from_env()
+        labelled = {"label": f"{LABEL_WORKER}={name}"}
+        for container in client.containers.list(all=True, filters=labelled):
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True)
+    except Exception:  # no engine (or no docker package): nothing of ours runs there
+        return
+
+
+def _wait_gone(pid: int, identity: str | None, timeout: float = 3.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _reap_all()
@@ -323,36 +463,45 @@ def _reap_all() -> None:
 
 
 def list_workers() -> list[dict[str, Any]]:
-    """The workers of this cache dir that run (name, pid, label, idle timeout, started)."""
-    directory = cache_dir() / "workers"
+    """The workers of this cache dir that answer (name, pid, label, idle timeout, started)."""
     found = []
-    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
-        info = _read_info(path)
-        if info is None or not _trusted_process(info):
+    for folder in _folders():
+        connected = _connect(folder)
+        if not connected:
             continue
+        conn, info = connected
+        conn.close()
         found.append(
             {
-                "name": path.stem,
+                "name": folder.name,
                 "pid": info["pid"],
                 "label": info.get("label", ""),
                 "python": info.get("python", ""),
                 "idle": info.get("idle"),
                 "started": info.get("started"),
+                "owner": info.get("owner", ""),
             }
         )
     return found
 
 
+def _folders() -> list[Path]:
+    directory = cache_dir() / "workers"
+    return sorted(p for p in directory.iterdir() if p.is_dir()) if directory.is_dir() else []
+
+
 def stop_workers(owned: bool = False) -> list[str]:
     """Stop the workers of this cache dir (only this process's own with `owned`); runs in
-    progress go on. The names of the workers stopped."""
-    directory = cache_dir() / "workers"
+    progress go on. The names of the workers that were running."""
     stopped = []
-    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
-        info = _read_info(path)
-        if owned and (info is None or not _owner or info.get("owner") != _owner):
+    for folder in _folders():
+        info = _read_info(folder / "info.json") or {}
+        mine = folder.name in _started_here or (_owner and info.get("owner") == _owner)
+        if owned and not mine:
             continue
-        if info is not None and _trusted_process(info):
-            stopped.append(path.stem)
-        _discard(path, info)
+        connected = _connect(folder)
+        if connected:
+            connected[0].close()
+            stopped.append(folder.name)
+        _discard(folder, None)
     return stopped

@@ -74,6 +74,9 @@ class _Server:
         self.args = args
         self.token = os.urandom(16).hex()
         self.identity = process_identity(os.getpid())
+        self.base_env = dict(os.environ) if args.keep_env else {}
+        """A container's own environment (its image's ENV) under each run's variables."""
+        self.uids = {os.getuid(), args.client_uid if args.client_uid >= 0 else os.getuid()}
         self.children: dict[int, socket.socket | None] = {}
         self.last_active = time.monotonic()
         self.stopping = False
@@ -92,6 +95,8 @@ class _Server:
         finally:
             os.umask(old)
         os.chmod(self.args.socket, 0o600)
+        if self.args.client_uid >= 0 and self.args.client_uid != os.getuid():
+            os.chown(self.args.socket, self.args.client_uid, -1)  # a container's host user
         self.listener.listen(16)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -109,6 +114,8 @@ class _Server:
             "started": time.time(),
         }
         fd = os.open(self.args.info + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        if self.args.client_uid >= 0 and self.args.client_uid != os.getuid():
+            os.fchown(fd, self.args.client_uid, -1)
         with os.fdopen(fd, "w") as handle:
             json.dump(info, handle)
         os.replace(self.args.info + ".tmp", self.args.info)
@@ -181,9 +188,9 @@ class _Server:
         try:
             conn.settimeout(5)
             _pid, uid = peer_uid(conn)
-            if uid != os.getuid():
+            if uid not in self.uids:
                 return  # another user: not even an answer
-            data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 2)
+            data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 3)
             while not data.endswith(b"\n") and len(data) < _MAX_REQUEST:
                 more = conn.recv(65536)
                 if not more:
@@ -197,7 +204,10 @@ class _Server:
                 self.stopping = True
                 conn.sendall(_line({"stopping": True}))
                 return
-            if len(fds) != 2:
+            if request.get("op") == "kill":
+                conn.sendall(_line({"killed": self._kill(request)}))
+                return
+            if len(fds) not in (2, 3):
                 conn.sendall(_line({"error": "a run needs its stdout and stderr"}))
                 return
             self.last_active = time.monotonic()
@@ -213,6 +223,18 @@ class _Server:
                 os.close(fd)
             if conn is not None:
                 conn.close()
+
+    def _kill(self, request: dict[str, Any]) -> bool:
+        """Signal the process group of one of this worker's running children, if `pid` is
+        still that child (its identity): the way a container's run is cancelled."""
+        pid = request.get("pid")
+        if pid not in self.children or process_identity(pid) != request.get("identity"):
+            return False
+        try:
+            os.killpg(pid, int(request.get("signal", signal.SIGTERM)))
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
 
     def _fork(self, request: dict[str, Any], fds: list[int], conn: socket.socket) -> int:
         sys.stdout.flush()
@@ -247,12 +269,17 @@ class _Server:
         os.dup2(devnull, 0)
         os.dup2(fds[0], 1)
         os.dup2(fds[1], 2)
-        for fd in (devnull, *fds):
+        for fd in (devnull, *fds[:2]):
             os.close(fd)
+        if len(fds) == 3 and request.get("run_dir"):
+            # the run's directory, opened by the client: the only writable place of the store
+            # (mounted read-only), reached through the descriptor
+            through = f"file:///proc/self/fd/{fds[2]}"
+            request["args"] = [a.replace(request["run_dir"], through) for a in request["args"]]
         os.umask(int(request.get("umask", 0o022)))
         os.chdir(request["cwd"])
         os.environ.clear()
-        os.environ.update(request["env"])
+        os.environ.update({**self.base_env, **request["env"]})
         tempfile.tempdir = None  # $TMPDIR of this run, not the server's
         importlib.invalidate_caches()  # packages installed since the server started
         main = types.ModuleType("__main__")
@@ -293,6 +320,8 @@ def serve(argv: list[str] | None = None) -> int:
     parser.add_argument("--owner", default="", help="PID:IDENTITY: stop when it ends")
     parser.add_argument("--label", default="")
     parser.add_argument("--argv0", default="-c")
+    parser.add_argument("--client-uid", type=int, default=-1, help="also serve this user")
+    parser.add_argument("--keep-env", action="store_true", help="runs inherit this environment")
     args = parser.parse_args(argv)
     if args.argv0 != "-c":
         importlib.import_module("runpy")  # a `python -m` run has it loaded: so do its forks

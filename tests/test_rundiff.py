@@ -64,7 +64,7 @@ def test_diff_names_changed_files_inputs_and_settings(tree):
     assert "files: 2 files differ" in lines
     assert any(line.startswith("  ~ shop/pricing.py (") for line in lines)
     assert any(line.startswith("  + shop/rates.py (") for line in lines)
-    assert "inputs: 1 input differ (compared by pickled bytes)" in lines
+    assert "inputs: 1 input differs (compared by pickled bytes)" in lines
     assert "setting env_names: [] -> ['MODE']" in lines
     doc = json.loads(cli("runs", "diff", a[:18], b, "--json", cwd=shop).stdout)
     assert [f["name"] for f in doc["files"]] == ["shop/pricing.py", "shop/rates.py"]
@@ -113,7 +113,7 @@ def test_diff_never_unpickles_inputs_and_reports_a_changed_archive(tree, tmp_pat
     print(f"files created by unpickling: {int(marker.exists())}")
     assert done.returncode == 0, done.stderr
     assert not marker.exists()
-    assert "inputs: 1 input differ" in done.stdout
+    assert "inputs: 1 input differs" in done.stdout
     assert f"warning: the bundle of run {a} does not match its digest" in done.stdout
 
 

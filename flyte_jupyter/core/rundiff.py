@@ -92,27 +92,64 @@ class RunDiff:
         return ", ".join(parts) if parts else "nothing"
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """What a run is made of, as far as a diff needs: hashes and sizes, the generated cell
+    module's text, the spec. Built from the store (`snapshot`) or, in the kernel, from the
+    bundle and inputs it just sent (no store round trip)."""
+
+    run_id: str
+    digest: str | None
+    version: str
+    files: dict[str, tuple[int, str]]
+    """Bundle path -> (size, sha256), generated cell modules included."""
+    module_text: str | None
+    """The generated cell module(s); None for a run that is not a notebook cell."""
+    inputs: dict[str, tuple[int, str]] | None
+    """Input name -> (size, sha256 of its pickled bytes); None when unknown."""
+    spec: dict[str, Any]
+
+
 def diff_runs(a: str | Run, b: str | Run) -> RunDiff:
     """Compare two runs (ids, unique id prefixes or handles)."""
+    warnings: list[str] = []
     run_a = a if isinstance(a, Run) else Run.from_history(a)
     run_b = b if isinstance(b, Run) else Run.from_history(b)
-    diff = RunDiff(
-        run_a.id,
-        run_b.id,
-        run_a.spec.digest,
-        run_b.spec.digest,
-        run_a.spec.version,
-        run_b.spec.version,
+    return compare(snapshot(run_a, warnings), snapshot(run_b, warnings), warnings)
+
+
+def snapshot(run: Run, warnings: list[str]) -> Snapshot:
+    """A stored run's snapshot: its bundle from the local archive cache or the store, its
+    inputs.pkl from the store. What is gone is added to `warnings`."""
+    members = _bundle_files(run, warnings)
+    return Snapshot(
+        run.id,
+        run.spec.digest,
+        run.spec.version,
+        {p: (m.size, m.sha256) for p, m in members.items()},
+        _cell_module(members),
+        _inputs(run, warnings),
+        run.spec.to_json(),
     )
-    files_a = _bundle_files(run_a, diff.warnings)
-    files_b = _bundle_files(run_b, diff.warnings)
-    diff.files = _file_changes(files_a, files_b)
-    diff.definitions = _definition_changes(_cell_module(files_a), _cell_module(files_b))
-    inputs_a, inputs_b = _inputs(run_a, diff.warnings), _inputs(run_b, diff.warnings)
-    if inputs_a is not None and inputs_b is not None:
-        diff.inputs = _changes(inputs_a, inputs_b)
-    diff.settings = _setting_changes(run_a.spec.to_json(), run_b.spec.to_json())
-    return diff
+
+
+def compare(a: Snapshot, b: Snapshot, warnings: list[str] | None = None) -> RunDiff:
+    """What differs from snapshot `a` to snapshot `b`."""
+    return RunDiff(
+        a.run_id,
+        b.run_id,
+        a.digest,
+        b.digest,
+        a.version,
+        b.version,
+        files=_file_changes(a.files, b.files),
+        definitions=_definition_changes(a.module_text, b.module_text),
+        inputs=_changes(a.inputs, b.inputs)
+        if a.inputs is not None and b.inputs is not None
+        else [],
+        settings=_setting_changes(a.spec, b.spec),
+        warnings=list(warnings or []),
+    )
 
 
 @dataclass(frozen=True)
@@ -176,12 +213,12 @@ def _read_archive(archive: Path) -> dict[str, _Member]:
     return members
 
 
-def _file_changes(a: dict[str, _Member], b: dict[str, _Member]) -> list[Change]:
+def _file_changes(a: dict[str, tuple[int, str]], b: dict[str, tuple[int, str]]) -> list[Change]:
     """Added, removed and changed files; generated cell modules (named by their own hash)
     are compared as definitions instead."""
     return _changes(
-        {p: (m.size, m.sha256) for p, m in a.items() if not p.startswith(_CELL_PREFIX)},
-        {p: (m.size, m.sha256) for p, m in b.items() if not p.startswith(_CELL_PREFIX)},
+        {p: v for p, v in a.items() if not p.startswith(_CELL_PREFIX)},
+        {p: v for p, v in b.items() if not p.startswith(_CELL_PREFIX)},
     )
 
 
@@ -314,14 +351,14 @@ def render(diff: RunDiff) -> str:
             f"version {diff.version_a} -> {diff.version_b}"
         )
     if diff.files:
-        lines.append(f"files: {_count(diff.files, 'file')} differ")
+        lines.append(f"files: {_differ(diff.files, 'file')}")
         lines += _change_lines(diff.files)
     for kind in ("added", "removed", "changed"):
         names = diff.definitions.get(kind, [])
         if names:
             lines.append(f"notebook definitions {kind}: " + ", ".join(names))
     if diff.inputs:
-        lines.append(f"inputs: {_count(diff.inputs, 'input')} differ (compared by pickled bytes)")
+        lines.append(f"inputs: {_differ(diff.inputs, 'input')} (compared by pickled bytes)")
         lines += _change_lines(diff.inputs)
     for change in diff.settings:
         lines.append(f"setting {change.key}: {change.before!r} -> {change.after!r}")
@@ -349,6 +386,10 @@ def _short(digest: str | None) -> str:
 
 def _count(items: list[Any], noun: str) -> str:
     return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def _differ(items: list[Any], noun: str) -> str:
+    return f"{_count(items, noun)} {'differs' if len(items) == 1 else 'differ'}"
 
 
 def _count_names(noun: str, names: list[str]) -> str:

@@ -20,6 +20,8 @@ from kernel import Kernel
 
 from flyte_jupyter.core import history
 
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
 PROJECT = {
     "pyproject.toml": "[project]\nname='nb-project'\n",
     "shop/__init__.py": "",
@@ -188,6 +190,31 @@ def test_cancel_from_another_process_ends_the_cell_cancelled_and_keeps_the_outpu
     print(f"lines in the cell: {len(shown.splitlines())}; in runs logs: {len(logged)}")
     assert logs.returncode == 0 and "step 5\n" in logs.stdout and last + "\n" in logs.stdout
     assert kernel.ok("1 + 1").result == "2"
+
+
+@pytest.fixture
+def jp_server_config():
+    return {"ServerApp": {"jpserver_extensions": {"flyte_jupyter.server": True}}}
+
+
+async def test_the_sidebars_cancel_rest_call_ends_the_cell_cancelled(jp_fetch, kernel: Kernel):
+    msg_id = start(
+        kernel,
+        "%%flyte_run\nimport time\nfor i in range(200):\n    print('row', i, flush=True)\n"
+        "    time.sleep(0.1)\n",
+    )
+    cell = collect(kernel, msg_id, Cell(), until=lambda c: "row 4\n" in c.stream("stdout"))
+    run_id = history.recent()[0].id
+    response = await jp_fetch(
+        "flyte-jupyter", "api", "runs", run_id, "cancel", method="POST", body=""
+    )
+    print("REST cancel answered:", response.body.decode())
+    collect(kernel, msg_id, cell)
+    print(f"errors: {len(cell.errors)}; last status: {cell.status_texts[-1]!r}")
+    assert cell.errors == [] and "ProcessDied" not in str(cell.messages)
+    assert "cancelled after" in cell.status_texts[-1]
+    logs = await jp_fetch("flyte-jupyter", "api", "runs", run_id, "logs")
+    assert "row 4\n" in logs.body.decode().replace("\\n", "\n")
 
 
 def test_stop_button_and_sidebar_cancel_end_the_cell_the_same_way(kernel: Kernel):

@@ -208,12 +208,16 @@ def table(records: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
 
 def duration(record: RunRecord) -> str:
     """Wall time from submission to finish, for tables; while the run goes, the time since
-    submission; "-" while it has not started."""
-    if record.finished:
-        end = dt.datetime.fromisoformat(record.finished)
-    elif record.status in (protocol.DOWNLOADING, protocol.RUNNING):
-        end = dt.datetime.now(dt.timezone.utc)
-    else:
+    submission; "-" while it has not started, or when a time is not one (a row written by
+    hand or by an older version must not break every listing)."""
+    try:
+        if record.finished:
+            end = dt.datetime.fromisoformat(record.finished)
+        elif record.status in (protocol.DOWNLOADING, protocol.RUNNING):
+            end = dt.datetime.now(dt.timezone.utc)
+        else:
+            return "-"
+        seconds = (end - dt.datetime.fromisoformat(record.created)).total_seconds()
+    except (TypeError, ValueError):
         return "-"
-    seconds = (end - dt.datetime.fromisoformat(record.created)).total_seconds()
     return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.1f}s"

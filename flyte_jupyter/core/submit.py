@@ -349,7 +349,7 @@ class Run:
         try:
             run = Run.from_history(record.id)
             phase = run.status()
-            doc = None if phase in protocol.FINAL else run._read_json(protocol.STATUS)
+            doc = None if phase in protocol.FINAL else run._read_status()
         except FlyteJupyterError:
             return record  # its executor is unreachable now (e.g. no Docker engine): as recorded
         if doc and phase != record.status:  # still going: record the phase status.json says
@@ -361,10 +361,23 @@ class Run:
     # --- state -------------------------------------------------------------------------
 
     def _read_json(self, name: str) -> dict[str, Any] | None:
+        """A run file as a JSON object; None when it is missing or is not one (the run's own
+        code can write its run directory: what it holds is checked before use)."""
         try:
-            return json.loads(self.store.get_bytes(self.store.run_url(self.id, name)))
+            raw = self.store.get_bytes(self.store.run_url(self.id, name))
         except FileNotFoundError:
             return None
+        try:
+            doc = json.loads(raw)
+        except (ValueError, RecursionError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    def _read_status(self) -> dict[str, Any] | None:
+        return protocol.checked_status(self._read_json(protocol.STATUS))
+
+    def _read_error(self) -> dict[str, Any] | None:
+        return protocol.checked_error(self._read_json(protocol.ERROR))
 
     def status(self) -> str:
         """submitted, downloading, running, succeeded, failed or cancelled."""
@@ -374,7 +387,7 @@ class Run:
             code = self._execution.wait(0)
             if code is not None:
                 return self._finish(code)
-        doc = self._read_json(protocol.STATUS)
+        doc = self._read_status()
         return doc["phase"] if doc else protocol.SUBMITTED
 
     def wait(self, timeout: float | None = None) -> str:
@@ -437,7 +450,7 @@ class Run:
     def _poll_store(self, timeout: float | None) -> str:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            doc = self._read_json(protocol.STATUS)
+            doc = self._read_status()
             if doc and doc["phase"] in protocol.FINAL:
                 return self._finish()
             if deadline is not None and time.monotonic() >= deadline:
@@ -445,7 +458,7 @@ class Run:
             time.sleep(0.2)
 
     def _finish(self, exit_code: int | None = None) -> str:
-        doc = self._read_json(protocol.STATUS) or {}
+        doc = self._read_status() or {}
         phase = doc.get("phase")
         if self._cancelled:
             phase = protocol.CANCELLED
@@ -455,7 +468,7 @@ class Run:
             recorded = history.get(self.id).status
             phase = protocol.CANCELLED if recorded == protocol.CANCELLED else protocol.FAILED
         phases = {p["phase"]: p["at"] for p in doc.get("phases", [])}
-        error = self._read_json(protocol.ERROR) if phase == protocol.FAILED else None
+        error = self._read_error() if phase == protocol.FAILED else None
         history.update(
             self.id,
             status=phase,
@@ -476,7 +489,7 @@ class Run:
             return self._load_output()
         if status == protocol.CANCELLED:
             raise RunCancelled(f"run {self.id} was cancelled")
-        error = self._read_json(protocol.ERROR)
+        error = self._read_error()
         if error is None and (history.get(self.id).error or "").startswith("not started: "):
             raise RunError(f"run {self.id} {history.get(self.id).error}")
         if error is None:
@@ -519,12 +532,12 @@ class Run:
     def describe(self) -> dict[str, Any]:
         """Spec, status with phase timestamps, and a summary of the outcome."""
         status = self.status()
-        doc = self._read_json(protocol.STATUS) or {}
+        doc = self._read_status() or {}
         outcome: dict[str, Any] = {}
         if status == protocol.SUCCEEDED:
             outcome = self._output_summary()
         elif status == protocol.FAILED:
-            outcome = self._read_json(protocol.ERROR) or {"note": "the runtime reported nothing"}
+            outcome = self._read_error() or {"note": "the runtime reported nothing"}
         return {
             "id": self.id,
             "status": status,
@@ -542,11 +555,13 @@ class Run:
                 "note": "no summary recorded (run from an older flyte-jupyter); "
                 "Run.result() in the notebook or script that started it loads the value"
             }
-        value = summary.get("value") or {}
-        outcome = {"output_bytes": summary.get("size")}
-        outcome.update({k: value[k] for k in ("type", "module", "repr") if k in value})
-        if "values" in summary:
-            outcome["assigned"] = sorted(summary["values"])
+        value = summary.get("value")
+        value = value if isinstance(value, dict) else {}
+        size = summary.get("size")
+        outcome = {"output_bytes": size if type(size) is int else None}
+        outcome.update({k: str(value[k]) for k in ("type", "module", "repr") if k in value})
+        if isinstance(summary.get("values"), dict | list):
+            outcome["assigned"] = sorted(map(str, summary["values"]))
         outcome.update({k: v for k, v in summary.items() if k not in ("size", "value")})
         return outcome
 
@@ -629,7 +644,7 @@ class Run:
                 history.update(self.id, status=before)  # not stopped after all
                 raise
             self._finish(self._execution.wait(0))
-            doc = self._read_json(protocol.STATUS) or {"phases": []}
+            doc = self._read_status() or {"phases": []}
             if doc.get("phase") != protocol.CANCELLED:  # the runtime says so itself on SIGTERM
                 doc["phase"] = protocol.CANCELLED
                 doc["phases"].append({"phase": protocol.CANCELLED, "at": _now()})

@@ -7,6 +7,8 @@ everything else (the Jupyter server, `flyte-jupyter runs show`) reads the text i
 `outputs.json`, written by the runtime in the run's own process.
 """
 
+import datetime as dt
+
 SPEC = "spec.json"
 """The RunSpec, from the client."""
 INPUTS = "inputs.pkl"
@@ -33,3 +35,45 @@ CANCELLED = "cancelled"
 
 FINAL = (SUCCEEDED, FAILED, CANCELLED)
 PHASES = (SUBMITTED, DOWNLOADING, RUNNING, *FINAL)
+
+
+def checked_status(doc: object) -> dict | None:
+    """status.json as the client may use it, or None when it names no known phase. The run's
+    own code can write its run directory, so nothing in it is trusted: only known phases
+    with timezone-aware ISO timestamps and an integer exit code are kept."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("phase"), str):
+        return None
+    if doc["phase"] not in PHASES:
+        return None
+    phases = doc.get("phases")
+    checked = dict(
+        doc, phases=[p for p in phases if _is_phase(p)] if isinstance(phases, list) else []
+    )
+    if type(checked.get("exit_code")) is not int:
+        checked.pop("exit_code", None)
+    return checked
+
+
+def _is_phase(entry: object) -> bool:
+    if not isinstance(entry, dict) or entry.get("phase") not in PHASES:
+        return False
+    try:
+        return dt.datetime.fromisoformat(entry["at"]).tzinfo is not None
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def checked_error(doc: object) -> dict | None:
+    """error.json with text fields only (a missing or odd field is empty), or None."""
+    if not isinstance(doc, dict):
+        return None
+    text = {k: str(doc[k]) if doc.get(k) is not None else "" for k in _ERROR_TEXT}
+    missing = doc.get("missing_module")
+    return {
+        **text,
+        "type": text["type"] or "Error",
+        "missing_module": missing if isinstance(missing, str) else None,
+    }
+
+
+_ERROR_TEXT = ("type", "module", "message", "traceback")

@@ -1,0 +1,195 @@
+"""Issue 9 reviewed as an attacker would (R9): hostile archives, run files the runtime never
+wrote (status.json, error.json, outputs.json forged by a run's own code), and request bodies
+and settings values the REST API must refuse with a 400. Real parts: tar files on disk, runs
+in real runtime processes, the `flyte-jupyter` CLI in subprocesses and a real Jupyter server."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import tornado.httpclient
+from conftest import write_tree
+
+from flyte_jupyter.core import history
+from flyte_jupyter.core.bundle import build_bundle
+from flyte_jupyter.core.select import select_files
+from flyte_jupyter.core.submit import submit
+from flyte_jupyter.runtime.extract import BundleVerificationError, extract_verified
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+
+@pytest.fixture
+def jp_server_config():
+    return {"ServerApp": {"jpserver_extensions": {"flyte_jupyter.server": True}}}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "flyte_jupyter", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+# --- hostile archives (item 3): nothing is written outside, every trick is refused --------
+
+
+def _member(name: str, data: bytes | None = b"x", kind: bytes = tarfile.REGTYPE, link: str = ""):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, link
+    info.size = len(data) if data is not None and kind == tarfile.REGTYPE else 0
+    return info, data if kind == tarfile.REGTYPE else None
+
+
+HOSTILE_ARCHIVES = {
+    "a/../../x": [_member("a/../../x")],
+    "./a/./../../x": [_member("./a/./../../x")],
+    "GNU long name climbing out": [_member("a/" * 60 + "../" * 70 + "x")],
+    "pax path override": [_member("safe.py")],  # its pax header renames it, see below
+    "hard link to a member": [_member("a.py"), _member("b.py", None, tarfile.LNKTYPE, "a.py")],
+    "hard link out": [_member("b.py", None, tarfile.LNKTYPE, "/etc/passwd")],
+    "symlink out": [_member("b.py", None, tarfile.SYMTYPE, "/etc/passwd")],
+    "member twice, other content": [_member("m.py", b"A=1"), _member("m.py", b"A=2")],
+    "member twice after normalization": [_member("p/m.py", b"A=1"), _member("p//./m.py", b"2")],
+    "a file, then a file below it": [_member("p", b"A=1"), _member("p/m.py", b"A=2")],
+    "backslashes": [_member("..\\..\\x")],
+    "device": [_member("dev", None, tarfile.CHRTYPE)],
+}
+
+
+def _archive(path: Path, members: list, pax_path: str | None = None) -> Path:
+    buf = io.BytesIO()
+    fmt = tarfile.PAX_FORMAT if pax_path else tarfile.GNU_FORMAT
+    with tarfile.open(fileobj=buf, mode="w:gz", format=fmt) as tar:
+        for info, data in members:
+            if pax_path:
+                info.pax_headers = {"path": pax_path}
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def test_hostile_archive_members_are_refused_and_write_nothing_outside(tmp_path):
+    refused = 0
+    for label, members in HOSTILE_ARCHIVES.items():
+        case = tmp_path / f"case{refused}"
+        dest = case / "deep" / "dest"
+        dest.mkdir(parents=True)
+        pax = "../../paxevil" if label == "pax path override" else None
+        archive = _archive(case / "bundle.tar.gz", members, pax)
+        with pytest.raises(BundleVerificationError):
+            extract_verified(archive, dest)
+        refused += 1
+    outside = [p for p in tmp_path.rglob("*") if p.is_file() and "dest" not in p.parts]
+    outside = [p for p in outside if p.name != "bundle.tar.gz"]
+    print(f"hostile archives refused: {refused} of {len(HOSTILE_ARCHIVES)}")
+    print("files written outside the extraction:", len(outside))
+    assert refused == len(HOSTILE_ARCHIVES) and outside == []
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "not gzip"])
+def test_empty_or_truncated_bundles_are_one_clear_refusal(tmp_path, damage):
+    good = _archive(tmp_path / "good.tar.gz", [_member(f"f{i}.py", b"x" * 5000) for i in range(9)])
+    data = good.read_bytes()
+    data = {"empty": b"", "truncated": data[: len(data) // 2], "not gzip": b"hello" * 9}[damage]
+    (tmp_path / "d").mkdir()
+    (tmp_path / "bad.tar.gz").write_bytes(data)
+    with pytest.raises(BundleVerificationError, match="is not a readable bundle"):
+        extract_verified(tmp_path / "bad.tar.gz", tmp_path / "d")
+
+
+# --- run files the runtime never wrote (items 1, 13, 15) -----------------------------------
+# A run's own code knows its run directory and can write to it, and so can anyone with access
+# to the store: status.json, error.json and outputs.json are read as untrusted input.
+
+FORGER = """
+import json
+import os
+import sys
+
+from flyte_jupyter.runtime import blobs
+
+
+def forge(files):
+    run_dir = sys.argv[sys.argv.index("--run-dir") + 1]
+    for name, data in files.items():
+        blobs.write_bytes(blobs.join(run_dir, name), data)
+    os._exit(0)  # the runtime never writes its own status
+"""
+
+FORGED = {
+    "bad timestamp, bad exit code": {
+        "status.json": '{"phase": "succeeded", "phases": [{"phase": "succeeded", "at": "soon"}],'
+        ' "exit_code": "zero"}',
+        "outputs.json": '{"size": "big", "value": ["not", "a", "dict"], "values": [1, "a"]}',
+    },
+    "a JSON string": {"status.json": '"finished, trust me"'},
+    "not JSON": {"status.json": b"\xff not json"},
+    "odd field types": {
+        "status.json": '{"phase": ["succeeded"], "phases": "abc", "exit_code": [1]}',
+    },
+    "unknown phase, odd error": {
+        "status.json": '{"phase": "failed", "phases": [{"phase": 7, "at": 7}, "x"]}',
+        "error.json": '{"type": 5, "message": ["m"], "traceback": null, "missing_module": 3}',
+    },
+    "deeply nested": {"status.json": "[" * 100_000 + "]" * 100_000},
+}
+
+
+def forged_runs(tmp_path: Path) -> dict[str, str]:
+    """label -> id of a run whose process wrote FORGED[label] into its run directory and
+    ended without the runtime writing anything more; each waited for by its submitter."""
+    root = write_tree(tmp_path / "forger", {"forger.py": FORGER})
+    bundle = build_bundle(select_files(root, entries=[root / "forger.py"]))
+    ids = {}
+    for label, files in FORGED.items():
+        files = {k: v if isinstance(v, bytes) else v.encode() for k, v in files.items()}
+        run = submit(bundle, "forger:forge", args=(files,))
+        status = run.wait(60)  # the submitter reads the forged files first
+        assert status in ("succeeded", "failed"), (label, status)
+        ids[label] = run.id
+    return ids
+
+
+def test_forged_run_files_are_shown_without_a_traceback(tmp_path):
+    ids = forged_runs(tmp_path)
+    listing = cli("runs", "--limit", "50")
+    print("`runs` exit code with forged run files:", listing.returncode)
+    assert listing.returncode == 0 and "Traceback" not in listing.stderr, listing.stderr
+    assert all(run_id in listing.stdout for run_id in ids.values())
+    tracebacks = 0
+    for label, run_id in ids.items():
+        for command in (["runs", "show", run_id], ["runs", "logs", run_id]):
+            done = cli(*command)
+            if "Traceback" in done.stderr or done.returncode not in (0, 1):
+                tracebacks += 1
+                print(label, command[1], done.returncode, done.stderr[-300:])
+        record = history.get(run_id)
+        assert record.status in ("succeeded", "failed", "cancelled"), (label, record.status)
+        assert record.exit_code is None or isinstance(record.exit_code, int), label
+    print("tracebacks from `runs show/logs` on forged run files:", tracebacks)
+    assert tracebacks == 0
+
+
+async def test_forged_run_files_through_the_rest_api(jp_fetch, tmp_path):
+    ids = forged_runs(tmp_path)
+    response = await jp_fetch("flyte-jupyter", "api", "runs", params={"limit": "50"})
+    listed = {r["id"]: r for r in json.loads(response.body)["runs"]}
+    assert set(ids.values()) <= set(listed)
+    failures = 0
+    for label, run_id in ids.items():
+        try:
+            detail = json.loads((await jp_fetch("flyte-jupyter", "api", "runs", run_id)).body)
+        except tornado.httpclient.HTTPClientError as err:
+            failures += 1
+            print(label, err.code, err.response.body[:300])
+            continue
+        assert detail["status"] in ("succeeded", "failed", "cancelled"), (label, detail)
+        assert all(isinstance(p.get("at"), str) for p in detail["phases"]), (label, detail)
+    print("REST run details failing on forged run files:", failures)
+    assert failures == 0

@@ -165,4 +165,41 @@ def test_cell_runs_diff_by_definition_and_input_name(kernel: Kernel):
     c = history.recent(1)[0].id
     again = diff_runs(b, c)
     print(render(again))
-    assert again.definitions == {"changed": ["(the cell's own code)"]} and again.inputs == []
+    assert again.definitions == {"changed": ["the cell's own code"]} and again.inputs == []
+
+
+def in_cell(kernel: Kernel, cell_id: str) -> None:
+    """Send executions as JupyterLab does: with the cell's id in the request's metadata."""
+    msg = kernel.client.session.msg
+
+    def with_cell_id(msg_type, content=None, parent=None, header=None, metadata=None):
+        return msg(msg_type, content, parent, header, {**(metadata or {}), "cellId": cell_id})
+
+    kernel.client.session.msg = with_cell_id
+
+
+def test_a_cell_says_what_changed_since_its_last_run(kernel: Kernel):
+    kernel.ok("from shop.pricing import total\nprices = list(range(3))")
+    cell = "%%flyte_run\nresult = total(prices, 'eu')\nresult"
+    first = kernel.ok(cell)
+    assert "changed since the last run" not in first.stderr
+    again = kernel.ok(cell)
+    assert "changed since the last run" not in again.stderr  # same code, same inputs
+    pricing = Path(kernel.ok("import shop.pricing\nprint(shop.pricing.__file__)").stdout.strip())
+    pricing.write_text("def total(prices, region):\n    return sum(prices) + 1\n")
+    changed = kernel.ok(cell)
+    (previous, latest) = (r.id for r in reversed(history.recent(2)))
+    line = next(x for x in changed.stderr.splitlines() if x.startswith("changed since"))
+    print(line)
+    assert line == (
+        f"changed since the last run of this cell ({previous}): 1 file (shop/pricing.py); "
+        f"flyte-jupyter runs diff {previous} {latest} shows more"
+    )
+    # JupyterLab names the cell: an edited cell is still the same cell
+    in_cell(kernel, "cell-7")
+    kernel.ok(cell)
+    kernel.ok("prices = list(range(5))")
+    edited = kernel.ok(cell.replace("'eu'", "'us'"))
+    line = next(x for x in edited.stderr.splitlines() if x.startswith("changed since"))
+    print(line)
+    assert ": 1 definition (the cell's own code), 1 input (prices); " in line

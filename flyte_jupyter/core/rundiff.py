@@ -28,7 +28,7 @@ _CELL_PREFIX = f"{GENERATED_PACKAGE}/cell_"
 _MAX_MODULE_TEXT = 4 * 1024**2
 """Generated cell modules are read as text up to this size; beyond it only hashed."""
 _MEMO_OPS = {"MEMOIZE", "BINPUT", "LONG_BINPUT", "PUT", "FRAME"}
-_CELL_NAMES = {"CELL_SOURCE": "(the cell's own code)", "ASSIGNED": None, "<module>": None}
+_CELL_NAMES = {"CELL_SOURCE": "the cell's own code", "ASSIGNED": None, "<module>": None}
 """The generated module's own names: shown as the cell's code, or not at all."""
 _SAME_BY_DESIGN = ("run_id", "run_dir", "created", "name", "digest", "bundle_url", "version")
 """Spec fields that differ for every run or are reported as the bundle itself."""

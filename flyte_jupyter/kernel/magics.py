@@ -27,6 +27,7 @@ from ..core.submit import Run, RunTimeout, check_timeout
 from ..runtime import protocol
 from . import display as views
 from . import tracebacks
+from .changes import CellChanges, cell_key
 from .output import CoalescedOutput
 from .session import KernelSession
 
@@ -112,6 +113,8 @@ class FlyteMagics(Magics):
         self.session = session
         self.run_cells: dict[str, tracebacks.RunCell] = {}
         """Per run id: where its cell's remote frames are shown (see tracebacks.py)."""
+        self.changes = CellChanges()
+        """The last run of each cell, for "changed since the last run of this cell"."""
 
     # --- running ---------------------------------------------------------------------------
 
@@ -160,6 +163,9 @@ class FlyteMagics(Magics):
             return None
         run = cells.submit_cell(prepared, settings, ns.name or label, views.upload_progress())
         session.line_maps[run.id] = prepared.slice.line_map
+        change = self.changes.note(cell_key(self.shell, code), run, prepared)
+        if change:
+            print(change, file=sys.stderr)
         raw = self.shell.history_manager.input_hist_raw
         self.run_cells[run.id] = tracebacks.register_run_cell(
             self.shell, run.id, label, raw[count] if count < len(raw) else code, code, str(root)

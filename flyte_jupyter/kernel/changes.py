@@ -1,0 +1,54 @@
+""" "changed since the last run of this cell": one line under a `%%flyte_run` cell saying why
+its version changed, from what this kernel sent (nothing is read back from the store)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from ..core.cells import PreparedCell
+from ..core.rundiff import Snapshot, compare
+from ..core.submit import Run
+
+
+class CellChanges:
+    """The last run of each cell this kernel ran, by JupyterLab's cell id (the cell's code
+    where the front end sends none), to compare the next run of that cell with."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, Snapshot] = {}
+
+    def note(self, cell_key: str, run: Run, prepared: PreparedCell) -> str | None:
+        """The line to show, or None for a cell's first run or a run where nothing changed."""
+        now = _snapshot(run, prepared)
+        before = self.last.get(cell_key)
+        self.last[cell_key] = now
+        if before is None:
+            return None
+        diff = compare(before, now)
+        if diff.same_code and not diff.inputs:
+            return None
+        return (
+            f"changed since the last run of this cell ({before.run_id}): {diff.short()}; "
+            f"flyte-jupyter runs diff {before.run_id} {run.id} shows more"
+        )
+
+
+def cell_key(shell: Any, code: str) -> str:
+    """JupyterLab and Notebook 7 send the cell's id with each execution; a terminal does not."""
+    header = getattr(shell, "parent_header", None) or {}
+    cell_id = (header.get("metadata") or {}).get("cellId")
+    return f"id:{cell_id}" if cell_id else "code:" + hashlib.sha256(code.encode()).hexdigest()
+
+
+def _snapshot(run: Run, prepared: PreparedCell) -> Snapshot:
+    bundle = prepared.bundle
+    return Snapshot(
+        run.id,
+        run.spec.digest,
+        run.spec.version,
+        {e.path: (e.size, e.sha256) for e in bundle.entries},
+        prepared.slice.module_text,
+        {n: (len(b), hashlib.sha256(b).hexdigest()) for n, b in prepared.payloads.items()},
+        run.spec.to_json(),
+    )

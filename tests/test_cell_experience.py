@@ -231,3 +231,27 @@ def test_stop_button_and_sidebar_cancel_end_the_cell_the_same_way(kernel: Kernel
     assert "cancelled after" in cell.status_texts[-1]
     assert history.get(run_id).status == "cancelled"
     assert "tick 3\n" in cli("runs", "logs", run_id).stdout
+
+
+def test_terminal_ipython_prints_the_status_as_text_and_the_error_as_ipython_does(
+    project: Path,
+):
+    session = (
+        "%load_ext flyte_jupyter\n"
+        "def ratio(a, b):\n    return a / b\n\n"
+        "%flyte_run print('hi') or 6 * 7\n"
+        "%flyte_run ratio(1, 0)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "IPython", "--simple-prompt", "--colors=NoColor"],
+        input=session, capture_output=True, text=True, cwd=project, timeout=60,
+    )  # fmt: skip
+    print(done.stdout)
+    ok_id, failed_id = (r.id for r in reversed(history.recent()))
+    ok_lines = [line for line in done.stdout.splitlines() if f"run {ok_id}" in line]
+    assert len(ok_lines) == 2 and "files" in ok_lines[0] and "succeeded after" in ok_lines[1]
+    assert "hi\n" in done.stdout and "Out[3]: 42" in done.stdout and "<div" not in done.stdout
+    assert f"run {failed_id} · failed after" in done.stdout
+    assert "Cell In[4], line 1\n----> 1 %flyte_run ratio(1, 0)" in done.stdout
+    assert "Cell In[2], line 2, in ratio" in done.stdout
+    assert "ZeroDivisionError: division by zero" in done.stdout

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from IPython import get_ipython
 from IPython.display import display
 
 from ..core import config, history
@@ -125,29 +126,34 @@ class StatusLine:
         entries = prepared.bundle.entries
         digest = run.spec.digest[7:19] if run.spec.digest else "no bundle"
         self.facts = [
-            f"{run.spec.executor}",
+            run.spec.executor,
             f"{len(entries)} files, {human_size(prepared.bundle.total_bytes)}",
             f"bundle {digest}",
             describe_upload(run.upload),
         ]
         self.console = console_url(run)
         self.state = ""
+        self.in_place = getattr(get_ipython(), "kernel", None) is not None
+        """Jupyter redraws the display; a terminal prints each update, so it gets the ends."""
         self.handle = display(self._bundle(protocol.SUBMITTED), raw=True, display_id=True)
 
     def update(self, state: str, note: str = "") -> None:
         """Show `state` (a run phase, or "timed out"), unless it is already shown."""
         if state == self.state and not note:
             return
+        if not (self.in_place or note or state in _STATE_COLOURS):
+            return
         self.handle.update(self._bundle(state, note), raw=True)
 
     def _bundle(self, state: str, note: str = "") -> dict[str, str]:
-        self.state = state
         elapsed = time.monotonic() - self.started
         when = f"{state} after {elapsed:.1f}s" if state in _STATE_COLOURS else state
         if note:
             when += f": {note}"
         facts = " · ".join(self.facts)
         text = f"flyte-jupyter run {self.run.id} · {facts} · {when}"
+        if self.state and not self.in_place:  # a terminal already printed the facts
+            text = f"flyte-jupyter run {self.run.id} · {when}"
         if self.console:
             text += f" · {self.console}"
         colour = _STATE_COLOURS.get(state, "inherit")
@@ -163,6 +169,7 @@ class StatusLine:
             f"</code> · {html.escape(facts)} · "
             f'<span style="color: {colour}">{html.escape(when)}</span>{link}</div>'
         )
+        self.state = state
         return {"text/plain": text, "text/html": markup}
 
 

@@ -35,6 +35,11 @@ export class PreviewView extends Widget {
           this.schedule();
         }
       });
+      panel.sessionContext.kernelChanged.connect(() => {
+        if (panel === this.notebook) {
+          this.schedule();
+        }
+      });
     }
     this.schedule();
   }
@@ -120,15 +125,17 @@ export class PreviewView extends Widget {
   }
 
   private render(preview: IPreview): HTMLElement[] {
-    const digest = preview.digest.replace('sha256:', '').slice(0, 12);
+    const hex = preview.digest.replace('sha256:', '');
     const summary = el('p', { class: 'fj-summary' });
     summary.append(
       `${preview.files.length} files, ${humanSize(preview.total_bytes)} · copy style ` +
-        `${preview.copy_style} · version `,
-      elided(preview.version, 'fj-inline-elide'),
-      ' · bundle ',
-      el('span', { title: preview.digest }, digest)
+        `${preview.copy_style} · bundle `,
+      el('span', { title: preview.digest }, hex.slice(0, 12))
     );
+    if (!hex.startsWith(preview.version)) {
+      // a version of its own (not the bundle's hash): worth its own mention
+      summary.append(' · version ', elided(preview.version, 'fj-inline-elide'));
+    }
     const table = el('table', { class: 'fj-table fj-preview' });
     const head = el('tr');
     for (const title of ['file', 'size', 'why']) {

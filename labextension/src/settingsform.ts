@@ -64,7 +64,11 @@ export class SettingsView extends Widget {
   private path: string | null = null;
   private defaults: ISettingRegistry.ISettings | null = null;
 
-  constructor(private sendToKernel: SendToKernel) {
+  /** `saved` runs after Apply stored the settings (the preview follows them). */
+  constructor(
+    private sendToKernel: SendToKernel,
+    private saved: () => void
+  ) {
     super();
     this.addClass('fj-settings-view');
     this.node.append(emptyState("Open a notebook to see its project's settings."));
@@ -227,6 +231,8 @@ export class SettingsView extends Widget {
       }
       const reached = await this.sendToKernel(kernel as JSONObject);
       const file = saved.saved.split('/').slice(-2).join('/');
+      await this.load();
+      this.saved();
       Notification.success(
         `Saved ${keys} to ${file}` +
           (asDefault ? ' and as your default' : '') +
@@ -241,8 +247,6 @@ export class SettingsView extends Widget {
         el('p', { class: 'fj-error fj-apply-error', role: 'alert' }, errorText(error))
       );
       form?.querySelector<HTMLButtonElement>('button[type=submit]')?.removeAttribute('disabled');
-      return;
     }
-    await this.load();
   }
 }

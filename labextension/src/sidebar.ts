@@ -47,7 +47,10 @@ export class FlyteSidebar extends SidePanel {
 
     this.runs = new RunsView(() => this.path);
     this.preview = new PreviewView(data => this.askKernel(data));
-    this.settings = new SettingsView(values => this.sendToKernel(values));
+    this.settings = new SettingsView(
+      values => this.sendToKernel(values),
+      () => this.preview.schedule(0)
+    );
     this.exporter = new ExportView();
 
     const runs = section('Runs', this.runs, 'fj-section-runs');

@@ -10,16 +10,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .core import history
+from .core import config, history
 from .core.bundle import Bundle, build_bundle
+from .core.config import Settings
 from .core.entrypoint import check_call
 from .core.errors import FlyteJupyterError, RemoteError, RunError, UsageError
 from .core.export import export_notebook, notebook_selection
 from .core.imports import module_name_for
+from .core.options import add_options, values
 from .core.pairs import parse_pairs
 from .core.preview import human_size, render_tree, text_table
 from .core.prune import apply_prune, parse_age, plan_prune
-from .core.select import COPY_STYLES, DEFAULT_MAX_BYTES, Selection, select_files
+from .core.select import Selection, select_files
 from .core.storage import Progress, Store, describe_upload
 from .core.submit import Run, check_timeout, submit
 from .runtime import protocol
@@ -48,8 +50,8 @@ def _build_parser() -> argparse.ArgumentParser:
     bundle.add_argument(
         "root",
         nargs="?",
-        help="root_dir (default: detected from the entry, else the current directory); "
-        "a .py file here is taken as the entry",
+        help="root_dir, as --root-dir (default: detected from the entry, else the current "
+        "directory); a .py file here is taken as the entry, a .ipynb as the notebook",
     )
     bundle.add_argument(
         "--entry",
@@ -78,7 +80,6 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="NAME=JSON",
         help="keyword argument; the value is JSON, or a plain string if it is not valid JSON",
     )
-    run.add_argument("--root-dir", help="root_dir (default: detected from FILE)")
     _selection_options(run)
     _run_options(run)
     run.add_argument("--detach", action="store_true", help="print the run id and return at once")
@@ -145,36 +146,9 @@ def _positive(text: str) -> int:
 
 
 def _selection_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--copy-style",
-        default="auto",
-        metavar="|".join(COPY_STYLES),
-        help="auto: the local modules the entries import (lazy imports too); all: every file "
-        "not ignored; none: no code (needs --version)",
-    )
-    parser.add_argument(
-        "--include",
-        action="append",
-        default=[],
-        metavar="GLOB",
-        help="also ship files matching this gitignore-style glob, e.g. 'data/*.csv'",
-    )
-    parser.add_argument(
-        "--exclude", action="append", default=[], metavar="GLOB", help="never ship these files"
-    )
-    parser.add_argument("--version", help="explicit version (required with --copy-style none)")
-    parser.add_argument(
-        "--no-lazy-imports",
-        action="store_true",
-        help="do not follow imports inside functions (Flyte's own behaviour)",
-    )
-    parser.add_argument(
-        "--max-size",
-        type=float,
-        default=DEFAULT_MAX_BYTES / 1024**2,
-        metavar="MB",
-        help="refuse bundles larger than this (default: %(default)g MB)",
-    )
+    """What ships: the declared settings of the "selection" group, plus CLI-only switches.
+    Unset options fall back to the session-less layers: project file, environment, default."""
+    add_options(parser, ["selection"], "cli")
     parser.add_argument(
         "--force-root", action="store_true", help="allow your home directory or / as root_dir"
     )
@@ -186,38 +160,27 @@ def _selection_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--store",
-        metavar="URL",
-        help="blob store (default: $FLYTE_JUPYTER_STORE or a file:// store under the cache dir)",
-    )
-    parser.add_argument(
-        "--storage-option",
-        action="append",
-        default=[],
-        metavar="KEY=JSON",
-        help='fsspec storage option, e.g. endpoint_url="http://127.0.0.1:9000"',
-    )
-    parser.add_argument("--executor", default="local", help="where to run (default: local)")
-    parser.add_argument(
-        "--image", help="image to run in; for the local executor 'python=/path/to/python'"
-    )
-    parser.add_argument(
-        "--env", action="append", default=[], metavar="K=V", help="environment variable for the run"
-    )
+    """Where and how it runs: the declared "run" and "flyte" settings, plus the run's name."""
+    add_options(parser, ["run", "flyte"], "cli")
     parser.add_argument("--name", help="a name for the run in the history")
 
 
-def _select(args: argparse.Namespace, root: str | None, entries: list[str]) -> Selection:
+def _settings(args: argparse.Namespace, path: str | Path | None) -> Settings:
+    """The one resolver: these options over project files, FLYTE_JUPYTER_*, defaults."""
+    groups = ["selection", "run", "flyte"] if args.command == "run" else ["selection"]
+    return config.resolve(path, values(args, groups, "cli"))
+
+
+def _select(args: argparse.Namespace, settings: Settings, entries: list[str]) -> Selection:
     return select_files(
-        root,
+        settings.root_dir,
         entries=entries,
-        copy_style=args.copy_style,
-        include=args.include,
-        exclude=args.exclude,
-        lazy_imports=not args.no_lazy_imports,
-        version=args.version,
-        max_bytes=int(args.max_size * 1024**2),
+        copy_style=settings.copy_style,
+        include=settings.include,
+        exclude=settings.exclude,
+        lazy_imports=settings.lazy_imports,
+        version=settings.version,
+        max_bytes=int(settings.max_size_mb * 1024**2),
         force_root=args.force_root,
         keep_notebook_outputs=args.keep_notebook_outputs,
     )
@@ -225,26 +188,28 @@ def _select(args: argparse.Namespace, root: str | None, entries: list[str]) -> S
 
 def _cmd_bundle(args: argparse.Namespace) -> int:
     root, entries = args.root, list(args.entry)
-    if root is not None:
-        path = Path(root)
-        if not path.exists():
-            raise UsageError(f"{root} does not exist: give a project directory or a .py file")
-        if path.suffix == ".ipynb":
-            selection = notebook_selection(
-                path,
-                copy_style=args.copy_style,
-                include=args.include,
-                exclude=args.exclude,
-                version=args.version,
-                keep_notebook_outputs=args.keep_notebook_outputs,
-            )[0]
-            bundle = build_bundle(selection, output=args.output, dry_run=args.dry_run)
-            print(json.dumps(bundle.to_json(), indent=2) if args.json else render_tree(bundle))
-            return 0
-        if path.is_file():
-            entries.insert(0, root)
-            root = None
-    bundle = build_bundle(_select(args, root, entries), output=args.output, dry_run=args.dry_run)
+    path = Path(root) if root is not None else None
+    if path is not None and not path.exists():
+        raise UsageError(f"{root} does not exist: give a project directory or a .py file")
+    if path is not None and path.suffix == ".ipynb":
+        selection = notebook_selection(
+            path,
+            settings=_settings(args, path),
+            keep_notebook_outputs=args.keep_notebook_outputs,
+        )[0]
+        bundle = build_bundle(selection, output=args.output, dry_run=args.dry_run)
+        print(json.dumps(bundle.to_json(), indent=2) if args.json else render_tree(bundle))
+        return 0
+    if path is not None and path.is_file():
+        entries.insert(0, root)
+    elif path is not None and args.root_dir is None:
+        args.root_dir = root  # ROOT is --root-dir's positional spelling
+    if args.root_dir is None and not entries:
+        args.root_dir = str(Path.cwd())  # no entry to detect the project from
+    settings = _settings(args, entries[0] if entries else None)
+    bundle = build_bundle(
+        _select(args, settings, entries), output=args.output, dry_run=args.dry_run
+    )
     if args.json:
         print(json.dumps(bundle.to_json(), indent=2))
     else:
@@ -289,7 +254,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     check_timeout(args.timeout)
     kwargs = parse_pairs(args.arg, "--arg", json_values=True, identifiers=True)
     check_call(path, function, kwargs)
-    selection = _select(args, args.root_dir, [str(path)])
+    settings = _settings(args, path)
+    selection = _select(args, settings, [str(path)])
     for warning in selection.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     bundle = build_bundle(selection)
@@ -297,18 +263,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     module = module_name_for(path, roots)
     if module is None:  # pragma: no cover - select_files already checked the entry
         raise UsageError(f"{path} is not importable from root_dir {selection.root_dir}")
-    options = parse_pairs(args.storage_option, "--storage-option", json_values=True)
-    store = Store(args.store, options)
+    store = Store(settings.store, settings.storage_options)
+    flyte_keys = [f.name for f in config.FIELDS.values() if f.group == "flyte"]
     run = submit(
         bundle,
         f"{module[0]}:{function}",
         kwargs=kwargs,
         store=store,
-        executor=args.executor,
-        image=args.image,
-        env=parse_pairs(args.env, "--env", json_values=False),
+        executor=settings.executor,
+        executor_options={k: settings[k].value for k in flyte_keys}
+        if settings.executor == "flyte"
+        else None,
+        image=config.resolve_image(settings.image, settings.images),
+        env=settings.env,
         name=args.name,
-        version=args.version,
+        version=settings.version,
         progress=_progress_printer(),
     )
     print(_run_banner(run, bundle), file=sys.stderr)
@@ -529,12 +498,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the reader went away (`flyte-jupyter runs | head -3`): stop quietly, as CLIs do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except UsageError as exc:
-        print(f"flyte-jupyter {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except FlyteJupyterError as exc:
-        print(f"flyte-jupyter {args.command}: {exc}", file=sys.stderr)
-        return 1
+    except FlyteJupyterError as exc:  # one family; messages name this door's flags
+        message = config.front_door_message(str(exc), "cli")
+        usage = isinstance(exc, UsageError)
+        print(
+            f"flyte-jupyter {args.command}: {'error: ' if usage else ''}{message}", file=sys.stderr
+        )
+        return 2 if usage else 1
 
 
 if __name__ == "__main__":

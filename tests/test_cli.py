@@ -89,11 +89,16 @@ def test_entry_flag_and_root_detection_from_cwd(shop):
     ("args", "message"),
     [
         (["bundle", "/no/such/dir"], "/no/such/dir does not exist"),
-        (["bundle", "{root}", "--copy-style", "everything"], "unknown copy_style 'everything'"),
+        (
+            ["bundle", "{root}", "--copy-style", "everything"],
+            "--copy-style 'everything' is not allowed: use one of auto, all, none",
+        ),
         (["bundle", "{root}", "--copy-style", "none"], "pass an explicit version"),
         (["bundle", "{root}/shop", "--entry", "{root}/app.py"], "is outside root_dir"),
         (["bundle", "{root}"], "name at least one entry file"),
-        (["bundle", "--max-size", "lots"], "invalid float value: 'lots'"),
+        (["bundle", "--max-size", "lots"], "--max-size must be a float, not 'lots'"),
+        (["bundle", "--max-size", "-1"], "--max-size must be above 0, not -1.0"),
+        (["bundle", "--root-dir", "{root}", "--copy-style", "none"], "pass an explicit version"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
     ],
 )

@@ -145,7 +145,7 @@ def test_magics_inside_remote_code_are_refused_clearly(kernel: Kernel):
 
 def test_bad_options_are_one_line(kernel: Kernel):
     error = usage_error(kernel.execute("%%flyte_run --copy-style everything\nx = 1"))
-    assert "unknown copy_style 'everything'" in error
+    assert "--copy-style 'everything' is not allowed: use one of auto, all, none" in error
     error = usage_error(kernel.execute("%%flyte_run --bogus\nx = 1"))
     assert "unrecognized arguments: --bogus" in error
     error = usage_error(kernel.execute("%%flyte_run --copy-style none\nx = 1"))

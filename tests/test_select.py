@@ -389,7 +389,7 @@ def test_size_limit_names_the_largest_files_and_the_fix(tree):
     assert "over the 976.6 KB limit" in message  # 1_000_000 bytes, in human units
     assert "data/big.bin (2.9 MB)" in message
     assert "data/ (2.9 MB)" in message
-    assert "exclude" in message and "--max-size" in message
+    assert "exclude" in message and "`max_size_mb`" in message  # each front door: its flag
 
 
 def test_large_single_file_is_a_warning(tree):

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import config
 from .errors import UsageError
 from .image import WORKDIR, BuildContext, Image, Log, build_image, render_for_build
 from .notebook import GENERATED_PACKAGE
-from .select import Selection, detect_root_dir, select_files
+from .select import Selection, select_files
 
 _PIP = re.compile(r"^\s*[%!]\s*(?:python3? -m )?pip3?\s+install\s+(.*)$")
 _ASSIGN_SHELL = re.compile(r"^(\s*)([\w, ]+?)\s*=\s*!(.*)$")
@@ -192,15 +193,18 @@ def notebook_selection(
     notebook: str | os.PathLike[str],
     *,
     root_dir: str | os.PathLike[str] | None = None,
-    copy_style: str = "auto",
+    copy_style: str | None = None,
     include: Iterable[str] = (),
     exclude: Iterable[str] = (),
     version: str | None = None,
     keep_notebook_outputs: bool = False,
+    settings: config.Settings | None = None,
 ) -> tuple[Selection, str, list[str]]:
     """What a whole notebook needs, as for a bundle: its code as a job module (bundle path
     returned) plus the files the copy style selects from it; and its `%pip` requirements.
-    The CLI (`bundle NOTEBOOK.ipynb`), the server's preview and export all use this."""
+    The CLI (`bundle NOTEBOOK.ipynb`), the server's preview and export all use this, with
+    the notebook's project settings (`settings`, else resolved here; arguments given win), so
+    all three ship the same files."""
     path = Path(notebook).resolve()
     if not path.exists():
         raise UsageError(f"{notebook} does not exist: give the path of a .ipynb notebook")
@@ -211,13 +215,22 @@ def notebook_selection(
     cell_include, cell_exclude = _cell_globs(book)
     stem = re.sub(r"\W", "_", path.stem)
     job = f"{GENERATED_PACKAGE}/{stem}_job.py"
-    root = Path(root_dir).resolve() if root_dir else detect_root_dir(path.parent)
+    given = {"copy_style": copy_style, "include": list(include) or None,
+             "exclude": list(exclude) or None, "version": version}  # fmt: skip
+    if settings is None:
+        settings = config.resolve(path, {**given, "root_dir": root_dir and str(root_dir)})
+    else:
+        for key, value in given.items():
+            settings = settings if value is None else settings.with_value(key, value, "option")
+    root = Path(root_dir).resolve() if root_dir else Path(settings.root_dir)
     selection = select_files(
         root,
-        copy_style=copy_style,
-        include=[*include, *cell_include],
-        exclude=[*exclude, *cell_exclude],
-        version=version,
+        copy_style=settings.copy_style,
+        include=[*settings.include, *cell_include],
+        exclude=[*settings.exclude, *cell_exclude],
+        lazy_imports=settings.lazy_imports,
+        version=settings.version,
+        max_bytes=int(settings.max_size_mb * 1024 * 1024),
         keep_notebook_outputs=keep_notebook_outputs,
         generated={
             f"{GENERATED_PACKAGE}/__init__.py": ("", "notebook package"),
@@ -252,14 +265,16 @@ def export_notebook(
     network: str | None = None,
     extra_ca_certs: Iterable[str | os.PathLike[str]] = (),
     airgapped: bool = False,
+    settings: config.Settings | None = None,
 ) -> ExportResult:
     """Export a notebook as an image whose default command runs it as a job.
 
     With `context_only`, write the Dockerfile and build context there and build nothing (no
-    engine needed); otherwise build with the local engine and return the tag."""
+    engine needed); otherwise build with the local engine and return the tag. What ships is
+    what `bundle NOTEBOOK.ipynb` ships: project settings (or `settings`) apply."""
     path = Path(notebook).resolve()
     selection, job, requirements = notebook_selection(
-        path, root_dir=root_dir, include=include, exclude=exclude
+        path, root_dir=root_dir, include=include, exclude=exclude, settings=settings
     )
     requirements = _one_per_distribution([*requirements, *_pinned(selection.third_party)])
     stem = Path(job).stem.removesuffix("_job")

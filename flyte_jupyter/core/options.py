@@ -14,11 +14,14 @@ from .pairs import parse_pairs
 GROUPS = ("selection", "run", "flyte")
 
 
-def fields(groups: Iterable[str], door: str) -> Iterator[config.Field]:
-    """The declared fields of these groups that have a flag in `door` ("cli" or "magic")."""
-    wanted = set(groups)
+def fields(
+    groups: Iterable[str], door: str, names: Iterable[str] | None = None
+) -> Iterator[config.Field]:
+    """The declared fields of these groups (only `names`, if given) that have a flag in
+    `door` ("cli" or "magic")."""
+    wanted, only = set(groups), None if names is None else set(names)
     for f in config.FIELDS.values():
-        if f.group in wanted and _flag(f, door):
+        if f.group in wanted and _flag(f, door) and (only is None or f.name in only):
             yield f
 
 
@@ -26,12 +29,18 @@ def _flag(f: config.Field, door: str) -> str | None:
     return f.cli_flag if door == "cli" else f.magic_flag
 
 
+def dest(f: config.Field, door: str) -> str:
+    """The namespace attribute: named after the flag (`--task-timeout` -> task_timeout), so a
+    setting never collides with a front door's own option (`run --timeout` is the wait)."""
+    return str(_flag(f, door)).lstrip("-").removeprefix("no-").replace("-", "_")
+
+
 def argument(f: config.Field, door: str) -> tuple[str, dict[str, Any]]:
     """`add_argument(flag, **kwargs)` for a field. Values stay strings here: they are
     checked by `config.coerce` (one message naming the allowed values, for every door)."""
     flag = _flag(f, door)
     assert flag is not None
-    kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": f.help}
+    kwargs: dict[str, Any] = {"dest": dest(f, door), "default": None, "help": f.help}
     choices = f.choices if isinstance(f.choices, tuple) else ()
     if f.kind is bool:
         kwargs["action"] = "store_const"
@@ -52,12 +61,14 @@ def add_options(parser: argparse.ArgumentParser, groups: Iterable[str], door: st
         parser.add_argument(flag, **kwargs)
 
 
-def decorators(groups: Iterable[str], door: str = "magic") -> Callable[[Any], Any]:
-    """IPython `magic_arguments` decorators for these groups (the magic's `--help` and
+def decorators(
+    groups: Iterable[str], names: Iterable[str] | None = None, door: str = "magic"
+) -> Callable[[Any], Any]:
+    """IPython `magic_arguments` decorators for these fields (the magic's `--help` and
     docstring list them)."""
     from IPython.core.magic_arguments import argument as magic_argument
 
-    specs = [argument(f, door) for f in fields(groups, door)]
+    specs = [argument(f, door) for f in fields(groups, door, names)]
 
     def apply(func: Any) -> Any:
         for flag, kwargs in reversed(specs):
@@ -67,11 +78,13 @@ def decorators(groups: Iterable[str], door: str = "magic") -> Callable[[Any], An
     return apply
 
 
-def values(ns: argparse.Namespace, groups: Iterable[str], door: str) -> dict[str, Any]:
+def values(
+    ns: argparse.Namespace, groups: Iterable[str], door: str, names: Iterable[str] | None = None
+) -> dict[str, Any]:
     """The settings given as options (only those), validated; an error names the flag."""
     out: dict[str, Any] = {}
-    for f in fields(groups, door):
-        raw = getattr(ns, f.name, None)
+    for f in fields(groups, door, names):
+        raw = getattr(ns, dest(f, door), None)
         if raw is None:
             continue
         flag = _flag(f, door)

@@ -739,5 +739,5 @@ def _check_size(selection: Selection, max_bytes: int) -> None:
         + "; largest top-level entries: "
         + ", ".join(f"{d} ({human_size(n)})" for d, n in big_dirs)
         + ". Leave them out with exclude patterns or a .flyteignore file, "
-        "or raise the limit (max_bytes / --max-size)."
+        "or raise the limit (`max_size_mb`)."
     )

@@ -13,15 +13,15 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from IPython.core import magic_arguments
 from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.display import display
 
-from ..core import cells, history
+from ..core import cells, config, history, options
 from ..core.errors import FlyteJupyterError, RemoteError, RunCancelled, UsageError
 from ..core.executors.registry import LogLine
 from ..core.export import export_notebook
-from ..core.notebook import NotebookError
 from ..core.pairs import parse_pairs
 from ..core.submit import Run, RunTimeout, check_timeout
 from ..runtime import protocol
@@ -31,45 +31,55 @@ from .changes import CellChanges, cell_key
 from .output import CoalescedOutput
 from .session import KernelSession
 
-_FLAGS = {"--dry-run", "--detach"}
+RUN_GROUPS = ("selection", "run", "flyte")
+EXPORT_SETTINGS = ("root_dir", "include", "exclude")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:
-        raise IPythonUsageError(f"{self.prog}: {message}")
+def _run_arguments(func: Any) -> Any:
+    """%%flyte_run's options (and %flyte_bundle's): the declared settings plus the magic's
+    own, through IPython's magic_arguments (so `--help` and `%%flyte_run?` list them)."""
+    for flag, kwargs in reversed(
+        [
+            (("-h", "--help"), {"action": "store_true", "help": "show this help"}),
+            (("--name",), {"help": "a name for the run in the history"}),
+            (("--timeout",), {"type": float, "metavar": "SECONDS",
+                              "help": "stop waiting (and cancel the run) after this"}),
+            (("--dry-run",), {"action": "store_true", "dest": "dry_run",
+                              "help": "show what would ship, run nothing"}),
+            (("--detach",), {"action": "store_true",
+                             "help": "return the run at once (%%flyte_result fetches it)"}),
+        ]
+    ):  # fmt: skip
+        func = magic_arguments.argument(*flag, **kwargs)(func)
+    return options.decorators(RUN_GROUPS)(func)
 
 
-def _run_parser(prog: str) -> _Parser:
-    p = _Parser(prog=prog, add_help=False)
-    p.add_argument("--copy-style", dest="copy_style")
-    p.add_argument("--root-dir", dest="root_dir")
-    p.add_argument("--include", action="append")
-    p.add_argument("--exclude", action="append")
-    p.add_argument("--image")
-    p.add_argument("--images", action="append", metavar="NAME=URI")
-    p.add_argument("--version")
-    p.add_argument("--executor")
-    p.add_argument("--store")
-    p.add_argument("--env", action="append", metavar="K=V")
-    p.add_argument("--name")
-    p.add_argument("--timeout", type=float)
-    p.add_argument("--dry-run", action="store_true", dest="dry_run")
-    p.add_argument("--detach", action="store_true")
-    return p
+def _run_parser(prog: str) -> Any:
+    """The run options' parser (one, built from the declaration); `prog` is kept for callers."""
+    return FlyteMagics.flyte_run.parser
+
+
+def _flags() -> set[str]:
+    """Options that take no value (for splitting a line magic's options from its code)."""
+    actions = FlyteMagics.flyte_run.parser._actions
+    return {opt for a in actions if a.nargs == 0 for opt in a.option_strings}
 
 
 def _options(ns: argparse.Namespace) -> dict[str, Any]:
-    """Parsed magic options as settings (only those given)."""
-    out: dict[str, Any] = {}
-    keys = ("copy_style", "root_dir", "include", "exclude", "image", "version", "executor", "store")
-    for key in keys:
-        if getattr(ns, key) is not None:
-            out[key] = getattr(ns, key)
-    if ns.images:
-        out["images"] = parse_pairs(ns.images, "--images", json_values=False)
-    if ns.env:
-        out["env"] = parse_pairs(ns.env, "--env", json_values=False)
-    return out
+    """Parsed magic options as settings (only those given), validated."""
+    return options.values(ns, RUN_GROUPS, "magic")
+
+
+def _usage(exc: Exception) -> IPythonUsageError:
+    """One line for the notebook, naming the magics' own flags."""
+    return IPythonUsageError(config.front_door_message(str(exc), "magic"))
+
+
+def _help(parser: Any, ns: argparse.Namespace) -> bool:
+    if getattr(ns, "help", False):
+        print(parser.format_help())
+        return True
+    return False
 
 
 def split_line_options(line: str) -> tuple[list[str], str]:
@@ -77,7 +87,7 @@ def split_line_options(line: str) -> tuple[list[str], str]:
     words = line.split()
     i = 0
     while i < len(words) and words[i].startswith("--"):
-        takes_value = words[i] not in _FLAGS and "=" not in words[i]
+        takes_value = words[i] not in _flags() and "=" not in words[i]
         i += 2 if takes_value else 1
     consumed = " ".join(words[:i])
     rest = line.strip()[len(consumed) :].strip() if consumed else line.strip()
@@ -119,25 +129,26 @@ class FlyteMagics(Magics):
     # --- running ---------------------------------------------------------------------------
 
     @line_cell_magic
+    @magic_arguments.magic_arguments("%flyte_run")
+    @_run_arguments
     def flyte_run(self, line: str, cell: str | None = None) -> Any:
-        """Run a cell (or, as a line magic, one expression) remotely, code shipped as source.
-
-        %%flyte_run [--copy-style auto|all|none] [--root-dir DIR] [--include GLOB]...
-                    [--exclude GLOB]... [--image NAME|URI] [--images NAME=URI]...
-                    [--version V] [--executor local|docker] [--store URL]
-                    [--env K=V]... [--name NAME] [--timeout S] [--dry-run] [--detach]
-        """
+        """Run a cell (or, as a line magic `%flyte_run [options] EXPR`, one expression)
+        remotely, code shipped as source. Unset options come from %flyte_config, the
+        project's settings files, FLYTE_JUPYTER_* and the defaults."""
         if cell is None:
             words, code = split_line_options(line)
-            if not code:
+            if not code and not {"-h", "--help"} & set(words):
                 raise IPythonUsageError("%flyte_run needs an expression, e.g. %flyte_run f(1)")
         else:
             words, code = shlex.split(line), cell
-        ns = _run_parser("%%flyte_run" if cell is not None else "%flyte_run").parse_args(words)
+        parser = _run_parser("%%flyte_run")
+        ns = parser.parse_args(words)
+        if _help(parser, ns):
+            return None
         try:
             return self._run(code, ns)
-        except (UsageError, NotebookError) as exc:
-            raise IPythonUsageError(str(exc)) from None
+        except UsageError as exc:
+            raise _usage(exc) from None
 
     def _run(self, code: str, ns: argparse.Namespace) -> Any:
         check_timeout(ns.timeout)
@@ -228,23 +239,29 @@ class FlyteMagics(Magics):
             line_map = self.session.line_map(run_id)
             return self._apply(cells.cell_result(run, self.shell.user_ns, line_map))
         except UsageError as exc:
-            raise IPythonUsageError(str(exc)) from None
+            raise _usage(exc) from None
 
     # --- settings and previews ---------------------------------------------------------------
 
     @line_magic
     def flyte_config(self, line: str) -> None:
-        """%flyte_config [key=value ...]: set session settings (`key=` unsets one); with no
-        arguments, show each effective setting and where it comes from."""
+        """%flyte_config [key=value ...]: set session settings (`key=` unsets one), checked at
+        once and confirmed; with no arguments, show each effective setting and where it comes
+        from (the store is the one runs use, even when it is the default)."""
         try:
-            self.session.update_settings(
-                parse_pairs(shlex.split(line), "%flyte_config", json_values=False)
-            )
+            changes = parse_pairs(shlex.split(line), "%flyte_config", json_values=False)
+            self.session.update_settings(changes)
             settings, _root = self.session.effective({})
         except UsageError as exc:
             raise IPythonUsageError(str(exc)) from None
-        if not line.strip():
-            display(views.settings_table(settings), raw=True)
+        if changes:
+            for key in changes:
+                shown = settings[key]
+                print(f"{key} = {shown.value!r} ({shown.source})")
+            return
+        if settings.store is None:
+            settings = settings.with_value("store", config.default_store(), "default")
+        display(views.settings_table(settings), raw=True)
 
     @line_magic
     def flyte_panel(self, line: str) -> Any:
@@ -264,54 +281,73 @@ class FlyteMagics(Magics):
         return views.bundle_preview(self.session.dry_run(self._every_definition(), "preview"))
 
     @line_cell_magic
+    @magic_arguments.magic_arguments("flyte_bundle")
+    @_run_arguments
     def flyte_bundle(self, line: str, cell: str | None = None) -> None:
         """Preview what %%flyte_run would ship: for the given cell body, or (as a line magic)
         for every definition this notebook holds. Accepts %%flyte_run's options."""
-        ns = _run_parser("%flyte_bundle").parse_args(shlex.split(line))
+        parser = FlyteMagics.flyte_bundle.parser
+        ns = parser.parse_args(shlex.split(line))
+        if _help(parser, ns):
+            return
         if cell is None:
             cell = self._every_definition()
         ns.dry_run = True
         try:
             self._run(cell, ns)
-        except (UsageError, NotebookError) as exc:
-            raise IPythonUsageError(str(exc)) from None
+        except UsageError as exc:
+            raise _usage(exc) from None
 
     @line_magic
+    @magic_arguments.magic_arguments("flyte_export")
+    @magic_arguments.argument("notebook", nargs="?", help="default: this notebook")
+    @magic_arguments.argument("-h", "--help", action="store_true", help="show this help")
+    @magic_arguments.argument("--image-name", help="image repository (default: flyte-jupyter-NB)")
+    @magic_arguments.argument("--version", help="tag (default: the build context's hash)")
+    @magic_arguments.argument("--base", help="base image (default: python:X.Y-slim-bookworm)")
+    @magic_arguments.argument("--context-only", metavar="DIR", help="write the context only")
+    @magic_arguments.argument("--network", help="network mode for the build, e.g. host")
+    @options.decorators(["selection"], names=EXPORT_SETTINGS)
     def flyte_export(self, line: str) -> None:
-        """%flyte_export [NOTEBOOK.ipynb] [--image-name N] [--version V] [--include GLOB]...
-        [--context-only DIR] [--network host]: build an image that runs the notebook as a job
-        (default notebook: this one, when Jupyter says which it is)."""
-        parser = _Parser(prog="%flyte_export", add_help=False)
-        parser.add_argument("notebook", nargs="?")
-        parser.add_argument("--image-name")
-        parser.add_argument("--version")
-        parser.add_argument("--base")
-        parser.add_argument("--include", action="append", default=[])
-        parser.add_argument("--context-only")
-        parser.add_argument("--network")
+        """Build an image that runs the notebook as a job. It ships what %flyte_bundle and
+        the sidebar preview show: this session's settings and the project's apply."""
+        parser = FlyteMagics.flyte_export.parser
         ns = parser.parse_args(shlex.split(line))
+        if _help(parser, ns):
+            return
         notebook = ns.notebook or os.environ.get("JPY_SESSION_NAME")
         if not notebook:
             raise IPythonUsageError("%flyte_export needs the notebook path (Jupyter did not say)")
         try:
+            given = options.values(ns, ["selection"], "magic", EXPORT_SETTINGS)
+            settings = config.resolve(notebook, given, self.session.settings)
             result = export_notebook(
                 notebook,
+                settings=settings,
                 image_name=ns.image_name,
                 version=ns.version,
                 base=ns.base,
-                include=ns.include,
                 context_only=ns.context_only,
                 network=ns.network,
                 log=lambda text: print(text, file=sys.stderr, flush=True),
             )
         except UsageError as exc:
-            raise IPythonUsageError(str(exc)) from None
+            raise _usage(exc) from None
         print(result.tag or f"wrote the build context to {ns.context_only}")
 
     @line_magic
+    @magic_arguments.magic_arguments("flyte_runs")
+    @magic_arguments.argument("limit", nargs="?", type=int, default=20, help="how many runs")
+    @magic_arguments.argument("-h", "--help", action="store_true", help="show this help")
     def flyte_runs(self, line: str) -> None:
-        """%flyte_runs [N]: the run history."""
-        limit = int(line) if line.strip().isdigit() else 20
+        """The run history, newest first."""
+        parser = FlyteMagics.flyte_runs.parser
+        ns = parser.parse_args(shlex.split(line))
+        if _help(parser, ns):
+            return
+        if ns.limit < 1:
+            raise IPythonUsageError(f"%flyte_runs N: N must be at least 1, not {ns.limit}")
+        limit = ns.limit
         display(views.runs_table([Run.refresh(r) for r in history.recent(limit)]), raw=True)
 
 
@@ -333,7 +369,7 @@ def _show_error(
         except Exception:  # a traceback the formatter cannot draw: its text, as sent
             stb = None
     if stb is None:
-        stb = [str(value)]
+        stb = [config.front_door_message(str(value), "magic")]
         shell._showtraceback(etype, value, stb)
         return stb
     value.brief = True  # the error's value is its message, as for a local exception

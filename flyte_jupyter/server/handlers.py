@@ -164,7 +164,7 @@ class _Base(APIHandler):
             raise http_error(400, f"root_dir {value} is not a folder under the server root")
         return path
 
-    def settings_for(self, notebook: Path) -> tuple[dict[str, config.Setting], Path]:
+    def settings_for(self, notebook: Path) -> tuple[config.Settings, Path]:
         """A notebook's effective settings and its bundle root."""
         folder = self.project_folder(notebook)
         settings = config.resolve({}, {}, folder)
@@ -226,15 +226,7 @@ class PreviewHandler(_Base):
             if not path.is_file():
                 raise http_error(404, f"no notebook {self.get_argument('path')} on the server")
             settings, root = self.settings_for(path)
-            value = {k: s.value for k, s in settings.items()}
-            selection = notebook_selection(
-                path,
-                root_dir=root,
-                copy_style=value["copy_style"],
-                include=value["include"],
-                exclude=value["exclude"],
-                version=value["version"],
-            )[0]
+            selection = notebook_selection(path, root_dir=root, settings=settings)[0]
             return build_bundle(selection, dry_run=True).to_json()
 
         self.finish(json.dumps(await self.call(preview)))
@@ -356,7 +348,7 @@ class ExportHandler(_Base):
                 f'include must be a list of globs, e.g. ["data/*.csv"], not {json.dumps(include)}',
             )
         options = {k: _optional_str(doc, k) for k in ("image_name", "version", "network")}
-        _settings, root = await self.call(lambda: self.settings_for(path))
+        settings, root = await self.call(lambda: self.settings_for(path))
         job_id = uuid.uuid4().hex[:12]
         job: dict[str, Any] = {"status": "running", "log": [], "tag": None, "error": None}
         _EXPORTS[job_id] = job
@@ -364,8 +356,13 @@ class ExportHandler(_Base):
         def work() -> None:
             """Whatever happens, the job ends: succeeded with its tag or failed with why."""
             try:
-                result = export_notebook(
-                    path, root_dir=root, include=include, log=job["log"].append, **options
+                result = export_notebook(  # the project's settings, as the preview shows
+                    path,
+                    root_dir=root,
+                    include=include,
+                    settings=settings,
+                    log=job["log"].append,
+                    **options,
                 )
                 job.update(status="succeeded", tag=result.tag)
             except FlyteJupyterError as exc:

@@ -193,3 +193,59 @@ async def test_forged_run_files_through_the_rest_api(jp_fetch, tmp_path):
         assert all(isinstance(p.get("at"), str) for p in detail["phases"]), (label, detail)
     print("REST run details failing on forged run files:", failures)
     assert failures == 0
+
+
+# --- request bodies and settings values the REST API must refuse (items 7, 8) -------------
+
+NOTEBOOK = {
+    "cells": [
+        {"cell_type": "code", "execution_count": None, "id": "c1", "metadata": {},
+         "outputs": [], "source": "x = 1"},
+    ],
+    "metadata": {}, "nbformat": 4, "nbformat_minor": 5,
+}  # fmt: skip
+
+
+async def put_settings(jp_fetch, body: str) -> tuple[int, dict]:
+    try:
+        response = await jp_fetch(
+            "flyte-jupyter", "api", "settings", method="PUT", body=body,
+            params={"path": "p/a.ipynb"},
+        )  # fmt: skip
+    except tornado.httpclient.HTTPClientError as err:
+        return err.code, json.loads(err.response.body)
+    return response.code, json.loads(response.body)
+
+
+async def test_a_deeply_nested_body_is_a_400(jp_fetch, jp_root_dir):
+    write_tree(jp_root_dir / "p", {"pyproject.toml": "", "a.ipynb": json.dumps(NOTEBOOK)})
+    depth = 100_000  # 200 KB: under the body cap, far over the JSON parser's recursion limit
+    code, doc = await put_settings(jp_fetch, '{"settings": ' + "[" * depth + "]" * depth + "}")
+    print("deeply nested body:", code, doc)
+    assert code == 400 and "nested" in doc["message"]
+
+
+BAD_SETTINGS = [
+    '{"include": [["data/*"]]}',
+    '{"include": [{"a": 1}]}',
+    '{"exclude": [5]}',
+    '{"include": ' + "[" * 400 + "]" * 400 + "}",
+    '{"max_size_mb": NaN}',
+    '{"max_size_mb": Infinity}',
+    '{"timeout": Infinity}',
+]
+
+
+async def test_settings_of_the_wrong_shape_are_refused_and_not_written(jp_fetch, jp_root_dir):
+    project = write_tree(jp_root_dir / "p", {"pyproject.toml": "", "a.ipynb": json.dumps(NOTEBOOK)})
+    saved = 0
+    for values in BAD_SETTINGS:
+        code, doc = await put_settings(jp_fetch, '{"settings": ' + values + "}")
+        if code != 400 or (project / ".flyte-jupyter.toml").exists():
+            saved += 1
+            print("accepted:", values[:40], code, doc)
+            (project / ".flyte-jupyter.toml").unlink(missing_ok=True)
+    print(f"settings of the wrong shape saved: {saved} of {len(BAD_SETTINGS)}")
+    assert saved == 0
+    preview = await jp_fetch("flyte-jupyter", "api", "preview", params={"path": "p/a.ipynb"})
+    assert json.loads(preview.body)["digest"].startswith("sha256:")

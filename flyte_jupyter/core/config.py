@@ -224,6 +224,12 @@ def coerce(key: str, value: Any) -> Any:
     value = _typed(field_, value)
     if value is None:
         return None
+    if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+        raise UsageError(f'`{key}` must be a list of strings, e.g. ["data/*.csv"]')
+    if isinstance(value, dict) and _depth(value) > 4:
+        raise UsageError(f"`{key}` is nested too deeply: give a flat table of name -> value")
+    if isinstance(value, float) and (value != value or abs(value) == float("inf")):
+        raise UsageError(f"`{key}` must be a finite number, not {value!r}")
     value = _ALIASES.get((key, value), value) if isinstance(value, str) else value
     if field_.choices and value not in field_.allowed():
         allowed = ", ".join(field_.allowed())
@@ -234,6 +240,14 @@ def coerce(key: str, value: Any) -> Any:
         bound = "above" if field_.above else "at least"
         raise UsageError(f"`{key}` must be {bound} {field_.minimum:g}, not {value!r}")
     return value
+
+
+def _depth(value: Any, limit: int = 5) -> int:
+    """How deeply dicts and lists nest in `value`, counted no further than `limit`."""
+    if limit <= 0 or not isinstance(value, dict | list):
+        return 0
+    items = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(v, limit - 1) for v in items), default=0)
 
 
 def _typed(field_: Field, value: Any) -> Any:

@@ -110,6 +110,8 @@ class _Base(APIHandler):
             doc = json.loads(b"".join(self._chunks) or b"{}")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise http_error(400, f"request body is not JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise http_error(400, "request body is nested too deeply: send flatter JSON") from exc
         if not isinstance(doc, dict):
             raise http_error(400, "request body must be a JSON object")
         return doc

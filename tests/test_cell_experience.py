@@ -255,3 +255,22 @@ def test_terminal_ipython_prints_the_status_as_text_and_the_error_as_ipython_doe
     assert "Cell In[4], line 1\n----> 1 %flyte_run ratio(1, 0)" in done.stdout
     assert "Cell In[2], line 2, in ratio" in done.stdout
     assert "ZeroDivisionError: division by zero" in done.stdout
+
+
+def test_a_result_fetched_in_another_kernel_shows_project_files_with_their_lines(
+    kernel: Kernel, project: Path
+):
+    kernel.ok("from shop.pricing import price")
+    kernel.ok("run = %flyte_run --detach price([])")
+    run_id = kernel.ok("print(run.id)").stdout.strip()
+    other = Kernel(project)
+    try:
+        other.ok("%load_ext flyte_jupyter")
+        reply = other.execute(f"%flyte_result {run_id}")
+    finally:
+        other.shutdown()
+    text = ANSI.sub("", reply.error_text)
+    print(text)
+    assert reply.error["ename"] == "ZeroDivisionError"
+    pricing = project.resolve() / "shop" / "pricing.py"
+    assert f"File {pricing}:3, in price" in text and "----> 3     return total / len(items)" in text

@@ -365,7 +365,7 @@ def _show_error(
     stb = None
     if isinstance(value, RemoteError):
         try:
-            stb = tracebacks.structured(shell, value, run_cells.get(value.run_id))
+            stb = tracebacks.structured(shell, value, _run_cell(run_cells, value.run_id))
         except Exception:  # a traceback the formatter cannot draw: its text, as sent
             stb = None
     if stb is None:
@@ -378,6 +378,18 @@ def _show_error(
     finally:
         value.brief = False
     return stb
+
+
+def _run_cell(run_cells: dict[str, tracebacks.RunCell], run_id: str) -> tracebacks.RunCell:
+    """Where run `run_id`'s frames are shown; for a run another kernel started, only its
+    project root (from the history), so project files still show their lines."""
+    if run_id in run_cells:
+        return run_cells[run_id]
+    try:
+        root = history.get(run_id).spec_json().get("root_dir")
+    except FlyteJupyterError:
+        root = None
+    return tracebacks.RunCell("", "", 0, root)
 
 
 def load(shell: Any) -> None:

@@ -2,13 +2,16 @@
 
 Flyte's `auto` copy style only sees modules that were imported when the task
 module loaded, so an import inside a function ("lazy import") is silently left
-out and fails remotely. Reading the source instead finds those too.
+out and fails remotely. Reading the source instead finds those too, and the extra
+files a Flyte environment declares with `include=` (`IncludeDecl`).
 """
 
 from __future__ import annotations
 
 import ast
+import glob
 import importlib.machinery
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +35,33 @@ class ImportRef:
     """Guarded by `try/except ImportError`: a missing module is not an error."""
 
 
+@dataclass(frozen=True)
+class IncludeDecl:
+    """`include=` on a Flyte environment (`flyte.TaskEnvironment(..., include=(...))`, an app
+    environment, `env.clone_with(include=...)`): files flyte bundles with the code. Paths are
+    relative to the declaring file's folder (or absolute): files, folders, or glob patterns."""
+
+    lineno: int
+    call: str
+    """The environment class as written, e.g. `flyte.TaskEnvironment`."""
+    paths: tuple[str, ...] | None
+    """None when the value is not a literal list or tuple of strings."""
+
+
+_FLYTE_PACKAGES = ("flyte", "flyteplugins")
+_CLONE = "clone_with"
+"""`Environment.clone_with(include=...)` creates an environment declared in the calling file."""
+
+
 class _Visitor(ast.NodeVisitor):
     def __init__(self) -> None:
         self.refs: list[ImportRef] = []
         self._func_depth = 0
         self._optional_depth = 0
+        self.aliases: dict[str, str] = {}
+        """Local name -> the dotted name it was imported as (`AE` -> `flyte.app.AppEnvironment`)."""
+        self.env_calls: list[tuple[int, str, ast.expr]] = []
+        """(line, dotted callee, `include=` value) of every call passing `include=`."""
 
     def _add(self, lineno: int, module: str | None, names: tuple[str, ...] = ()) -> None:
         self.refs.append(
@@ -72,12 +97,20 @@ class _Visitor(ast.NodeVisitor):
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             self._add(node.lineno, alias.name)
+            if alias.asname:
+                self.aliases[alias.asname] = alias.name
+            else:
+                top = alias.name.split(".")[0]
+                self.aliases[top] = top
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         if node.module == "__future__":
             return
         module = "." * node.level + (node.module or "")
         self._add(node.lineno, module, tuple(a.name for a in node.names if a.name != "*"))
+        if not node.level and node.module:
+            for a in node.names:
+                self.aliases[a.asname or a.name] = f"{node.module}.{a.name}"
 
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
@@ -89,7 +122,42 @@ class _Visitor(ast.NodeVisitor):
                 package = package or _keyword_str(node, "package")
                 target = _absolutize(target, package) if package else None
             self._add(node.lineno, target)
+        include = next((kw.value for kw in node.keywords if kw.arg == "include"), None)
+        dotted = _dotted(func)
+        if include is not None and dotted:
+            self.env_calls.append((node.lineno, dotted, include))
         self.generic_visit(node)
+
+    def includes(self) -> list[IncludeDecl]:
+        """The `include=` declarations of calls that resolve to a Flyte environment class (a
+        class of the flyte packages whose name ends in `Environment`) or to `clone_with`."""
+        out = []
+        for lineno, dotted, value in self.env_calls:
+            head, _, rest = dotted.partition(".")
+            resolved = ".".join(filter(None, [self.aliases.get(head, ""), rest]))
+            is_env = resolved.split(".")[0] in _FLYTE_PACKAGES and resolved.endswith("Environment")
+            if is_env or dotted.endswith(f".{_CLONE}"):
+                out.append(IncludeDecl(lineno, dotted, _literal_strs(value)))
+        return out
+
+
+def _dotted(node: ast.AST) -> str | None:
+    """`a.b.C` for a call's callee made of names and attributes; None otherwise."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    return ".".join([node.id, *reversed(parts)])
+
+
+def _literal_strs(node: ast.AST) -> tuple[str, ...] | None:
+    if isinstance(node, ast.Tuple | ast.List):
+        items = [_literal_str(e) for e in node.elts]
+        if all(i is not None for i in items):
+            return tuple(i for i in items if i is not None)
+    return None
 
 
 def _literal_str(node: ast.AST) -> str | None:
@@ -131,9 +199,37 @@ def scan_source(source: str | bytes, filename: str = "<source>") -> list[ImportR
 
     Raises SyntaxError for source that does not parse.
     """
+    return scan(source, filename)[0]
+
+
+def scan(
+    source: str | bytes, filename: str = "<source>"
+) -> tuple[list[ImportRef], list[IncludeDecl]]:
+    """The imports of `source` (as `scan_source`) and its Flyte `include=` declarations, from
+    one parse. Raises SyntaxError for source that does not parse."""
     visitor = _Visitor()
     visitor.visit(ast.parse(source, filename=filename))
-    return visitor.refs
+    return visitor.refs, visitor.includes()
+
+
+def declared_files(pattern: str, anchor: Path) -> list[Path]:
+    """The files one `include=` entry names, as flyte reads it: relative to `anchor` (the
+    declaring file's folder) unless absolute; a folder ships recursively (without the
+    standard ignore list: caches, virtualenvs); otherwise a glob (`glob.glob`, no `**`).
+    Sorted; empty when nothing matches."""
+    from .ignore import is_standard_name
+
+    path = Path(pattern) if os.path.isabs(pattern) else anchor / pattern
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        found = []
+        for folder, dirs, names in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not is_standard_name(d, is_dir=True))
+            found += [Path(folder, n) for n in names if not is_standard_name(n)]
+        return sorted(found)
+    prefix = glob.escape(str(anchor)) + os.sep if not os.path.isabs(pattern) else ""
+    return sorted(Path(m) for m in glob.glob(prefix + pattern) if os.path.isfile(m))
 
 
 # --- resolving module names to files -------------------------------------------------------

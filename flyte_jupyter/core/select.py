@@ -31,10 +31,12 @@ from .errors import BundleError, UsageError
 from .files import archive_mode, read_bytes
 from .imports import (
     ImportRef,
+    IncludeDecl,
     absolute_targets,
+    declared_files,
     find_module,
     module_name_for,
-    scan_source,
+    scan,
     suggest_root,
 )
 from .notebook_outputs import strip_outputs
@@ -498,11 +500,40 @@ class _Selector:
                     )
                     queue.append(module_file)
 
+    def _declared(self, rel: str, decl: IncludeDecl) -> tuple[ImportRef, tuple[Path, ...]]:
+        """The files a Flyte environment in `rel` declares with `include=` (flyte bundles them
+        beside the code): they ship like imported modules, their own imports followed."""
+        where = f"include= in {rel}:{decl.lineno}"
+        found: list[Path] = []
+        if decl.paths is None:
+            self.warnings.append(
+                f"{where} is not a literal list of strings, so its files cannot be found before "
+                "the run: name them with the include setting"
+            )
+        anchor = (self.root / rel).parent
+        for pattern in decl.paths or ():
+            files = [Path(os.path.normpath(f)) for f in declared_files(pattern, anchor)]
+            if not files:
+                self.warnings.append(
+                    f"{where} declares {pattern!r}, which matches no file in {anchor}: "
+                    "it will be missing remotely"
+                )
+            for file in files:
+                if not file.is_relative_to(self.root):
+                    self.warnings.append(
+                        f"{where} declares {file}, outside root_dir {self.root}: set root_dir "
+                        "to a folder that contains it"
+                    )
+                elif not self._is_foreign(file):
+                    self.reasons.setdefault(self._rel(file), where)
+                    found.append(file)
+        return ImportRef(decl.lineno, None), tuple(found)
+
     def _imports_of(self, path: Path, lazy: bool) -> list[tuple[ImportRef, tuple[Path, ...]]]:
         rel = self._rel(path)
         source = read_bytes(path, rel)
         try:
-            refs = scan_source(source, rel)
+            refs, declared = scan(source, rel)
         except SyntaxError as exc:
             self.warnings.append(
                 f"could not parse {rel} (line {exc.lineno}: {exc.msg}); "
@@ -513,7 +544,7 @@ class _Selector:
             importer = (rel.removesuffix(".py").replace("/", "."), False)
         else:
             importer = module_name_for(path, self.search_roots)
-        out = []
+        out = [self._declared(rel, decl) for decl in declared]
         for ref in refs:
             if ref.lazy and not lazy:
                 continue

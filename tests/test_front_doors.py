@@ -181,3 +181,15 @@ def test_cli_bad_values_name_the_allowed_ones(project):
         assert result.stderr.strip() == f"flyte-jupyter bundle: error: {message}"
     result = cli("run", "app.py:main", "--executor", "nosuch", cwd=project)
     assert result.returncode == 2 and "use one of" in result.stderr and "local" in result.stderr
+
+
+def test_the_widgets_panel_offers_the_declared_values(kernel):
+    shown = kernel.ok(
+        "panel = %flyte_panel\nform = panel.children[0].children\n"
+        "print(list(form[0].options), list(form[3].options))"
+    ).stdout.strip()
+    from flyte_jupyter.core.config import FIELDS
+
+    expected = f"{list(FIELDS['copy_style'].allowed())} {list(FIELDS['executor'].allowed())}"
+    print(shown)
+    assert shown == expected and "'flyte'" in shown  # every registered executor, not two

@@ -10,30 +10,28 @@ from typing import Any
 import ipywidgets as widgets
 from IPython.display import HTML, display
 
-from ..core import history
+from ..core import config, history
 from ..core.submit import Run
 from . import display as views
 from .session import KernelSession
-
-_STYLES = [
-    ("auto: the local modules your code imports", "auto"),
-    ("all: every file ignore files allow", "all"),
-    ("none: code is in the image (needs a version)", "none"),
-]
 
 
 def panel(session: KernelSession, preview: Callable[[], dict[str, str]]) -> widgets.Widget:
     settings, _root = session.effective({})
     value = {k: s.value for k, s in settings.items()}
+    fields = config.FIELDS  # allowed values and help: the declaration every front door uses
     copy_style = widgets.Dropdown(
-        options=_STYLES, value=value["copy_style"], description="copy style"
+        options=fields["copy_style"].allowed(),
+        value=value["copy_style"],
+        description="copy style",
+        tooltip=fields["copy_style"].help,
     )
     root_dir = widgets.Text(value=value["root_dir"] or "", description="root dir")
     include = widgets.Text(
         value=", ".join(value["include"]), description="include", placeholder="data/*.csv"
     )
     executor = widgets.Dropdown(
-        options=["local", "docker"], value=value["executor"], description="executor"
+        options=fields["executor"].allowed(), value=value["executor"], description="executor"
     )
     store = widgets.Text(
         value=value["store"] or "",

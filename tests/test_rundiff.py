@@ -203,3 +203,36 @@ def test_a_cell_says_what_changed_since_its_last_run(kernel: Kernel):
     line = next(x for x in edited.stderr.splitlines() if x.startswith("changed since"))
     print(line)
     assert ": 1 definition (the cell's own code), 1 input (prices); " in line
+
+
+def test_diff_of_runs_in_s3_reads_bundles_and_inputs_from_the_store(
+    tree, s3_server, isolated_cache
+):
+    """Another machine's runs: no local archives, everything read from a real S3 (moto)."""
+    import uuid
+
+    import servers
+
+    from flyte_jupyter.runtime import blobs
+
+    bucket = f"b{uuid.uuid4().hex[:12]}"
+    options = {**servers.s3_options(s3_server.url), "key": "testing", "secret": "testing"}
+    fs, _ = blobs.filesystem(f"s3://{bucket}", options)
+    fs.mkdir(bucket)
+    flags = [
+        "--store",
+        f"s3://{bucket}/p",
+        *(f"--storage-option={k}={v}" for k, v in options.items()),
+    ]
+    shop = tree(SHOP)
+    a = run_id(cli("run", "app.py:main", *flags, cwd=shop))
+    (shop / "shop/pricing.py").write_text("def total(prices, region):\n    return max(prices)\n")
+    b = run_id(cli("run", "app.py:main", *flags, cwd=shop))
+    for archive in (isolated_cache / "archives").glob("*.tar.gz"):
+        archive.unlink()
+    done = cli("runs", "diff", a, b, "--json", cwd=shop)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    print(f"files: {doc['files']}, warnings: {doc['warnings']}")
+    assert [f["name"] for f in doc["files"]] == ["shop/pricing.py"]
+    assert doc["warnings"] == [] and doc["inputs"] == []

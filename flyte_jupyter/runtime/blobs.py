@@ -95,6 +95,34 @@ def write_bytes(url: str, data: bytes) -> None:
     fs.pipe_file(path, data)
 
 
+@contextlib.contextmanager
+def open_read(url: str) -> Iterator[BinaryIO]:
+    """The object as a binary file, read as it is used: a big value is never held twice."""
+    if is_local(url):
+        with open(local_path(url), "rb") as f:
+            yield f
+        return
+    fs, path = filesystem(url)
+    with fs.open(path, "rb") as f:
+        yield f
+
+
+@contextlib.contextmanager
+def open_write(url: str) -> Iterator[BinaryIO]:
+    """A binary file that becomes the object at `url` when the block completes, nothing on
+    error: written in place (atomically) for file://, else uploaded from a local temporary
+    file, so that a big value is streamed out rather than built as bytes first."""
+    if is_local(url):
+        with atomic_local_file(local_path(url)) as f:
+            yield f
+        return
+    fs, path = filesystem(url)
+    with tempfile.NamedTemporaryFile(prefix=PARTIAL_PREFIX) as f:
+        yield f
+        f.flush()
+        fs.put_file(f.name, path)
+
+
 def write_json(url: str, doc: Any) -> None:
     write_bytes(url, json.dumps(doc, indent=2, sort_keys=True).encode())
 

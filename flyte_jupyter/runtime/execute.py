@@ -27,7 +27,7 @@ from typing import Any
 
 from . import blobs, protocol
 from .extract import describe_changes, discard_if_changed, fetch_bundle
-from .values import dumps, summarize
+from .values import dump, summarize
 
 _RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -140,15 +140,18 @@ def _run(args: argparse.Namespace, log_file: Any) -> int:
         if root is not None:
             workdir = linked_workdir(root)
             _isolate_sys_path(root, args.python_path or spec.get("python_path") or ["."])
-        inputs = pickle.loads(blobs.read_bytes(args.inputs)) if args.inputs else {}
+        inputs = {}
+        if args.inputs:
+            with blobs.open_read(args.inputs) as f:
+                inputs = pickle.load(f)  # from the file: big inputs are not read twice
         status.phase(protocol.RUNNING)
         target = load_entry(args.entry)
         result = call(target, inputs.get("args", ()), inputs.get("kwargs", {}))
-        raw = dumps(result)
+        with blobs.open_write(args.outputs) as out:
+            size = dump(result, out)  # into the file: a big result is not copied to bytes
         if args.run_dir:
-            summary = summarize_result(target, result, len(raw))
+            summary = summarize_result(target, result, size)
             blobs.write_json(blobs.join(args.run_dir, protocol.OUTPUTS_SUMMARY), summary)
-        blobs.write_bytes(args.outputs, raw)
         status.phase(protocol.SUCCEEDED)
     except Stopped:
         code = 128 + signal.SIGTERM
@@ -267,6 +270,9 @@ def _isolate_sys_path(root: Path, python_path: list[str]) -> None:
     kept = [p for p in sys.path if p and p != "."]
     sys.path[:] = [str((root / p).resolve()) for p in python_path] + kept
     sys.dont_write_bytecode = True  # the shared extraction was compiled once when extracted
+    from .verified_imports import install  # the tree may change after the pre-run check
+
+    install(root)
 
 
 def load_entry(entry: str) -> Any:

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import pickle
 import reprlib
-from typing import Any
+from typing import Any, BinaryIO
 
 REPR_LIMIT = 1024
 """Bytes of UTF-8 a summary's repr may take."""
 
-_REPR = reprlib.Repr()
+
+class _Repr(reprlib.Repr):
+    # reprlib cuts str before calling repr(), but has no rule for bytes: repr() of a 1 GB
+    # bytes value would build a 4 GB string. Cut bytes the same way as str.
+    repr_bytes = repr_bytearray = reprlib.Repr.repr_str
+
+
+_REPR = _Repr()
 _REPR.maxlevel = 3
 _REPR.maxlong = 200
 _REPR.maxstring = _REPR.maxother = REPR_LIMIT
@@ -29,6 +36,23 @@ def dumps(value: Any) -> bytes:
         except ImportError:
             raise exc from None
         return cloudpickle.dumps(value, protocol=pickle.DEFAULT_PROTOCOL)
+
+
+def dump(value: Any, file: BinaryIO) -> int:
+    """`dumps` straight into a seekable `file`, never building the bytes in memory; the number
+    of bytes written."""
+    start = file.tell()
+    try:
+        pickle.dump(value, file, protocol=pickle.DEFAULT_PROTOCOL)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        try:
+            import cloudpickle
+        except ImportError:
+            raise exc from None
+        file.seek(start)
+        file.truncate()
+        cloudpickle.dump(value, file, protocol=pickle.DEFAULT_PROTOCOL)
+    return file.tell() - start
 
 
 def summarize(value: Any, size: int | None) -> dict[str, Any]:

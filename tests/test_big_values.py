@@ -1,0 +1,79 @@
+"""Big values through the runtime without a second full copy: inputs are unpickled from the
+file as it is read, results are pickled straight into the output file. Peak memory is read
+from the real runtime process (os.wait4), against the same process moving a tiny value."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+from flyte_jupyter.core.bundle import build_bundle
+from flyte_jupyter.core.select import select_files
+
+MB = 1024 * 1024
+SIZE = 150 * MB
+APP = (
+    "def make(n):\n    return bytes(range(256)) * (n // 256)\n\ndef echo(data):\n    return data\n"
+)
+
+LAUNCHER = (
+    "import os, subprocess, sys\n"
+    "proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+    "_, status, usage = os.wait4(proc.pid, 0)\n"
+    "print(usage.ru_maxrss)\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
+def run_runtime(tmp_path: Path, name: str, entry: str, kwargs: dict) -> tuple[float, Path]:
+    """Peak RSS (MB) of one runtime process and its run directory."""
+    root = tmp_path / "project"
+    if not root.exists():
+        root.mkdir()
+        (root / "app.py").write_text(APP)
+    built = build_bundle(select_files(root, entries=[root / "app.py"]))
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    inputs = run_dir / "inputs.pkl"
+    with open(inputs, "wb") as f:
+        pickle.dump({"args": [], "kwargs": kwargs}, f, protocol=pickle.DEFAULT_PROTOCOL)
+    del kwargs
+    argv = [
+        sys.executable, "-I", "-m", "flyte_jupyter.runtime",
+        "--bundle", built.archive.as_uri(), "--digest", built.digest, "--entry", entry,
+        "--inputs", inputs.as_uri(), "--outputs", (run_dir / "outputs.pkl").as_uri(),
+        "--run-dir", run_dir.as_uri(),
+    ]  # fmt: skip
+    # A forked child's peak counts the parent's pages at the fork: start the runtime from a
+    # small launcher process, which reports the runtime's own peak.
+    done = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, *argv], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.strip().splitlines()[-1]) / 1024, run_dir
+
+
+def test_a_big_result_is_written_without_a_second_copy(tmp_path):
+    base, _ = run_runtime(tmp_path, "tiny", "app:make", {"n": 256})
+    peak, run_dir = run_runtime(tmp_path, "big", "app:make", {"n": SIZE})
+    extra = (peak - base) / (SIZE / MB)
+    print(f"runtime peak: {base:.0f} MB for a tiny result, {peak:.0f} MB for 150 MB ({extra:.2f}x)")
+    outputs = run_dir / "outputs.pkl"
+    summary = json.loads((run_dir / "outputs.json").read_text())
+    assert summary["size"] == outputs.stat().st_size
+    with open(outputs, "rb") as f:
+        value = pickle.load(f)
+    assert len(value) == SIZE and value[:3] == b"\x00\x01\x02"
+    assert extra < 1.4  # the value once; before, pickled bytes beside it (>= 2x)
+
+
+def test_a_big_input_is_read_without_a_second_copy(tmp_path):
+    base, _ = run_runtime(tmp_path, "tiny", "app:echo", {"data": b"x"})
+    peak, run_dir = run_runtime(tmp_path, "big", "app:echo", {"data": b"y" * SIZE})
+    extra = (peak - base) / (SIZE / MB)
+    print(f"runtime peak: {base:.0f} MB for a tiny input, {peak:.0f} MB for 150 MB ({extra:.2f}x)")
+    assert (run_dir / "outputs.pkl").stat().st_size > SIZE
+    assert extra < 1.4  # the value once; before, the file's bytes beside it (>= 2x)

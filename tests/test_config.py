@@ -217,3 +217,13 @@ def test_every_error_is_one_family_and_old_import_paths_still_work():
     outside = [c.__name__ for c in family if not issubclass(c, errors.FlyteJupyterError)]
     print(f"error classes: {len(family)}, outside the family: {len(outside)}")
     assert outside == []
+
+
+def test_settings_pickle_and_copy(tmp_path):
+    import copy
+    import pickle
+
+    root = project(tmp_path, local="include = ['data/*']\n")
+    settings = config.resolve(root, environ=NO_ENV)
+    for clone in (pickle.loads(pickle.dumps(settings)), copy.deepcopy(settings)):
+        assert clone == settings and clone["include"] == settings["include"]

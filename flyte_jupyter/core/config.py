@@ -214,6 +214,14 @@ class Settings(Mapping[str, Setting]):
     def plain(self) -> dict[str, Any]:
         return dict(self.raw)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Picklable (a read-only mapping proxy is not): rebuilt from plain dicts."""
+        return _settings, (dict(self.raw), dict(self.sources))
+
+
+def _settings(raw: dict[str, Any], sources: dict[str, str]) -> Settings:
+    return Settings(MappingProxyType(raw), MappingProxyType(sources))
+
 
 def coerce(key: str, value: Any) -> Any:
     """A valid value for `key` from Python values or strings (env, magics, the CLI): the

@@ -15,6 +15,7 @@ from .core.bundle import Bundle, build_bundle
 from .core.config import Settings
 from .core.entrypoint import check_call
 from .core.errors import FlyteJupyterError, RemoteError, RunError, UsageError
+from .core.executors.registry import executor_options
 from .core.export import export_notebook, notebook_selection
 from .core.imports import module_name_for
 from .core.options import add_options, values
@@ -25,6 +26,9 @@ from .core.select import Selection, select_files
 from .core.storage import Progress, Store, describe_upload
 from .core.submit import Run, check_timeout, submit
 from .runtime import protocol
+
+EXPORT_SETTINGS = ("root_dir", "include", "exclude")
+"""The settings `export` takes as options (its --version is the image tag)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -110,13 +114,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "third-party imports become requirements. `docker run IMAGE` runs the notebook.",
     )
     export.add_argument("notebook", metavar="NOTEBOOK.ipynb")
-    export.add_argument("--root-dir", help="root_dir (default: detected from the notebook)")
+    add_options(export, ["selection"], "cli", names=EXPORT_SETTINGS)
     export.add_argument("--image-name", help="image repository name (default: flyte-jupyter-<nb>)")
     export.add_argument("--version", help="tag (default: the build context's content hash)")
     export.add_argument("--base", help="base image (default: python:<this python>-slim-bookworm)")
     export.add_argument("--python-version", help="Python of the default base image, e.g. 3.11")
-    export.add_argument("--include", action="append", default=[], metavar="GLOB")
-    export.add_argument("--exclude", action="append", default=[], metavar="GLOB")
     export.add_argument(
         "--context-only", metavar="DIR", help="write Dockerfile and context here; build nothing"
     )
@@ -264,16 +266,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if module is None:  # pragma: no cover - select_files already checked the entry
         raise UsageError(f"{path} is not importable from root_dir {selection.root_dir}")
     store = Store(settings.store, settings.storage_options)
-    flyte_keys = [f.name for f in config.FIELDS.values() if f.group == "flyte"]
     run = submit(
         bundle,
         f"{module[0]}:{function}",
         kwargs=kwargs,
         store=store,
         executor=settings.executor,
-        executor_options={k: settings[k].value for k in flyte_keys}
-        if settings.executor == "flyte"
-        else None,
+        executor_options=executor_options(settings.executor, settings.raw),
         image=config.resolve_image(settings.image, settings.images),
         env=settings.env,
         name=args.name,
@@ -424,15 +423,14 @@ def _count(n: int, noun: str) -> str:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    given = values(args, ["selection"], "cli", names=EXPORT_SETTINGS)
     result = export_notebook(
         args.notebook,
-        root_dir=args.root_dir,
+        settings=config.resolve(args.notebook, given),
         image_name=args.image_name,
         version=args.version,
         base=args.base,
         python_version=args.python_version,
-        include=args.include,
-        exclude=args.exclude,
         context_only=args.context_only,
         log=lambda line: print(line, file=sys.stderr, flush=True),
         network=args.network,

@@ -538,13 +538,18 @@ class Run:
             outcome = self._output_summary()
         elif status == protocol.FAILED:
             outcome = self._read_error() or {"note": "the runtime reported nothing"}
-        return {
+        described = {
             "id": self.id,
             "status": status,
             "phases": doc.get("phases", []),
             "outcome": outcome,
             "spec": self.spec.to_json(),
         }
+        if self.spec.executor == "flyte":  # the Flyte run's name, console URL, project, domain
+            from .executors.flyte import REMOTE_FILE
+
+            described["flyte"] = self._read_json(REMOTE_FILE)
+        return described
 
     def _output_summary(self) -> dict[str, Any]:
         """What the runtime recorded about the result, as text. Never unpickles: this runs in

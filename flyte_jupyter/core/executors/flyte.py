@@ -14,6 +14,7 @@ what came back into the run directory of the local store, so `Run` reads it as f
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import json
@@ -137,6 +138,14 @@ class FlyteExecutor:
 
     # --- the executor contract ---------------------------------------------------------
 
+    def validate(self, spec: RunSpec) -> None:
+        """Before anything is uploaded or recorded: the run's image has `flyte` and the
+        distributions the shipped code imports, where that can be checked here (a Docker
+        engine that has the image): the docker executor's cached probe, per image id."""
+        image = config.resolve_image(spec.image, self.settings(spec.root_dir).get("images") or {})
+        if image:
+            check_image(spec, image)
+
     def launch(self, spec: RunSpec, store: Store) -> FlyteExecution:
         settings = self.settings(spec.root_dir)
         checked, target = self._checked
@@ -182,6 +191,31 @@ _RUN_NAME = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
 def _found_config(cfg: Any) -> str | None:
     source = getattr(cfg, "source", None)
     return str(source) if source else None
+
+
+def check_image(spec: RunSpec, image: str) -> None:
+    """Probe `image` for `flyte` (the pod's entrypoint) and the shipped code's distributions;
+    silent when it cannot be checked (no docker SDK or engine, image not on the engine)."""
+    import flyte
+
+    try:
+        from .docker import DockerExecutor
+
+        docker = DockerExecutor()
+        docker.client.images.get(image)
+    except Exception:  # no engine or not pulled here: the cluster's registry has it, unchecked
+        return
+    wanted = {**spec.client.get("distributions", {}), "flyte": flyte.__version__}
+    probe = dataclasses.replace(spec, image=image, client={**spec.client, "distributions": wanted})
+    try:
+        docker.preflight(probe)
+    except UsageError as exc:
+        raise UsageError(f"flyte executor: {exc}") from None
+    except Exception as exc:  # the probe did not run: no python3 in the image
+        raise UsageError(
+            f"flyte executor: image {image} cannot run python3 ({exc}); a Flyte pod needs "
+            "Python with flyte: flyte.Image.from_debian_base().with_pip_packages(...)"
+        ) from None
 
 
 def _check_reachable(target: Target) -> None:

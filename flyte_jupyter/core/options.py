@@ -55,8 +55,13 @@ def argument(f: config.Field, door: str) -> tuple[str, dict[str, Any]]:
     return flag, kwargs
 
 
-def add_options(parser: argparse.ArgumentParser, groups: Iterable[str], door: str) -> None:
-    for f in fields(groups, door):
+def add_options(
+    parser: argparse.ArgumentParser,
+    groups: Iterable[str],
+    door: str,
+    names: Iterable[str] | None = None,
+) -> None:
+    for f in fields(groups, door, names):
         flag, kwargs = argument(f, door)
         parser.add_argument(flag, **kwargs)
 

@@ -10,8 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cloudpickle
+import pytest
+
 from flyte_jupyter.core.bundle import build_bundle
+from flyte_jupyter.core.errors import RunError
 from flyte_jupyter.core.select import select_files
+from flyte_jupyter.core.submit import pickle_inputs
 
 MB = 1024 * 1024
 SIZE = 150 * MB
@@ -77,3 +82,18 @@ def test_a_big_input_is_read_without_a_second_copy(tmp_path):
     print(f"runtime peak: {base:.0f} MB for a tiny input, {peak:.0f} MB for 150 MB ({extra:.2f}x)")
     assert (run_dir / "outputs.pkl").stat().st_size > SIZE
     assert extra < 1.4  # the value once; before, the file's bytes beside it (>= 2x)
+
+
+def test_arguments_are_pickled_once_and_a_bad_one_is_still_named():
+    pickled: list[int] = []
+
+    def dumps(value):
+        blob = cloudpickle.dumps(value)
+        pickled.append(len(blob))
+        return blob
+
+    payload = pickle_inputs([b"z" * MB], {"n": 3}, dumps)
+    print("pickling passes for two good arguments:", len(pickled))
+    assert len(pickled) == 1 and pickle.loads(payload)["kwargs"] == {"n": 3}
+    with pytest.raises(RunError, match=r"argument 'gen' \(generator\) cannot be sent"):
+        pickle_inputs([1], {"gen": (x for x in ())}, dumps)

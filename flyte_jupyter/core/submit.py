@@ -157,10 +157,16 @@ def client_environment(third_party: Sequence[str]) -> dict[str, Any]:
 def pickle_inputs(
     args: Sequence[Any], kwargs: dict[str, Any], dumps: Callable[[Any], bytes] | None = None
 ) -> bytes:
-    """Pickle call arguments; an argument that cannot travel is named in the error."""
+    """Pickle call arguments; an argument that cannot travel is named in the error. The
+    arguments are pickled once; only when that fails is each one tried, to name it (a 1 GB
+    argument pickled twice costs seconds and a second copy in memory)."""
     import cloudpickle
 
     dumps = dumps or cloudpickle.dumps
+    try:
+        return dumps({"args": list(args), "kwargs": kwargs})
+    except Exception as whole:
+        failure: Exception = whole
     named = [(f"argument {i + 1}", v) for i, v in enumerate(args)]
     named += [(f"argument {k!r}", v) for k, v in kwargs.items()]
     for label, value in named:
@@ -171,7 +177,7 @@ def pickle_inputs(
                 f"{label} ({type(value).__name__}) cannot be sent to the run: {exc}. "
                 "Pass plain data, or create the object inside the remote function."
             ) from exc
-    return dumps({"args": list(args), "kwargs": kwargs})
+    raise RunError(f"the arguments cannot be sent to the run: {failure}") from failure
 
 
 def submit(

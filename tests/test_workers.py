@@ -270,3 +270,98 @@ def test_a_kernels_workers_stop_with_the_kernel(tree):
     finally:
         kernel.shutdown()  # SIGKILL: no atexit, the worker notices its owner is gone
     assert wait_for(lambda: not process_alive(worker["pid"]), 15)
+
+
+def test_the_project_file_turns_warm_workers_off(tree, monkeypatch):
+    root = tree({**PROJECT, ".flyte-jupyter.toml": "warm_workers = false\n"})
+    monkeypatch.chdir(root)
+    run = submit(bundle_of(root), "app:probe").result(timeout=60)
+    assert run["parent"] == os.getpid() and workers.list_workers() == []
+
+
+def test_another_interpreter_gets_its_own_worker(tree, tmp_path):
+    import venv
+
+    venv.EnvBuilder(with_pip=False).create(tmp_path / "venv")
+    root = tree(PROJECT)
+    bundle = bundle_of(root)
+    ours = submit(bundle, "app:probe").result(timeout=60)
+    theirs = submit(bundle, "app:probe", image=f"python={tmp_path / 'venv'}").result(timeout=60)
+    pids = sorted(w["pid"] for w in workers.list_workers())
+    assert sorted([ours["parent"], theirs["parent"]]) == pids and len(set(pids)) == 2
+    assert theirs["argv"][0] == "-c" and str(tmp_path / "venv") in theirs["path"][-1]
+
+
+# --- docker: a long-lived container per image, each run a fresh process in it --------------
+
+BASE = "python:3.11-slim-bookworm"
+DOCKER_APP = {
+    "app.py": """
+        import os
+        import sys
+        import time
+        from pathlib import Path
+
+
+        def where():
+            return {"pid": os.getpid(), "parent": os.getppid(), "env": sorted(os.environ),
+                    "container": os.path.exists("/.dockerenv"), "cwd": os.getcwd()}
+
+
+        def write_outside(store_root):
+            for target in (Path(store_root) / "intruder.txt", Path(store_root) / "runs" / "x"):
+                try:
+                    target.write_text("no")
+                except OSError:
+                    continue
+            print("tried")
+
+
+        def slow():
+            time.sleep(60)
+        """,
+}
+
+
+@pytest.fixture(scope="module")
+def engine():
+    docker = pytest.importorskip("docker")
+    try:
+        client = docker.from_env()
+        client.ping()
+        client.images.get(BASE)
+    except Exception as exc:
+        pytest.skip(f"no Docker engine with {BASE} here ({exc}); scripts/docker-engine.sh")
+    return client
+
+
+@pytest.mark.slow
+def test_docker_runs_share_a_container_not_a_process(engine, tree, monkeypatch):
+    root = tree(DOCKER_APP)
+    bundle = bundle_of(root)
+    monkeypatch.setenv(workers.ENABLE_ENV, "0")
+    cold = submit(bundle, "app:where", executor="docker", image=BASE).result(timeout=300)
+    monkeypatch.setenv(workers.ENABLE_ENV, "1")
+    first = submit(bundle, "app:where", executor="docker", image=BASE).result(timeout=300)
+    second = submit(bundle, "app:where", executor="docker", image=BASE).result(timeout=300)
+    (worker,) = workers.list_workers()
+    labelled = engine.containers.list(filters={"label": f"{workers.LABEL_WORKER}={worker['name']}"})
+    assert len(labelled) == 1 and first["container"] and second["container"]
+    assert first["parent"] == second["parent"] == worker["pid"] and first["pid"] != second["pid"]
+    assert first["env"] == second["env"] == cold["env"] and first["cwd"] != second["cwd"]
+    store_root = Path(os.environ["FLYTE_JUPYTER_CACHE_DIR"]) / "store"
+    before = sorted(p.name for p in (store_root / "runs").iterdir())
+    run = submit(bundle, "app:write_outside", args=[str(store_root)], executor="docker", image=BASE)
+    run.result(timeout=300)
+    written = [p for p in (store_root / "intruder.txt", store_root / "runs" / "x") if p.exists()]
+    print(f"files a warm docker run wrote outside its run directory: {len(written)}")
+    assert written == [] and len(list((store_root / "runs").iterdir())) == len(before) + 1
+    slow = submit(bundle, "app:slow", executor="docker", image=BASE)
+    assert wait_for(lambda: slow.status() == "running", 60)
+    Run.from_history(slow.id).cancel()  # from the history, as `runs cancel` does
+    assert slow.wait(timeout=30) == "cancelled"
+    host_pid = json.loads((Path(os.environ["FLYTE_JUPYTER_CACHE_DIR"]) / "docker-runs" /
+                           slow.id / "worker.json").read_text())["host_pid"]  # fmt: skip
+    assert host_pid and wait_for(lambda: not process_alive(host_pid))
+    assert workers.stop_workers() == [worker["name"]]
+    assert wait_for(lambda: not engine.containers.list(filters={"label": workers.LABEL_WORKER}), 60)

@@ -50,11 +50,16 @@ LABEL_WORKER = "flyte-jupyter.worker"
 CONTAINER_DIR = "/run/flyte-jupyter-worker"
 
 
-def enabled(setting: bool | None = None) -> bool:
-    """The `warm_workers` setting, else $FLYTE_JUPYTER_WARM_WORKERS, else on."""
-    if setting is not None:
-        return setting
-    return os.environ.get(ENABLE_ENV, "").strip().lower() not in ("0", "false", "no", "off")
+def enabled() -> bool:
+    """The `warm_workers` setting of the working directory's project file, else
+    $FLYTE_JUPYTER_WARM_WORKERS, else on."""
+    from . import config
+    from .errors import FlyteJupyterError
+
+    try:
+        return bool(config.resolve().warm_workers)
+    except FlyteJupyterError:  # no readable project here: the environment decides
+        return os.environ.get(ENABLE_ENV, "").strip().lower() not in ("0", "false", "no", "off")
 
 
 def idle_seconds() -> float:
@@ -91,7 +96,10 @@ class WorkerProcess:
         self.identity = identity
         self.worker = worker
         """The worker's name (its folder under workers_dir())."""
-        self.worker_pid = int(info.get("pid", 0))
+        self.worker_pid = int(info.get("peer_pid", 0))
+        """The worker's pid as this host sees it."""
+        self.host_pid: int | None = pid
+        """The run's pid as this host sees it (a container's pids are its own)."""
         self.returncode: int | None = None
         self._buffer = b""
 
@@ -182,7 +190,10 @@ def spawn_in_container(
         request = {"args": args, "env": env, "cwd": "/tmp"}
         if dir_fd is not None:
             request["run_dir"] = Path(run_dir).as_uri()  # type: ignore[arg-type]
-        return _request(name, start, request, fds + ([dir_fd] if dir_fd is not None else []))
+        proc = _request(name, start, request, fds + ([dir_fd] if dir_fd is not None else []))
+        if proc is not None:
+            proc.host_pid = _host_child(proc.worker_pid, proc.pid)
+        return proc
     finally:
         if dir_fd is not None:
             os.close(dir_fd)
@@ -206,6 +217,21 @@ def _request(
         return None
     conn.settimeout(None)
     return WorkerProcess(conn, pid, reply.get("identity"), name, info)
+
+
+def _host_child(parent: int, inner_pid: int) -> int | None:
+    """The host pid of the child of `parent` whose pid in its own namespace is `inner_pid`
+    (the last NSpid of /proc/PID/status); None once it has ended."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError, StopIteration):
+            status = (entry / "status").read_text().splitlines()
+            ppid = next(x for x in status if x.startswith("PPid:")).split()[-1]
+            nspid = next(x for x in status if x.startswith("NSpid:")).split()[-1]
+            if int(ppid) == parent and int(nspid) == inner_pid:
+                return int(entry.name)
+    return None
 
 
 def _note(name: str, text: str) -> None:
@@ -281,7 +307,7 @@ def _worker(name: str, start: Any) -> tuple[socket.socket, dict[str, Any]]:
 def _server_args(folder: Path, inside: Path, argv0: str, owner: str, label: str) -> list[str]:
     return [
         *("--socket", str(inside / "sock"), "--info", str(inside / "info.json")),
-        *("--idle", str(idle_seconds()), "--owner", owner, "--label", label, "--argv0", argv0),
+        *(f"--idle={idle_seconds()}", f"--owner={owner}", f"--label={label}", f"--argv0={argv0}"),
     ]
 
 
@@ -385,10 +411,11 @@ def _connect(folder: Path) -> tuple[socket.socket, dict[str, Any]] | None:
             raise OSError("another process answers on the worker's socket")
         if not info.get("identity") or _identity(pid) != info["identity"]:
             raise OSError("the process on the worker's socket is not the worker")
-    except OSError:
+    except OSError as exc:
+        _note(folder.name, f"refused: {exc}")
         conn.close()
         return None
-    return conn, info
+    return conn, {**info, "peer_pid": pid}
 
 
 def _running(pid: int, identity: str | None) -> bool:

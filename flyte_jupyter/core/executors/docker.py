@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import queue
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +24,10 @@ from ...runtime.locations import cache_dir
 from .. import history
 from ..errors import UsageError
 from ..image import docker_client
+from ..private import open_private, private_dir
 from ..storage import Store
 from ..submit import LogLine, RunSpec
-from .local import PASS_PREFIXES, runtime_copy
+from .local import PASS_PREFIXES, LocalExecution, runtime_copy
 
 RUNTIME_MOUNT = "/opt/flyte-jupyter-runtime"
 BUNDLE_VOLUME = "flyte-jupyter-bundles"
@@ -75,7 +77,10 @@ class DockerExecutor:
             ) from exc
         self.preflight(spec)
 
-    def launch(self, spec: RunSpec, store: Store) -> DockerExecution:
+    def launch(self, spec: RunSpec, store: Store) -> DockerExecution | WarmDockerExecution:
+        warm = self._launch_warm(spec, store)
+        if warm is not None:
+            return warm
         boot = (
             f"import sys; sys.path.insert(0, {RUNTIME_MOUNT!r}); "
             "from flyte_jupyter.runtime.execute import main; del sys.path[0]; "
@@ -93,9 +98,47 @@ class DockerExecutor:
         )
         return DockerExecution(container)
 
-    def attach(self, record: history.RunRecord, store: Store) -> DockerExecution | None:
+    def attach(
+        self, record: history.RunRecord, store: Store
+    ) -> DockerExecution | WarmDockerExecution | None:
         found = self.client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={record.id}"})
-        return DockerExecution(found[0]) if found else None
+        if found:
+            return DockerExecution(found[0])
+        return WarmDockerExecution.attach(record.id)
+
+    def _launch_warm(self, spec: RunSpec, store: Store) -> WarmDockerExecution | None:
+        """The run as a fresh process of the image's long-lived worker container (see
+        core/workers.py), or None: warm workers are off or none could be used."""
+        from .. import workers
+
+        if not workers.enabled():
+            return None
+        volumes = self._volumes(spec, store)
+        run_dir = local_path(spec.run_dir) if is_local(store.url) else None
+        if run_dir is not None:
+            del volumes[run_dir]  # handed over as a descriptor: the store stays read-only
+        boot = (
+            f"import sys; sys.path.insert(0, {RUNTIME_MOUNT!r}); "
+            "from flyte_jupyter.runtime.worker import serve; del sys.path[0]; sys.exit(serve())"
+        )
+        container = {
+            "boot": boot,
+            "volumes": volumes,
+            "network": self.network,
+            "environment": {"FLYTE_JUPYTER_BUNDLE_CACHE": BUNDLE_CACHE},
+        }
+        image_id = self.client.images.get(spec.image).id
+        logs = private_dir(cache_dir() / "docker-runs" / spec.run_id)
+        with open_private(logs / "stdout.txt") as out, open_private(logs / "stderr.txt") as err:
+            proc = workers.spawn_in_container(
+                self.client, image_id, container, spec.runtime_args(),
+                self._environment(spec, store), run_dir, out, err,
+            )  # fmt: skip
+        if proc is None:
+            return None
+        where = {"worker": proc.worker, "pid": proc.pid, "host_pid": proc.host_pid}
+        (logs / "worker.json").write_text(json.dumps({**where, "identity": proc.identity}))
+        return WarmDockerExecution(proc.host_pid, logs, proc, proc.identity, proc.worker, proc.pid)
 
     # --- pieces --------------------------------------------------------------------------
 
@@ -149,6 +192,47 @@ class DockerExecutor:
                 f"image {spec.image} lacks packages the shipped code imports: "
                 f"{', '.join(missing)}. Add them to the image: .with_pip_packages({pins})"
             )
+
+
+class WarmDockerExecution(LocalExecution):
+    """A run in a worker container: followed like a local process (its log files, its host
+    pid and identity), cancelled through the worker, which signals the run's process group
+    (the host user may not be allowed to signal the container's processes)."""
+
+    def __init__(
+        self,
+        host_pid: int | None,
+        logs: Path,
+        proc: Any,
+        identity: str | None,
+        worker: str,
+        container_pid: int,
+    ):
+        super().__init__(host_pid or -1, logs, proc, None, identity)
+        self.worker = worker
+        self.container_pid = container_pid
+
+    @classmethod
+    def attach(cls, run_id: str) -> WarmDockerExecution | None:
+        try:
+            where = json.loads((cache_dir() / "docker-runs" / run_id / "worker.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if not where.get("host_pid"):
+            return None  # ended before it was seen from the host: the store says how
+        logs = cache_dir() / "docker-runs" / run_id
+        return cls(where["host_pid"], logs, None, where["identity"], where["worker"], where["pid"])
+
+    def cancel(self) -> None:
+        from .. import workers
+
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if self.wait(0) is not None:
+                return
+            if not workers.kill(self.worker, self.container_pid, self.identity, sig):
+                break
+            if self.wait(3.0) is not None:
+                return
 
 
 class DockerExecution:

@@ -412,3 +412,32 @@ def test_install_json_ships_with_the_labextension():
     info = json.loads((REPO / "install.json").read_text())
     assert info["packageManager"] == "python"
     assert info["packageName"] == pyproject["project"]["name"]
+
+
+def test_the_hint_never_moves_root_dir_onto_a_folder_shadowing_an_installed_package(tmp_path):
+    """An example folder named like an installed package (`pathspec/` beside the project) is
+    not a reason to move root_dir up: the package is missing from the image, so say that."""
+    from conftest import write_tree
+
+    from flyte_jupyter.core.submit import RunSpec
+    from flyte_jupyter.core.troubleshoot import missing_module_hint
+
+    ws = write_tree(
+        tmp_path / "ws",
+        {
+            "project/pyproject.toml": "[project]\nname='p'\n",
+            "pathspec/__init__.py": "EXAMPLE = True\n",
+            "shared/common.py": "X = 1\n",
+        },
+    )
+    spec = RunSpec(
+        run_id="r", entry="app:main", store="file:///s", run_dir="file:///s/runs/r", digest=None,
+        bundle_url=None, version="v", executor="local", python_path=["."],
+        root_dir=str(ws / "project"), copy_style="auto", client={}, created="now",
+    )  # fmt: skip
+    installed = missing_module_hint("pathspec", spec)
+    above = missing_module_hint("shared", spec)
+    print(installed, above, sep="\n")
+    assert installed.startswith("Hint: 'pathspec' is installed here but not in the execution")
+    assert str(ws) not in installed
+    assert above.startswith(f"Hint: 'shared' is under {ws}, outside root_dir {ws / 'project'}")

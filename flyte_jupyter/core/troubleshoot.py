@@ -31,18 +31,20 @@ def missing_module_hint(module: str, spec: RunSpec) -> str:
                 f"imported in a way the import scan cannot follow. Add include=['{where}'] "
                 "(--include) or use copy_style 'all'."
             )
+        top = module.split(".")[0]
+        if is_installed(top, root, foreign_dirs(root)):
+            # before looking above root_dir: a folder there named like an installed package
+            # (an example called `fastapi`) would shadow it, not fix anything
+            return (
+                f"Hint: {top!r} is installed here but not in the execution environment: add it "
+                f"to the image, e.g. .with_pip_packages('{top}')."
+            )
         above = suggest_root(module, [root.parent]) if root.parent != root else None
         if above is not None:
             return (
                 f"Hint: {module!r} is under {above}, outside root_dir {root}: "
                 f"set root_dir to {above} so it ships."
             )
-    top = module.split(".")[0]
-    if root is not None and is_installed(top, root, foreign_dirs(root)):
-        return (
-            f"Hint: {top!r} is installed here but not in the execution environment: add it to "
-            f"the image, e.g. .with_pip_packages('{top}')."
-        )
     return f"Hint: {module!r} is not found locally either: check the name, or install it."
 
 

@@ -24,7 +24,7 @@ from .core.preview import human_size, render_tree, text_table
 from .core.prune import apply_prune, parse_age, plan_prune
 from .core.select import Selection, select_files
 from .core.storage import Progress, Store, describe_upload
-from .core.submit import Run, check_timeout, submit
+from .core.submit import Run, check_timeout, flyte_links, submit
 from .runtime import protocol
 
 EXPORT_SETTINGS = ("root_dir", "include", "exclude")
@@ -361,7 +361,11 @@ def _print_logs(run: Run) -> int:
 def _runs_table(records: list[history.RunRecord]) -> str:
     if not records:
         return "no runs yet"
-    return text_table(*history.table(records))
+    lines = [text_table(*history.table(records))]
+    links = flyte_links(records)
+    if links:
+        lines += ["Flyte console:", *(f"  {run_id}  {url}" for run_id, url in links.items())]
+    return "\n".join(lines)
 
 
 def _add_diff(runs_sub: Any) -> None:

@@ -113,7 +113,8 @@ def test_detached_cell_result_and_run_listings_name_the_flyte_run(
         print("detached cell, then %flyte_result:", fetched.result)
         assert fetched.result == "12.0", fetched.stderr
         assert kernel.ok("total + 1").result == "13.0"  # the assigned name came back
-        listing = kernel.ok("%flyte_runs 1").displays[0]["text/plain"]
+        shown_runs = kernel.ok("%flyte_runs 1").displays[0]
+        listing, listing_html = shown_runs["text/plain"], shown_runs["text/html"]
         runs = cli(cli_env(flyte_emulator), tmp_path, "runs", "show", record.id)
     finally:
         kernel.shutdown()
@@ -130,3 +131,5 @@ def test_detached_cell_result_and_run_listings_name_the_flyte_run(
     cli_listing = cli(cli_env(flyte_emulator), tmp_path, "runs").stdout
     print(listing, cli_listing, sep="\n")
     assert remote["name"] in listing and remote["name"] in cli_listing
+    assert f"  {record.id}  {remote['url']}" in listing and remote["url"] in cli_listing
+    assert f'<a href="{remote["url"]}"' in listing_html

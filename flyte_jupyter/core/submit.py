@@ -288,6 +288,26 @@ def store_for(spec: RunSpec) -> Store:
     return Store(spec.store, options)
 
 
+def flyte_links(records: Sequence[history.RunRecord]) -> dict[str, str]:
+    """Run id -> Flyte console URL of the flyte runs among `records`, for run listings
+    (the flyte executor stores it in the run directory)."""
+    from .executors.flyte import REMOTE_FILE
+
+    links = {}
+    for record in records:
+        if record.executor != "flyte" or not record.spec:
+            continue
+        try:
+            store = store_for(RunSpec.from_json(record.spec_json()))
+            info = json.loads(store.get_bytes(store.run_url(record.id, REMOTE_FILE)))
+        except Exception:  # a listing never fails on one run's store: that run has no link
+            continue
+        url = info.get("url") if isinstance(info, dict) else None
+        if isinstance(url, str) and url.startswith(("https://", "http://")):  # never javascript:
+            links[record.id] = url
+    return links
+
+
 def _store_and_record(spec: RunSpec, store: Store, payload: bytes) -> None:
     """Write the run's spec and inputs to the store and add it to the history."""
     store.put_bytes(store.run_url(spec.run_id, protocol.SPEC), json.dumps(spec.to_json()).encode())

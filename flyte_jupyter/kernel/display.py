@@ -16,7 +16,7 @@ from ..core import config, history
 from ..core.cells import PreparedCell
 from ..core.preview import human_size, render_tree, text_table
 from ..core.storage import describe_upload
-from ..core.submit import Run
+from ..core.submit import Run, flyte_links
 from ..runtime import protocol
 
 _TABLE = '<table class="flyte-jupyter">{head}{rows}</table>'
@@ -75,7 +75,19 @@ def runs_table(records: list[history.RunRecord]) -> dict[str, str]:
     if not records:
         return {"text/plain": "no runs yet", "text/html": "<p>no runs yet</p>"}
     header, rows = history.table(records)
-    return {"text/plain": text_table(header, rows), "text/html": _table(header, rows)}
+    text, markup = text_table(header, rows), _table(header, rows)
+    links = flyte_links(records)
+    if links:
+        text += "\nFlyte console:" + "".join(f"\n  {i}  {url}" for i, url in links.items())
+        markup += (
+            "<p>Flyte console: "
+            + ", ".join(
+                f'<a href="{html.escape(url)}" target="_blank" rel="noopener">{html.escape(i)}</a>'
+                for i, url in links.items()
+            )
+            + "</p>"
+        )
+    return {"text/plain": text, "text/html": markup}
 
 
 UPLOAD_BAR_BYTES = 256 * 1024

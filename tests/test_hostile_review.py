@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import subprocess
 import sys
 import tarfile
@@ -249,3 +250,88 @@ async def test_settings_of_the_wrong_shape_are_refused_and_not_written(jp_fetch,
     assert saved == 0
     preview = await jp_fetch("flyte-jupyter", "api", "preview", params={"path": "p/a.ipynb"})
     assert json.loads(preview.body)["digest"].startswith("sha256:")
+
+
+# --- a process an earlier run left behind (item 2) -----------------------------------------
+
+LINGERING = {
+    "helper.py": 'def f():\n    return "verified"\n',
+    "app.py": """
+        import subprocess
+        import sys
+        import time
+        from pathlib import Path
+
+        REWRITE = '''
+        import pathlib, sys, time
+        go, done, helper = map(pathlib.Path, sys.argv[1:])
+        for _ in range(600):
+            if go.exists():
+                break
+            time.sleep(0.05)
+        helper.write_text("def f():\\\\n    return 'rewritten'\\\\n")
+        done.touch()
+        '''
+
+        def plant(markers):
+            helper = Path(__file__).resolve().parent / "helper.py"
+            go, done = Path(markers) / "go", Path(markers) / "done"
+            subprocess.Popen(
+                [sys.executable, "-c", REWRITE, str(go), str(done), str(helper)],
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )  # outlives this run
+            return "planted"
+
+        def victim(markers):
+            (Path(markers) / "go").touch()  # after this run's start-up check
+            for _ in range(600):
+                if (Path(markers) / "done").exists():
+                    break
+                time.sleep(0.05)
+            import helper  # a lazy import, after the rewrite
+
+            return helper.f()
+        """,
+}
+
+
+def runtime(built, run_dir: Path, entry: str, *args: object) -> subprocess.CompletedProcess:
+    """The runtime as an executor starts it, with pickled positional arguments."""
+    run_dir.mkdir()
+    (run_dir / "inputs.pkl").write_bytes(pickle.dumps({"args": args, "kwargs": {}}))
+    return subprocess.run(
+        [
+            sys.executable, "-I", "-m", "flyte_jupyter.runtime", "--entry", entry,
+            "--bundle", built.archive.as_uri(), "--digest", built.digest,
+            "--inputs", (run_dir / "inputs.pkl").as_uri(),
+            "--outputs", (run_dir / "outputs.pkl").as_uri(), "--run-dir", run_dir.as_uri(),
+        ],
+        capture_output=True, text=True, cwd=run_dir, timeout=120,
+    )  # fmt: skip
+
+
+def output(run_dir: Path) -> object:
+    return pickle.loads((run_dir / "outputs.pkl").read_bytes())
+
+
+def test_a_process_left_behind_by_a_run_cannot_change_what_a_later_run_imports(tmp_path, tree):
+    root = tree(LINGERING)
+    built = build_bundle(select_files(root, entries=[root / "app.py"], copy_style="all"))
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    runs = [
+        (runtime(built, tmp_path / f"run{n}", f"app:{entry}", str(markers)), tmp_path / f"run{n}")
+        for n, entry in enumerate(["plant", "victim", "victim"])
+    ]
+    planted, victim, later = runs
+    assert planted[0].returncode == 0 and output(planted[1]) == "planted", planted[0].stderr
+    ran_rewritten = [
+        n for n, (done, d) in enumerate(runs) if done.returncode == 0 and output(d) == "rewritten"
+    ]
+    print("runs that ran code rewritten by a process left behind:", len(ran_rewritten))
+    assert ran_rewritten == []
+    error = json.loads((victim[1] / "error.json").read_text())
+    assert "helper.py changed since the bundle was verified" in error["message"], error
+    assert later[0].returncode == 0 and output(later[1]) == "verified", later[0].stderr

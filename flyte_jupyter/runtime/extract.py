@@ -140,12 +140,24 @@ def scan(tree: Path) -> dict[str, list[int]]:
         prefix, directory = pending.pop()
         with os.scandir(directory) as entries:
             for entry in entries:
-                st = entry.stat(follow_symlinks=False)
                 rel = prefix + entry.name
-                found[rel] = [st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+                found[rel] = stat_entry(entry.stat(follow_symlinks=False))
                 if entry.is_dir(follow_symlinks=False):
                     pending.append((rel + "/", entry.path))
     return found
+
+
+def stat_entry(st: os.stat_result) -> list[int]:
+    """One snapshot entry: mode, size, mtime, ctime and inode."""
+    return [st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def recorded_snapshot(target: Path) -> dict[str, list[int]] | None:
+    """The snapshot taken when the extraction `target` was verified (None: there is none)."""
+    try:
+        return json.loads(_snapshot_path(target).read_text())
+    except FileNotFoundError:
+        return None
 
 
 def _dumps(snapshot: dict[str, list[int]]) -> str:

@@ -10,6 +10,9 @@ from ..core.cells import PreparedCell
 from ..core.rundiff import Snapshot, compare
 from ..core.submit import Run
 
+_CELLS_KEPT = 200
+"""Snapshots hold a bundle's file list: bounded, so a long session does not grow forever."""
+
 
 class CellChanges:
     """The last run of each cell this kernel ran, by JupyterLab's cell id (the cell's code
@@ -21,8 +24,10 @@ class CellChanges:
     def note(self, cell_key: str, run: Run, prepared: PreparedCell) -> str | None:
         """The line to show, or None for a cell's first run or a run where nothing changed."""
         now = _snapshot(run, prepared)
-        before = self.last.get(cell_key)
-        self.last[cell_key] = now
+        before = self.last.pop(cell_key, None)
+        self.last[cell_key] = now  # most recent last: the oldest cells are dropped first
+        while len(self.last) > _CELLS_KEPT:
+            del self.last[next(iter(self.last))]
         if before is None:
             return None
         diff = compare(before, now)

@@ -28,6 +28,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("FLYTE_JUPYTER_ARTIFACTS", REPO / ".ci-artifacts"))
 TOKEN = "flyte-jupyter-test-token"
 SIDEBAR = "#flyte-jupyter-sidebar"
+NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 RUNS_REQUESTS = {"n": 0}
 """Requests for the run list the page made: the poll's pace."""
 
@@ -140,9 +141,10 @@ def open_notebook(page: Any, lab: tuple[str, Path], path: str) -> None:
     page.goto(f"{lab[0]}/lab/tree/{path}?token={TOKEN}")
     page.wait_for_selector(".jp-Notebook", timeout=60_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator, .jp-Toolbar", timeout=60_000)
+    # the kernel is up: the status bar reads "Python 3 (ipykernel) | Idle"
     page.wait_for_function(
-        "document.querySelector('.jp-Notebook-ExecutionIndicator')?.dataset?.status === 'idle'"
-        " || !!document.querySelector('[data-status=\"idle\"]')",
+        "[...document.querySelectorAll('#jp-main-statusbar span')]"
+        ".some(s => s.textContent.endsWith('| Idle'))",
         timeout=60_000,
     )
 
@@ -198,7 +200,7 @@ def test_apply_saves_only_changes_and_quickstart_runs(page: Any, lab: tuple[str,
     page.click(f"{SIDEBAR} .fj-form button[type=submit]")
     page.wait_for_function(
         "[...document.querySelectorAll('.jp-Notification-Toast-success')]"
-        ".some(t => t.textContent.includes('Saved version'))",
+        ".some(t => t.textContent.includes('Saved version') && !t.textContent.includes('default'))",
         timeout=30_000,
     )
     assert "version" not in tomllib.loads((lab[1] / "quickstart/.flyte-jupyter.toml").read_text())
@@ -241,9 +243,9 @@ def test_live_run_is_running_with_elapsed_time_and_the_log_follows(
 ):
     open_notebook(page, lab, "quickstart/live.ipynb")
     open_sidebar(page)
-    page.click(".jp-Cell >> nth=0")
-    page.keyboard.press("Shift+Enter")
-    page.keyboard.press("Shift+Enter")  # the %%flyte_run cell: streams for 14 s
+    page.click(f"{NOTEBOOK} .jp-Cell >> nth=0")
+    page.click("text=Run >> nth=0")
+    page.click("text=Run All Cells")  # the %%flyte_run cell streams for 14 s
     running = page.locator(f"{SIDEBAR} li.fj-phase-running", has_text="ticker").first
     running.wait_for(timeout=60_000)
     run_id = running.get_attribute("data-run")
@@ -276,7 +278,7 @@ def test_live_run_is_running_with_elapsed_time_and_the_log_follows(
     print("log lines then:", first.count("step"), "now:", log.text_content().count("step"))
     assert tail
     # the preview says the kernel is busy (the cell runs) rather than show a stale preview
-    page.click(".jp-Cell >> nth=2")
+    page.click(f"{NOTEBOOK} .jp-Cell >> nth=2")
     page.wait_for_selector(f"{SIDEBAR} .fj-loading", timeout=30_000)
     print("busy preview:", page.text_content(f"{SIDEBAR} .fj-loading"))
     assert "busy" in page.text_content(f"{SIDEBAR} .fj-loading")
@@ -290,30 +292,14 @@ def test_live_run_is_running_with_elapsed_time_and_the_log_follows(
     assert row.get_attribute("role") == "option" and row.get_attribute("aria-selected") == "true"
     page.screenshot(path=str(ARTIFACTS / "sidebar-live-run.png"))
     page.locator(f"{SIDEBAR} li.fj-phase-succeeded[data-run='{run_id}']").wait_for(timeout=60_000)
-    mine = page.locator(f"{SIDEBAR} li.fj-run").count()
-    page.click(f"{SIDEBAR} button[title='Show the runs of every notebook']")
-    page.wait_for_function(
-        f"document.querySelectorAll('{SIDEBAR} li.fj-run').length > {mine}", timeout=10_000
-    )
-    first = page.get_attribute(f"{SIDEBAR} li.fj-run >> nth=0", "data-run")
-    print("rows: this notebook", mine, "all", page.locator(f"{SIDEBAR} li.fj-run").count())
-    assert first == run_id  # this notebook's runs first
-    row.focus()
-    page.keyboard.press("ArrowDown")
-    moved = page.evaluate(
-        "[document.activeElement.dataset.run, document.activeElement.getAttribute('aria-selected')]"
-    )
-    print("ArrowDown moved focus from", run_id, "to", moved)
-    assert moved[0] != run_id and moved[1] == "true"
-    assert row.get_attribute("aria-selected") == "false"
-    # the icon per phase has the phase's colour
+    # the icon per phase has the theme's colour for it
     colour = row.locator(".fj-state svg .jp-icon3").first.evaluate("n => getComputedStyle(n).fill")
     success = page.evaluate(
         "getComputedStyle(document.body).getPropertyValue('--jp-success-color1').trim()"
     )
     print("succeeded icon fill:", colour, "theme success colour:", success)
-    assert colour != "rgb(97, 97, 97)"
-    # Re-run gives feedback
+    assert colour == "rgb({}, {}, {})".format(*bytes.fromhex(success.lstrip("#")))
+    # Re-run gives feedback, and the new run shows at the top of this notebook's runs
     row.click()
     row.locator("button[title^='Re-run']").click()
     page.wait_for_function(
@@ -321,12 +307,35 @@ def test_live_run_is_running_with_elapsed_time_and_the_log_follows(
         ".some(t => t.textContent.includes('Re-running ticker'))",
         timeout=30_000,
     )
+    page.wait_for_function(
+        f"document.querySelectorAll('{SIDEBAR} li.fj-run').length === 2", timeout=30_000
+    )
+    # arrow keys move the selection and the focus along the listbox
+    row.focus()
+    page.keyboard.press("ArrowUp")
+    moved = page.evaluate(
+        "[document.activeElement.dataset.run, document.activeElement.getAttribute('aria-selected')]"
+    )
+    print("ArrowUp moved focus from", run_id, "to", moved)
+    assert moved[0] != run_id and moved[1] == "true"
+    assert row.get_attribute("aria-selected") == "false" and row.get_attribute("tabindex") == "-1"
+    # "all notebooks": this notebook's runs first, then the others'
+    page.click(f"{SIDEBAR} [title='Show the runs of every notebook']")
+    page.wait_for_selector(f"{SIDEBAR} [title='Show only the runs of this notebook']")
+    page.wait_for_timeout(500)
+    notebooks = page.eval_on_selector_all(
+        f"{SIDEBAR} li.fj-run .fj-run-meta", "ms => ms.map(m => m.textContent.split(' · ')[1])"
+    )
+    print("notebooks of the rows, all notebooks shown:", notebooks)
+    mine = [n == "live.ipynb" for n in notebooks]
+    assert mine[:2] == [True, True] and sorted(mine, reverse=True) == mine
+    page.click(f"{SIDEBAR} [title='Show only the runs of this notebook']")
 
 
 def test_palette_moves_focus_into_the_panel_and_polls_pause_when_hidden(
     page: Any, lab: tuple[str, Path]
 ):
-    page.click(".jp-Cell >> nth=2")
+    page.click(f"{NOTEBOOK} .jp-Cell >> nth=2")
     page.keyboard.press("Escape")
     page.keyboard.press("Control+Shift+c")
     page.keyboard.type("flyte-jupyter: Open Sidebar")

@@ -172,7 +172,8 @@ async def test_export_context_only_is_refused_outside_root_and_runs_in_backgroun
     while (status := await get_json(jp_fetch, "export", job))["status"] == "running":
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    assert status["status"] == "failed" and "is not a notebook file" in status["error"]
+    assert status["status"] == "failed"
+    assert "notebook-that-is-missing.ipynb does not exist" in status["error"]
 
 
 def test_both_extensions_are_enabled_after_install():

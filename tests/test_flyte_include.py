@@ -83,15 +83,15 @@ def test_task_declared_files_ship_with_reasons_and_a_missing_one_is_named(tree):
     selection = select_files(root, entries=[root / "wf/tasks.py"], copy_style="auto")
     reasons = _reasons(selection)
     print(json.dumps(reasons, indent=1))
-    assert reasons["wf/utils/fmt.py"] == "include= in wf/tasks.py:4"
-    assert reasons["wf/utils/__init__.py"] == "include= in wf/tasks.py:4"
-    assert reasons["wf/static/index.html"] == "include= in wf/tasks.py:4"
+    assert reasons["wf/utils/fmt.py"] == "include= in wf/tasks.py:6"
+    assert reasons["wf/utils/__init__.py"] == "include= in wf/tasks.py:6"
+    assert reasons["wf/static/index.html"] == "include= in wf/tasks.py:6"
     assert reasons["wf/shared.py"] == "import in wf/utils/fmt.py:1"  # its imports followed
     assert "utils/decoy.py" not in reasons and "wf/utils/notes.txt" not in reasons
     missing = [w for w in selection.warnings if "static/missing.css" in w]
     print("warnings:", selection.warnings)
     assert missing == [
-        f"include= in wf/tasks.py:4 declares 'static/missing.css', which matches no file in "
+        f"include= in wf/tasks.py:6 declares 'static/missing.css', which matches no file in "
         f"{root / 'wf'}: it will be missing remotely"
     ]
 
@@ -126,7 +126,7 @@ def test_declared_files_reach_the_bundle_command_and_a_local_run(tree, tmp_path)
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     shipped = {f["path"]: f["reason"] for f in doc["files"]}
-    assert shipped["wf/static/index.html"] == "include= in wf/tasks.py:4"
+    assert shipped["wf/static/index.html"] == "include= in wf/tasks.py:6"
     assert any("static/missing.css" in w for w in doc["warnings"])
     run = subprocess.run(
         [*cmd, "run", f"{root}/wf/tasks.py:main"],
@@ -135,7 +135,7 @@ def test_declared_files_reach_the_bundle_command_and_a_local_run(tree, tmp_path)
     assert run.returncode == 0, run.stderr
     print("local run returned:", run.stdout.strip().splitlines()[-1])
     assert run.stdout.strip().splitlines()[-1] == '">> <h1>shop</h1>"'
-    assert "warning: include= in wf/tasks.py:4 declares 'static/missing.css'" in run.stderr
+    assert "warning: include= in wf/tasks.py:6 declares 'static/missing.css'" in run.stderr
 
 
 def test_declarations_outside_root_are_refused_with_the_fix(tree):

@@ -124,8 +124,8 @@ class _Visitor(ast.NodeVisitor):
             self._add(node.lineno, target)
         include = next((kw.value for kw in node.keywords if kw.arg == "include"), None)
         dotted = _dotted(func)
-        if include is not None and dotted:
-            self.env_calls.append((node.lineno, dotted, include))
+        if include is not None and dotted:  # the line of `include=`, in a call over many lines
+            self.env_calls.append((include.lineno, dotted, include))
         self.generic_visit(node)
 
     def includes(self) -> list[IncludeDecl]:

@@ -335,3 +335,44 @@ def test_a_process_left_behind_by_a_run_cannot_change_what_a_later_run_imports(t
     error = json.loads((victim[1] / "error.json").read_text())
     assert "helper.py changed since the bundle was verified" in error["message"], error
     assert later[0].returncode == 0 and output(later[1]) == "verified", later[0].stderr
+
+
+# --- generated text (item 9): an exported job runs the cells' code as IPython would --------
+
+TEMPLATE_CELL = '''query = """
+SELECT name FROM users
+%(user)s
+!important: keep this line
+"""
+'''
+
+
+def test_an_exported_job_keeps_multi_line_strings_as_written(tmp_path):
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    from flyte_jupyter.core.export import notebook_code
+
+    assert TransformerManager().transform_cell(TEMPLATE_CELL) == TEMPLATE_CELL  # IPython's view
+    cells = [TEMPLATE_CELL, "!echo shell-ran\nrows = 1\n"]
+    book = {
+        "cells": [
+            {"cell_type": "code", "execution_count": n, "id": f"c{n}", "metadata": {},
+             "outputs": [], "source": source}
+            for n, source in enumerate(cells, 1)
+        ],
+        "metadata": {}, "nbformat": 4, "nbformat_minor": 5,
+    }  # fmt: skip
+    notebook = tmp_path / "templates.ipynb"
+    notebook.write_text(json.dumps(book))
+    code, _requirements = notebook_code(notebook)
+    (tmp_path / "job.py").write_text(code)
+    done = subprocess.run(
+        [sys.executable, "job.py"], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "shell-ran" in done.stdout  # shell lines outside strings still run
+    line = next(x for x in done.stdout.splitlines() if x.startswith("flyte-jupyter results: "))
+    results = json.loads(line.removeprefix("flyte-jupyter results: "))
+    rewritten = int(results["query"] != TEMPLATE_CELL.split('"""')[1])
+    print("string lines rewritten in the exported job:", rewritten)
+    assert rewritten == 0 and results["rows"] == 1

@@ -95,8 +95,12 @@ def _translate(source: str, requirements: list[str]) -> str:
             return f"subprocess.run({body!r}, shell=True, check=True)\n"
         return "\n".join(f"# (cell magic removed) {line}" for line in lines) + "\n"
     out = []
-    for line in lines:
+    in_strings = _string_lines(source)
+    for number, line in enumerate(lines, 1):
         stripped = line.strip()
+        if number in in_strings:  # text inside a multi-line string, as IPython keeps it
+            out.append(line)
+            continue
         pip = _PIP.match(line)
         if pip:
             requirements += _pip_requirements(pip.group(1))
@@ -126,6 +130,22 @@ def _translate(source: str, requirements: list[str]) -> str:
         else:
             out.append(line)
     return "\n".join(out) + "\n"
+
+
+def _string_lines(source: str) -> set[int]:
+    """Numbers (from 1) of the lines that begin inside a multi-line string: IPython never
+    reads `%` or `!` there, so neither does the translation. Empty if it does not tokenize."""
+    import io
+    import tokenize
+
+    inside: set[int] = set()
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type == tokenize.STRING and token.end[0] > token.start[0]:
+                inside.update(range(token.start[0] + 1, token.end[0] + 1))
+    except (tokenize.TokenError, SyntaxError):
+        return set()
+    return inside
 
 
 def _pip_requirements(args: str) -> list[str]:

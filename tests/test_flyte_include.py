@@ -155,3 +155,17 @@ def test_declarations_outside_root_are_refused_with_the_fix(tree):
         f"include= in app.py:2 declares {Path(root, 'shared.txt')}, outside root_dir "
         f"{root / 'proj'}: set root_dir to a folder that contains it"
     ]
+
+
+def test_a_notebook_cell_declares_files_relative_to_the_notebook_folder(tree, monkeypatch):
+    root = tree(
+        {"pyproject.toml": "", "nb/static/page.html": "<p>shop</p>\n", "static/page.html": "decoy"}
+    )
+    monkeypatch.chdir(root / "nb")  # a kernel runs in its notebook's folder
+    cell = "import flyte\nenv = flyte.TaskEnvironment(name='c', include=['static/page.html'])\n"
+    generated = {"_flyte_notebook/cell_1.py": (cell, "In[1]")}
+    selection = select_files(root, generated=generated)
+    reasons = _reasons(selection)
+    print(json.dumps(reasons, indent=1), selection.warnings)
+    assert reasons["nb/static/page.html"] == "include= in _flyte_notebook/cell_1.py:2"
+    assert "static/page.html" not in reasons and selection.warnings == []

@@ -511,6 +511,8 @@ class _Selector:
                 "the run: name them with the include setting"
             )
         anchor = (self.root / rel).parent
+        if rel in self.generated.values():  # a notebook cell: the notebook's folder (cwd)
+            anchor = Path.cwd() if Path.cwd().is_relative_to(self.root) else self.root
         for pattern in decl.paths or ():
             files = [Path(os.path.normpath(f)) for f in declared_files(pattern, anchor)]
             if not files:

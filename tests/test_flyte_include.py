@@ -169,3 +169,14 @@ def test_a_notebook_cell_declares_files_relative_to_the_notebook_folder(tree, mo
     print(json.dumps(reasons, indent=1), selection.warnings)
     assert reasons["nb/static/page.html"] == "include= in _flyte_notebook/cell_1.py:2"
     assert "static/page.html" not in reasons and selection.warnings == []
+
+
+def test_declared_files_reach_a_flyte_pod(tree, flyte_emulator, tmp_path):
+    from test_flyte import cli, cli_env
+
+    root = tree(TASKS)
+    run = cli(cli_env(flyte_emulator), tmp_path, "run", f"{root}/wf/tasks.py:main",
+              "--executor", "flyte")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    print("flyte run returned:", run.stdout.strip().splitlines()[-1])
+    assert run.stdout.strip().splitlines()[-1] == '">> <h1>shop</h1>"'

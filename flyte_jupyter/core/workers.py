@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,8 @@ class WorkerProcess:
         """The run's pid as this host sees it (a container's pids are its own)."""
         self.returncode: int | None = None
         self._buffer = b""
+        self._reading = threading.Lock()
+        """A log follower and a cancel may wait at once: one of them reads at a time."""
 
     def poll(self) -> int | None:
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -112,16 +115,17 @@ class WorkerProcess:
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.returncode is None:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if self.conn is not None:
-                ready, _, _ = select.select([self.conn], [], [], left)
-                if ready:
-                    self._read()
-                    continue
-            elif not _running(self.pid, self.identity):
-                self.returncode = -1
-                break
-            else:
-                time.sleep(min(0.05, left) if left is not None else 0.05)
+            step = 0.05 if left is None else min(0.05, left)
+            with self._reading:
+                if self.conn is not None:
+                    if select.select([self.conn], [], [], step)[0]:
+                        self._read()
+                        continue
+                elif not _running(self.pid, self.identity):
+                    self.returncode = -1
+                    break
+            if self.conn is None:
+                time.sleep(step)
             if deadline is not None and time.monotonic() >= deadline:
                 raise subprocess.TimeoutExpired(f"run process {self.pid}", timeout or 0)
         return self.returncode
@@ -283,6 +287,7 @@ def _name(kind: str, key: list[Any]) -> str:
 
 def _worker(name: str, start: Any) -> tuple[socket.socket, dict[str, Any]]:
     """A verified connection to worker `name`, started by `start(folder)` if there is none."""
+    _reap_all()  # workers this process started that have exited (idle) leave no zombie
     folder = workers_dir() / name
     if len(str(folder / "sock")) > _MAX_SOCKET_PATH:
         raise OSError(f"socket path too long for a Unix socket: {folder / 'sock'}")

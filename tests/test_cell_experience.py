@@ -274,3 +274,18 @@ def test_a_result_fetched_in_another_kernel_shows_project_files_with_their_lines
     assert reply.error["ename"] == "ZeroDivisionError"
     pricing = project.resolve() / "shop" / "pricing.py"
     assert f"File {pricing}:3, in price" in text and "----> 3     return total / len(items)" in text
+
+
+def test_a_run_that_dies_is_one_line_without_its_output_again(kernel: Kernel):
+    cell = run_cell(
+        kernel,
+        "%%flyte_run\nimport os, signal\nprint('before the crash', flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)",
+    )
+    print(cell.errors)
+    assert len(cell.errors) == 1 and cell.errors[0]["ename"] == "RemoteError"
+    shown = "\n".join(cell.errors[0]["traceback"])
+    assert "before the crash" not in shown + cell.errors[0]["evalue"] and "runs logs" in shown
+    assert "ProcessDied" in shown
+    assert cell.stream("stdout") == "before the crash\n"
+    assert "failed after" in cell.status_texts[-1]

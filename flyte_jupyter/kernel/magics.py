@@ -177,27 +177,27 @@ class FlyteMagics(Magics):
         change = self.changes.note(cell_key(self.shell, code), run, prepared)
         if change:
             print(change, file=sys.stderr)
-        raw = self.shell.history_manager.input_hist_raw
-        self.run_cells[run.id] = tracebacks.register_run_cell(
-            self.shell, run.id, label, raw[count] if count < len(raw) else code, code, str(root)
-        )
-        status = views.StatusLine(run, prepared)
-        if ns.detach:
-            status.update(protocol.SUBMITTED, f"detached; %flyte_result {run.id} fetches it")
-            return run
-        try:
+        status: views.StatusLine | None = None
+        try:  # from here on, Stop cancels the run, whenever it comes
+            raw = self.shell.history_manager.input_hist_raw
+            self.run_cells[run.id] = tracebacks.register_run_cell(
+                self.shell, run.id, label, raw[count] if count < len(raw) else code, code, str(root)
+            )
+            status = views.StatusLine(run, prepared)
+            if ns.detach:
+                status.update(protocol.SUBMITTED, f"detached; %flyte_result {run.id} fetches it")
+                return run
             output = CoalescedOutput({"stdout": sys.stdout, "stderr": sys.stderr})
             output.copy(_running(run.follow(ns.timeout), status))
             result = cells.cell_result(run, self.shell.user_ns, prepared.slice.line_map, ns.timeout)
         except (KeyboardInterrupt, RunCancelled):  # the Stop button, or the sidebar / CLI
             run.cancel()
-            status.update(protocol.CANCELLED, "the output so far is kept")
+            if status is not None:
+                status.update(protocol.CANCELLED, "the output so far is kept")
             return None
-        except RunTimeout:
-            status.update("timed out")
-            raise
-        except BaseException:
-            status.update(protocol.FAILED)
+        except BaseException as exc:
+            if status is not None:
+                status.update("timed out" if isinstance(exc, RunTimeout) else protocol.FAILED)
             raise
         status.update(protocol.SUCCEEDED)
         return self._apply(result)
@@ -367,7 +367,13 @@ def _show_error(
         try:
             stb = tracebacks.structured(shell, value, _run_cell(run_cells, value.run_id))
         except Exception:  # a traceback the formatter cannot draw: its text, as sent
-            stb = None
+            stb = [str(value)]
+        if stb is None:  # no frames: the runtime died; its output is not repeated here
+            stb = [
+                f"run {value.run_id} failed with {value.remote_type}: {value.remote_message}; "
+                f"its output is above and in `flyte-jupyter runs logs {value.run_id}`",
+                *([value.hint] if value.hint else []),
+            ]
     if stb is None:
         stb = [config.front_door_message(str(value), "magic")]
         shell._showtraceback(etype, value, stb)

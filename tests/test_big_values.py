@@ -97,3 +97,41 @@ def test_arguments_are_pickled_once_and_a_bad_one_is_still_named():
     assert len(pickled) == 1 and pickle.loads(payload)["kwargs"] == {"n": 3}
     with pytest.raises(RunError, match=r"argument 'gen' \(generator\) cannot be sent"):
         pickle_inputs([1], {"gen": (x for x in ())}, dumps)
+
+
+CLIENT = """
+import json, sys
+from pathlib import Path
+from flyte_jupyter.core.bundle import build_bundle
+from flyte_jupyter.core.select import select_files
+from flyte_jupyter.core.submit import submit
+
+def status(key):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+
+root = Path(sys.argv[1])
+bundle = build_bundle(select_files(root, entries=[root / "app.py"]))
+run = submit(bundle, "app:make", kwargs={"n": int(sys.argv[2])})
+run.wait(120)
+base = status("VmRSS:")
+Path("/proc/self/clear_refs").write_text("5")  # the peak from now on
+value = run.result(120)
+print(json.dumps({"growth": status("VmHWM:") - base, "size": len(value)}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux peak RSS reset")
+def test_a_big_result_is_loaded_once_by_the_client(tmp_path):
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "app.py").write_text(APP)
+    done = subprocess.run(
+        [sys.executable, "-c", CLIENT, str(root), str(SIZE)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"client peak grew {doc['growth']:.0f} MB loading a 150 MB result")
+    assert doc["size"] == SIZE
+    assert doc["growth"] < 1.4 * SIZE / MB  # before: the file's bytes beside the value (2x)

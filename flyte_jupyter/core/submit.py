@@ -28,7 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ..runtime import protocol
+from ..runtime import blobs, protocol
 from ..runtime.extract import extract_verified
 from . import config, history
 from .bundle import Bundle
@@ -620,11 +620,23 @@ class Run:
 
     def _load_output(self, raw: bytes | None = None) -> Any:
         """Unpickle the result. Instances of the project's own classes need the project
-        importable here; when it is not yet, the run's root_dir is appended to sys.path."""
-        if raw is None:
-            raw = self.store.get_bytes(self.spec.outputs_url)
+        importable here; when it is not yet, the run's root_dir is appended to sys.path.
+        From a file store the pickle is read as it is unpickled: a big result is held once."""
+        url = self.spec.outputs_url
+
+        def from_file() -> Any:
+            with blobs.open_read(url) as f:
+                return pickle.load(f)
+
+        def load() -> Any:
+            if raw is not None:
+                return pickle.loads(raw)
+            if self.store.local:
+                return self.store._local("read", url, from_file)
+            return pickle.loads(self.store.get_bytes(url))
+
         try:
-            return pickle.loads(raw)
+            return load()
         except ModuleNotFoundError as exc:
             if not self.spec.root_dir:
                 raise
@@ -636,7 +648,7 @@ class Run:
                     "which cannot be imported here"
                 ) from exc
             sys.path.extend(missing)
-            return pickle.loads(raw)
+            return load()
 
     def output_so_far(self) -> str:
         """The run's output up to now, without waiting: live while it runs, the stored log

@@ -376,3 +376,23 @@ def test_an_exported_job_keeps_multi_line_strings_as_written(tmp_path):
     rewritten = int(results["query"] != TEMPLATE_CELL.split('"""')[1])
     print("string lines rewritten in the exported job:", rewritten)
     assert rewritten == 0 and results["rows"] == 1
+
+
+# --- a deadline ends the run in one line (item 10), however the threads interleave --------
+
+
+def test_timeouts_end_in_one_line_every_time(tree):
+    """The log follower and the cancel both wait on the run's warm-worker process: one of
+    them reading the exit code must not break the other (it did in 2 of 3 tries)."""
+    root = tree({"app.py": "import time\n\ndef sleepy():\n    time.sleep(20)\n"})
+    tracebacks = 0
+    for _ in range(4):
+        done = subprocess.run(
+            [sys.executable, "-m", "flyte_jupyter", "run", "app.py:sleepy", "--timeout", "1"],
+            capture_output=True, text=True, cwd=root, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 1
+        tracebacks += "Traceback" in done.stderr
+        assert "timed out after 1s and was cancelled" in done.stderr, done.stderr[-600:]
+    print("timeouts ending in a traceback:", tracebacks, "of 4")
+    assert tracebacks == 0

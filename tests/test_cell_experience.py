@@ -289,3 +289,21 @@ def test_a_run_that_dies_is_one_line_without_its_output_again(kernel: Kernel):
     assert "ProcessDied" in shown
     assert cell.stream("stdout") == "before the crash\n"
     assert "failed after" in cell.status_texts[-1]
+
+
+def test_a_flyte_runs_status_line_links_to_the_flyte_console(project: Path, flyte_emulator):
+    k = Kernel(project, flyte_emulator.client_env)
+    try:
+        k.ok("%load_ext flyte_jupyter")
+        k.ok(f"%flyte_config flyte_config={flyte_emulator.config_path} executor=flyte")
+        msg_id = start(k, "%%flyte_run\nprint('on flyte')\n6 * 7")
+        cell = collect(k, msg_id, Cell())
+    finally:
+        k.shutdown()
+    shown = cell.of("display_data") + cell.of("update_display_data")
+    final = [c["data"] for c in shown if "flyte-jupyter-status" in c["data"].get("text/html", "")]
+    print(final[-1]["text/plain"])
+    assert "succeeded after" in final[-1]["text/plain"]
+    link = re.search(r'<a href="(https?://[^"]+)"[^>]*>Flyte console</a>', final[-1]["text/html"])
+    assert link is not None and link.group(1) in final[-1]["text/plain"]
+    assert history.recent()[0].name.split()[-1] in link.group(1)  # the Flyte run's name

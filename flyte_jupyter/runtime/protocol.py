@@ -31,7 +31,8 @@ RUNNING = "running"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 CANCELLED = "cancelled"
-"""Written by the client after it stopped the run."""
+"""Written by the runtime when SIGTERM stops it (cancel), and by the client after it stopped
+the run (a run killed before it could say so)."""
 
 FINAL = (SUCCEEDED, FAILED, CANCELLED)
 PHASES = (SUBMITTED, DOWNLOADING, RUNNING, *FINAL)

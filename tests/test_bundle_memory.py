@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from flyte_jupyter.core import bundle as bundle_mod
@@ -94,3 +95,22 @@ def test_a_big_file_that_changes_while_bundled_is_refused(tmp_path, monkeypatch)
         message = ""
     print("error:", message)
     assert message == "big.bin changed while it was being bundled: run again"
+
+
+def test_hashing_keeps_a_bounded_number_of_tasks_ahead():
+    """Files are handed to the hashing threads a window at a time, in order, however many."""
+    started, consumed, most_ahead = [0], 0, 0
+
+    def work(item: int) -> int:
+        started[0] += 1
+        return item * 2
+
+    with ThreadPoolExecutor(2) as pool:
+        results = []
+        for result in bundle_mod._ordered_map(pool, work, list(range(5000)), window=16):
+            consumed += 1
+            most_ahead = max(most_ahead, started[0] - consumed)
+            results.append(result)
+    print(f"tasks: 5000, most started ahead of the consumer: {most_ahead}")
+    assert results == [i * 2 for i in range(5000)]
+    assert most_ahead <= 16

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from ..runtime.locations import cache_dir, private_dir
 from ..runtime.manifest import ManifestEntry, compute_digest
@@ -47,6 +47,9 @@ IN_FLIGHT_BYTES = 16 * 1024**2
 STREAM_BYTES = 4 * 1024**2
 """Files larger than this are hashed and compressed in chunks, never held whole."""
 _CHUNK = 1024**2
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 """Magic, deflate, no flags, mtime 0, no extra flags, OS 'unknown': the same on every machine."""
@@ -170,7 +173,7 @@ class _Builder:
             return f.path, hashlib.sha256(data).hexdigest()
 
         with ThreadPoolExecutor(self.workers) as pool:
-            fresh = dict(pool.map(read_and_hash, missing))
+            fresh = dict(_ordered_map(pool, read_and_hash, missing, self.workers * 32))
         self.cache.store_file_hashes((stat_keys[p], sha) for p, sha in fresh.items())
         return {**hashes, **fresh}
 
@@ -241,6 +244,20 @@ class _Builder:
         for source in {path for path, _, _ in known.values()}:
             _touch(source)
         self.cache.store_members(archive, written)
+
+
+def _ordered_map(
+    pool: ThreadPoolExecutor, fn: Callable[[T], R], items: list[T], window: int
+) -> Iterator[R]:
+    """`pool.map`, but with at most `window` tasks submitted ahead: millions of files do not
+    become millions of pending futures at once."""
+    pending: deque[Future[R]] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 class _RangeCopier:

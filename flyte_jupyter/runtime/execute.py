@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     if bool(args.bundle) != bool(args.digest):
         raise SystemExit("--bundle and --digest go together")
-    with tempfile.TemporaryFile("w+", encoding="utf-8") as log_file:
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="backslashreplace") as log_file:
         return _run(args, log_file)
 
 

@@ -112,7 +112,8 @@ def test_remote_exception_from_a_container(baked, tree):
     assert 'File "app.py", line 19, in boom' in err.value.remote_traceback
 
 
-def test_cancel_stops_and_removes_the_container(baked, tree, engine):
+def test_cancel_stops_and_removes_the_container(baked, tree, engine, monkeypatch):
+    monkeypatch.setenv("FLYTE_JUPYTER_WARM_WORKERS", "0")  # the cold path: a container per run
     tag, _ = baked
     root = tree(APP)
     run = submit(bundle_of(root), "app:slow", executor="docker", image=tag)

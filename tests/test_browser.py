@@ -149,6 +149,12 @@ def open_notebook(page: Any, lab: tuple[str, Path], path: str) -> None:
     )
 
 
+def ensure_notebook(page: Any, lab: tuple[str, Path]) -> None:
+    """The live notebook, unless a notebook is open already (tests run in order, or alone)."""
+    if not page.is_visible(NOTEBOOK):
+        open_notebook(page, lab, "quickstart/live.ipynb")
+
+
 def open_sidebar(page: Any) -> None:
     if not page.is_visible(SIDEBAR):
         page.click('[data-id="flyte-jupyter-sidebar"]')
@@ -278,10 +284,13 @@ def test_live_run_is_running_with_elapsed_time_and_the_log_follows(
     print("log lines then:", first.count("step"), "now:", log.text_content().count("step"))
     assert tail
     # the preview says the kernel is busy (the cell runs) rather than show a stale preview
-    page.click(f"{NOTEBOOK} .jp-Cell >> nth=2")
-    page.wait_for_selector(f"{SIDEBAR} .fj-loading", timeout=30_000)
+    page.click(f"{NOTEBOOK} .jp-Cell >> nth=0")
+    page.wait_for_function(
+        f"document.querySelector('{SIDEBAR} .fj-loading')?.textContent.includes('busy')",
+        timeout=30_000,
+    )
     print("busy preview:", page.text_content(f"{SIDEBAR} .fj-loading"))
-    assert "busy" in page.text_content(f"{SIDEBAR} .fj-loading")
+    assert page.get_attribute(f"{SIDEBAR} .fj-preview-body", "aria-busy") == "true"
     # focus stays on a row across refreshes; arrows move it; listbox semantics
     row.focus()
     wait_runs_requests(page, 2)
@@ -324,10 +333,10 @@ def test_live_run_is_running_with_elapsed_time_and_the_log_follows(
     page.wait_for_selector(f"{SIDEBAR} [title='Show only the runs of this notebook']")
     page.wait_for_timeout(500)
     notebooks = page.eval_on_selector_all(
-        f"{SIDEBAR} li.fj-run .fj-run-meta", "ms => ms.map(m => m.textContent.split(' · ')[1])"
+        f"{SIDEBAR} li.fj-run .fj-run-meta", "ms => ms.map(m => m.textContent.split(' · ')[2])"
     )
-    print("notebooks of the rows, all notebooks shown:", notebooks)
-    mine = [n == "live.ipynb" for n in notebooks]
+    print("notebooks of the rows (none: this one), all notebooks shown:", notebooks)
+    mine = [n is None for n in notebooks]
     assert mine[:2] == [True, True] and sorted(mine, reverse=True) == mine
     page.click(f"{SIDEBAR} [title='Show only the runs of this notebook']")
 
@@ -335,6 +344,7 @@ def test_live_run_is_running_with_elapsed_time_and_the_log_follows(
 def test_palette_moves_focus_into_the_panel_and_polls_pause_when_hidden(
     page: Any, lab: tuple[str, Path]
 ):
+    ensure_notebook(page, lab)
     page.click(f"{NOTEBOOK} .jp-Cell >> nth=2")
     page.keyboard.press("Escape")
     page.keyboard.press("Control+Shift+c")
@@ -385,6 +395,7 @@ OVERFLOW_JS = """
 def test_at_250_px_nothing_is_cut_export_says_why_and_errors_look_like_errors(
     page: Any, lab: tuple[str, Path]
 ):
+    ensure_notebook(page, lab)
     open_sidebar(page)
     width = page.evaluate(f"document.querySelector('{SIDEBAR}').getBoundingClientRect().width")
     if abs(width - 250) > 2:  # drag the sidebar's edge to the default 250 px
@@ -435,8 +446,10 @@ GREY_BLOCKS_JS = """
   const side = document.querySelector('#flyte-jupyter-sidebar');
   const lum = c => { const m = c.match(/[\\d.]+/g).map(Number);
     return m.length > 3 && m[3] === 0 ? null : 0.2126*m[0] + 0.7152*m[1] + 0.0722*m[2]; };
-  const base = lum(getComputedStyle(document.querySelector('.jp-SideBar, body'))
-    .backgroundColor) ?? lum(getComputedStyle(document.body).backgroundColor);
+  let base = null;
+  for (let n = side; n && base === null; n = n.parentElement) {
+    base = lum(getComputedStyle(n).backgroundColor);
+  }
   const blocks = [];
   for (const node of side.querySelectorAll('*')) {
     const r = node.getBoundingClientRect();
@@ -465,7 +478,7 @@ def test_dark_theme_has_no_heavy_grey_blocks(page: Any, lab: tuple[str, Path]):
     open_sidebar(page)
     page.locator(f"{SIDEBAR} li.fj-run").first.wait_for(timeout=30_000)
     page.locator(f"{SIDEBAR} li.fj-run").first.click()
-    page.locator(f"{SIDEBAR} pre.fj-logs").wait_for(timeout=30_000)
+    page.locator(f"{SIDEBAR} li.fj-run pre.fj-logs").wait_for(timeout=30_000)
     page.wait_for_timeout(1500)
     result = page.evaluate(GREY_BLOCKS_JS)
     print("dark theme: blocks far from the panel background:", len(result["blocks"]), result)

@@ -47,7 +47,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const command = 'flyte-jupyter:open-sidebar';
     app.commands.addCommand(command, {
       label: 'flyte-jupyter: Open Sidebar',
-      execute: () => shell.activateById(sidebar.id)
+      execute: () => {
+        shell.activateById(sidebar.id);
+        // after the palette closed and handed focus back to where it was
+        window.setTimeout(() => sidebar.focusPanel(), 100);
+      }
     });
     palette?.addItem({ command, category: 'flyte-jupyter' });
   }

@@ -87,6 +87,12 @@ export class PreviewView extends Widget {
     if (panel !== this.notebook) {
       return;
     }
+    if (!answer && kernel?.status === 'busy') {
+      // it got busy before answering: wait for it rather than show the whole notebook
+      this.waitingForIdle = true;
+      this.setLoading(`Kernel busy: the preview of ${label} follows when it is idle…`);
+      return;
+    }
     if (answer?.ok && answer.preview) {
       preview = answer.preview as IPreview;
       scope = `For ${label}:`;

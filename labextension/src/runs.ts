@@ -300,7 +300,9 @@ export class RunsView extends Widget {
     if (row.time.textContent !== duration) {
       row.time.textContent = duration;
     }
-    const meta = `${run.status} · ${basename(run.notebook)} · ${clock(run.created)}`;
+    // the notebook only when it is not the one the panel describes (its path heads the panel)
+    const where = run.notebook === this.notebook() ? '' : ` · ${basename(run.notebook)}`;
+    const meta = `${run.status} · ${clock(run.created)}${where}`;
     const details = [
       `run ${run.id}`,
       `notebook ${run.notebook ?? '-'}`,

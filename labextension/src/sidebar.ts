@@ -90,6 +90,10 @@ export class FlyteSidebar extends SidePanel {
   /** Opening the panel (icon or palette) puts the keyboard in it: on the selected run. */
   protected onActivateRequest(msg: Message): void {
     super.onActivateRequest(msg);
+    this.focusPanel();
+  }
+
+  focusPanel(): void {
     if (!this.runs.focusList()) {
       this.node.querySelector<HTMLElement>('.lm-AccordionPanel-title')?.focus();
     }

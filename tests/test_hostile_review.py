@@ -440,3 +440,19 @@ def test_output_of_a_child_process_is_kept_in_the_runs_log(tree):
     kept = ["from python" in logs.stdout, "from a child process" in logs.stdout]
     print("lines kept in runs logs:", sum(kept), "of 2")
     assert all(kept), logs.stdout
+
+
+# --- run ids are ids, not patterns (items 1, 13) ------------------------------------------
+
+
+def test_a_run_id_with_sql_wildcards_matches_no_run(tree):
+    root = tree({"app.py": "def f():\n    return 1\n"})
+    run = submit(build_bundle(select_files(root, entries=[root / "app.py"])), "app:f")
+    assert run.result(60) == 1
+    matched = 0
+    for pattern in ("_", "%", "2_", "../../etc", run.id[:4] + "_"):
+        shown = cli("runs", "show", pattern)
+        matched += shown.returncode == 0
+        assert shown.returncode != 0 and "no run" in shown.stderr, (pattern, shown.stdout[:200])
+    print("runs matched by wildcard or path-like ids:", matched)
+    assert cli("runs", "show", run.id[:8]).returncode == 0  # a unique prefix still works

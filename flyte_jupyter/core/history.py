@@ -162,8 +162,9 @@ def get(run_id: str) -> RunRecord:
     """The run with this id (or a unique prefix of it)."""
     with _connect() as db:
         rows = db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE id LIKE ? ORDER BY created DESC",
-            [run_id.replace("%", "") + "%"],
+            f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE substr(id, 1, length(?1)) = ?1 "
+            "ORDER BY created DESC",  # a prefix, never a LIKE pattern (`_` would match any)
+            [run_id],
         ).fetchall()
     if not rows:
         raise UsageError(f"no run {run_id!r} in the history; `flyte-jupyter runs` lists them")

@@ -267,6 +267,9 @@ def test_a_kernels_workers_stop_with_the_kernel(tree):
         worker = only_worker()
         assert worker["label"].startswith("kernel ")
         assert reply.result == str(worker["pid"])
+        kernel.ok("%flyte_config warm_workers=false")  # the session setting turns them off
+        kernel_pid = kernel.ok("import os\nos.getpid()").result
+        assert kernel.ok("%%flyte_run\nimport os\nos.getppid()").result == kernel_pid
     finally:
         kernel.shutdown()  # SIGKILL: no atexit, the worker notices its owner is gone
     assert wait_for(lambda: not process_alive(worker["pid"]), 15)

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ _MAX_SOCKET_PATH = 100
 _owner: str = ""
 """PID:IDENTITY of this process once `bind_to_process` made its workers its own."""
 _started: dict[str, subprocess.Popen] = {}
+_setting: Callable[[], bool] | None = None
 _started_here: set[str] = set()
 """Names of the workers this process started (a kernel's docker workers: the container
 cannot watch a host process, so the kernel stops them)."""
@@ -52,13 +54,13 @@ CONTAINER_DIR = "/run/flyte-jupyter-worker"
 
 
 def enabled() -> bool:
-    """The `warm_workers` setting of the working directory's project file, else
-    $FLYTE_JUPYTER_WARM_WORKERS, else on."""
+    """The `warm_workers` setting: a kernel's session and project (`bind_to_process`), else
+    the working directory's project file, else $FLYTE_JUPYTER_WARM_WORKERS, else on."""
     from . import config
     from .errors import FlyteJupyterError
 
     try:
-        return bool(config.resolve().warm_workers)
+        return bool(_setting()) if _setting is not None else bool(config.resolve().warm_workers)
     except FlyteJupyterError:  # no readable project here: the environment decides
         return os.environ.get(ENABLE_ENV, "").strip().lower() not in ("0", "false", "no", "off")
 
@@ -75,10 +77,12 @@ def workers_dir() -> Path:
     return private_dir(cache_dir() / "workers")
 
 
-def bind_to_process() -> None:
+def bind_to_process(setting: Callable[[], bool] | None = None) -> None:
     """Workers this process starts from now on are its own: they stop when it exits (atexit,
-    and the worker watches its owner in case it is killed)."""
-    global _owner
+    and the worker watches its owner in case it is killed). `setting` reads `warm_workers`
+    where this process keeps it (a kernel: its session settings over the project's)."""
+    global _owner, _setting
+    _setting = setting
     if not _owner:
         _owner = f"{os.getpid()}:{_identity(os.getpid()) or ''}"
         atexit.register(stop_workers, owned=True)

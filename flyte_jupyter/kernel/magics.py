@@ -411,7 +411,8 @@ def load(shell: Any) -> None:
     _register_comm_target(session)
     from ..core import workers
 
-    workers.bind_to_process()  # the kernel's warm workers stop with it
+    # the kernel's warm workers stop with it; %flyte_config warm_workers=false turns them off
+    workers.bind_to_process(lambda: session.effective({})[0].warm_workers)
 
 
 def unload(shell: Any) -> None:

@@ -72,6 +72,17 @@ class Cell:
         return self.of("error")
 
 
+def cancelled_error(cell: Cell, run_id: str) -> None:
+    """The cell ends with one line saying the run was cancelled, as a local cell's interrupt
+    ends with an error (so "Run All" stops), and nothing about a failure."""
+    assert len(cell.errors) == 1, cell.errors
+    error = cell.errors[0]
+    assert error["ename"] == "RunCancelled" and len(error["traceback"]) == 1
+    assert error["traceback"][0].startswith(f"run {run_id} was cancelled; its output so far")
+    assert "ProcessDied" not in str(cell.messages) and "Remote traceback" not in str(cell.messages)
+    assert cell.stream("stderr") == ""
+
+
 def start(kernel: Kernel, code: str) -> str:
     return kernel.client.execute(code, allow_stdin=False)
 
@@ -178,9 +189,9 @@ def test_cancel_from_another_process_ends_the_cell_cancelled_and_keeps_the_outpu
     collect(kernel, msg_id, cell)
     shown = cell.stream("stdout")
     everything = str(cell.messages)
-    print(f"errors: {len(cell.errors)}; last status: {cell.status_texts[-1]!r}")
-    assert cell.errors == [] and cell.stream("stderr") == ""
-    assert "ProcessDied" not in everything and "Remote traceback" not in everything
+    print(f"errors: {cell.errors}; last status: {cell.status_texts[-1]!r}")
+    cancelled_error(cell, run_id)
+    assert "ProcessDied" not in everything and "failed" not in everything
     assert "cancelled after" in cell.status_texts[-1] and "failed" not in cell.status_texts[-1]
     assert "step 0\n" in shown and "step 5\n" in shown
     assert history.get(run_id).status == "cancelled"
@@ -210,8 +221,8 @@ async def test_the_sidebars_cancel_rest_call_ends_the_cell_cancelled(jp_fetch, k
     )
     print("REST cancel answered:", response.body.decode())
     collect(kernel, msg_id, cell)
-    print(f"errors: {len(cell.errors)}; last status: {cell.status_texts[-1]!r}")
-    assert cell.errors == [] and "ProcessDied" not in str(cell.messages)
+    print(f"errors: {cell.errors}; last status: {cell.status_texts[-1]!r}")
+    cancelled_error(cell, run_id)
     assert "cancelled after" in cell.status_texts[-1]
     logs = await jp_fetch("flyte-jupyter", "api", "runs", run_id, "logs")
     assert "row 4\n" in logs.body.decode().replace("\\n", "\n")
@@ -223,12 +234,20 @@ def test_stop_button_and_sidebar_cancel_end_the_cell_the_same_way(kernel: Kernel
         "%%flyte_run\nimport time\nfor i in range(200):\n    print('tick', i, flush=True)\n"
         "    time.sleep(0.1)\n",
     )
+    queued = start(kernel, "ran_after_the_cancel = True")  # "Run All": the next cell waits
     cell = collect(kernel, msg_id, Cell(), until=lambda c: "tick 3\n" in c.stream("stdout"))
     kernel.interrupt()
     collect(kernel, msg_id, cell)
     run_id = history.recent()[0].id
-    assert cell.errors == [] and cell.stream("stderr") == ""
+    cancelled_error(cell, run_id)
     assert "cancelled after" in cell.status_texts[-1]
+    replies = {}
+    while queued not in replies:
+        reply = kernel.client.get_shell_msg(timeout=30)
+        replies[reply["parent_header"]["msg_id"]] = reply["content"]["status"]
+    print("the queued cell:", replies[queued])
+    assert replies[queued] == "aborted"  # as after a local cell's interrupt
+    assert kernel.execute("ran_after_the_cancel").error["ename"] == "NameError"
     assert history.get(run_id).status == "cancelled"
     assert "tick 3\n" in cli("runs", "logs", run_id).stdout
 

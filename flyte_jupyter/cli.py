@@ -24,7 +24,7 @@ from .core.preview import human_size, render_tree, text_table
 from .core.prune import apply_prune, parse_age, plan_prune
 from .core.select import Selection, select_files
 from .core.storage import Progress, Store, describe_upload
-from .core.submit import Run, check_timeout, flyte_links, submit
+from .core.submit import Run, check_timeout, flyte_links, recent_runs, submit
 from .runtime import protocol
 
 EXPORT_SETTINGS = ("root_dir", "include", "exclude")
@@ -306,7 +306,7 @@ def _run_banner(run: Run, bundle: Bundle) -> str:
 def _cmd_runs(args: argparse.Namespace) -> int:
     command = args.runs_command
     if command is None:
-        print(_runs_table([Run.refresh(r) for r in history.recent(args.limit)]))
+        print(_runs_table(recent_runs(args.limit)))
         return 0
     run = Run.from_history(args.run_id)
     try:

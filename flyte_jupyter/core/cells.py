@@ -114,7 +114,9 @@ def submit_cell(
     settings: Mapping[str, Setting],
     name: str | None,
     progress: Progress | None = None,
+    cell_id: str | None = None,
 ) -> Run:
+    """Submit a prepared cell; the history records its label and JupyterLab's `cell_id`."""
     value = {k: s.value for k, s in settings.items()}
     cell = prepared.slice
     payload = {"module": cell.module_name, "values": prepared.payloads}
@@ -130,6 +132,8 @@ def submit_cell(
         name=name,
         version=value["version"],
         progress=progress,
+        cell=cell.label,
+        cell_id=cell_id,
     )
 
 

@@ -22,7 +22,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, name TEXT, entry TEXT, digest TEXT, version TEXT, image TEXT,
     executor TEXT, store TEXT, status TEXT, created TEXT, started TEXT, finished TEXT,
-    exit_code INTEGER, error TEXT, pid INTEGER, spec TEXT, pid_start TEXT
+    exit_code INTEGER, error TEXT, pid INTEGER, spec TEXT, pid_start TEXT,
+    notebook TEXT, cell TEXT, cell_id TEXT
 )
 """
 
@@ -50,6 +51,12 @@ class RunRecord:
     pid_start: str | None = None
     """Identity of the process `pid` (boot id and start time): a pid reused by another process
     after the run ended does not match, so it is never signalled."""
+    notebook: str | None = None
+    """The notebook the run came from (its path as Jupyter names it), if any."""
+    cell: str | None = None
+    """The cell's label in its kernel, e.g. In[3]."""
+    cell_id: str | None = None
+    """JupyterLab's id of the cell, stable across re-executions and kernel restarts."""
 
     @property
     def is_final(self) -> bool:
@@ -57,6 +64,11 @@ class RunRecord:
 
     def spec_json(self) -> dict:
         return json.loads(self.spec) if self.spec else {}
+
+    def origin(self) -> str:
+        """Where the run came from, for listings: "analysis.ipynb In[3]", or "-"."""
+        parts = [Path(self.notebook).name if self.notebook else "", self.cell or ""]
+        return " ".join(p for p in parts if p) or "-"
 
 
 def history_path() -> Path:
@@ -130,11 +142,27 @@ _COLUMNS = [f.name for f in fields(RunRecord)]
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
-    """A history written by an older version gains the newer columns (empty in its rows)."""
+    """A history written by an older version gains the newer columns (empty in its rows).
+    Older rows kept their notebook only inside the spec (client.notebook): it is copied over."""
     present = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
     for column in _COLUMNS:
         if column not in present:
             db.execute(f"ALTER TABLE runs ADD COLUMN {column}")
+    if "notebook" not in present:
+        with db:
+            for run_id, spec in db.execute("SELECT id, spec FROM runs").fetchall():
+                db.execute(
+                    "UPDATE runs SET notebook = ? WHERE id = ?", [_spec_notebook(spec), run_id]
+                )
+
+
+def _spec_notebook(spec: object) -> str | None:
+    """client.notebook of a stored spec; None when the spec is missing or not one."""
+    try:
+        notebook = json.loads(spec).get("client", {}).get("notebook")  # type: ignore[arg-type]
+    except (TypeError, ValueError, AttributeError, RecursionError):
+        return None
+    return notebook if isinstance(notebook, str) else None
 
 
 def record(run: RunRecord) -> None:
@@ -190,7 +218,7 @@ def remove(run_ids: list[str]) -> None:
 
 def table(records: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a run listing, shared by the CLI and the notebook views."""
-    header = ["run", "status", "digest", "version", "image", "executor", "duration", "name"]
+    header = ["run", "status", "digest", "version", "image", "executor", "duration", "name", "from"]
     rows = [
         [
             r.id,
@@ -201,6 +229,7 @@ def table(records: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
             r.executor,
             duration(r),
             r.name or r.entry,
+            r.origin(),
         ]
         for r in records
     ]

@@ -18,7 +18,7 @@ from ..runtime.locations import cache_dir
 from . import history
 from .errors import UsageError
 from .storage import Store
-from .submit import Run, RunSpec, store_for
+from .submit import RunSpec, recent_runs, store_for
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -76,7 +76,7 @@ def plan_prune(
         raise UsageError("say what to prune: --older-than AGE, --keep-last N and/or --failed-only")
     if keep_last is not None and keep_last < 0:
         raise UsageError(f"--keep-last must be 0 or more, not {keep_last}")
-    records = [Run.refresh(r) for r in history.recent(-1)]  # newest first
+    records = recent_runs(-1)  # newest first
     cutoff = (now or dt.datetime.now(dt.timezone.utc)) - older_than if older_than else None
     doomed, kept = [], []
     for position, record in enumerate(records):

@@ -77,6 +77,12 @@ class RunSpec:
     """The store's fsspec options without credentials, so later reads reach the same endpoint."""
     env: dict[str, str] = field(default_factory=dict, repr=False)
     """The variables' values: in memory only, handed to the executor at launch."""
+    notebook: str | None = None
+    """The notebook the run came from (Jupyter's JPY_SESSION_NAME), if any."""
+    cell: str | None = None
+    """The cell's label, e.g. In[3], for runs of a notebook cell."""
+    cell_id: str | None = None
+    """JupyterLab's id of that cell, when the front end sent one."""
 
     def __post_init__(self) -> None:
         self.env_names = sorted(set(self.env_names) | set(self.env))
@@ -195,11 +201,14 @@ def submit(
     version: str | None = None,
     progress: Progress | None = None,
     dumps: Callable[[Any], bytes] | None = None,
+    cell: str | None = None,
+    cell_id: str | None = None,
 ) -> Run:
     """Start `entry` ("module:function") from `bundle` on an executor and return its handle.
 
     `bundle` is None, or empty, for copy_style "none": the code must already be in the image.
-    `dumps` pickles the inputs (default: cloudpickle).
+    `dumps` pickles the inputs (default: cloudpickle). `cell` and `cell_id` name the notebook
+    cell the run came from; the notebook is the one Jupyter started this process for.
     """
     store = store if isinstance(store, Store) else Store(store)
     runner = get_executor(executor, **(executor_options or {}))
@@ -225,6 +234,9 @@ def submit(
         image=image,
         storage_options=public_options(store.options),
         env=dict(env or {}),
+        notebook=os.environ.get("JPY_SESSION_NAME") or None,
+        cell=cell,
+        cell_id=cell_id,
     )
     if not spec.version:
         raise UsageError("a run without a bundle needs an explicit version naming the image code")
@@ -325,8 +337,17 @@ def _store_and_record(spec: RunSpec, store: Store, payload: bytes) -> None:
             name=spec.name,
             image=spec.image,
             spec=json.dumps(spec.to_json()),
+            notebook=spec.notebook,
+            cell=spec.cell,
+            cell_id=spec.cell_id,
         )
     )
+
+
+def recent_runs(limit: int = 50) -> list[history.RunRecord]:
+    """The newest `limit` runs (all for -1), newest first, each with its status brought up
+    to date: what every run listing shows."""
+    return [Run.refresh(record) for record in history.recent(limit)]
 
 
 class Run:
@@ -591,8 +612,6 @@ class Run:
         size = summary.get("size")
         outcome = {"output_bytes": size if type(size) is int else None}
         outcome.update({k: str(value[k]) for k in ("type", "module", "repr") if k in value})
-        if isinstance(summary.get("values"), dict | list):
-            outcome["assigned"] = sorted(map(str, summary["values"]))
         outcome.update({k: v for k, v in summary.items() if k not in ("size", "value")})
         return outcome
 

@@ -39,11 +39,17 @@ class CellChanges:
         )
 
 
-def cell_key(shell: Any, code: str) -> str:
+def cell_id(shell: Any) -> str | None:
     """JupyterLab and Notebook 7 send the cell's id with each execution; a terminal does not."""
     header = getattr(shell, "parent_header", None) or {}
-    cell_id = (header.get("metadata") or {}).get("cellId")
-    return f"id:{cell_id}" if cell_id else "code:" + hashlib.sha256(code.encode()).hexdigest()
+    found = (header.get("metadata") or {}).get("cellId")
+    return found if isinstance(found, str) and found else None
+
+
+def cell_key(shell: Any, code: str) -> str:
+    """The cell's id where the front end sends one, else its code."""
+    found = cell_id(shell)
+    return f"id:{found}" if found else "code:" + hashlib.sha256(code.encode()).hexdigest()
 
 
 def _snapshot(run: Run, prepared: PreparedCell) -> Snapshot:

@@ -23,11 +23,11 @@ from ..core.errors import FlyteJupyterError, RemoteError, RunCancelled, UsageErr
 from ..core.executors.registry import LogLine
 from ..core.export import export_notebook
 from ..core.pairs import parse_pairs
-from ..core.submit import Run, RunTimeout, check_timeout
+from ..core.submit import Run, RunTimeout, check_timeout, recent_runs
 from ..runtime import protocol
 from . import display as views
 from . import tracebacks
-from .changes import CellChanges, cell_key
+from .changes import CellChanges, cell_id, cell_key
 from .output import CoalescedOutput
 from .session import KernelSession
 
@@ -172,7 +172,9 @@ class FlyteMagics(Magics):
         if ns.dry_run:
             display(views.bundle_preview(prepared), raw=True)
             return None
-        run = cells.submit_cell(prepared, settings, ns.name or label, views.upload_progress())
+        run = cells.submit_cell(
+            prepared, settings, ns.name or label, views.upload_progress(), cell_id(self.shell)
+        )
         session.line_maps[run.id] = prepared.slice.line_map
         change = self.changes.note(cell_key(self.shell, code), run, prepared)
         if change:
@@ -193,8 +195,12 @@ class FlyteMagics(Magics):
         except (KeyboardInterrupt, RunCancelled):  # the Stop button, or the sidebar / CLI
             run.cancel()
             if status is not None:
-                status.update(protocol.CANCELLED, "the output so far is kept")
-            return None
+                status.update(protocol.CANCELLED)
+            # an error, as a local cell's interrupt is: "Run All" stops here
+            raise RunCancelled(
+                f"run {run.id} was cancelled; its output so far is kept (above, and in "
+                f"`flyte-jupyter runs logs {run.id}`)"
+            ) from None
         except BaseException as exc:
             if status is not None:
                 status.update("timed out" if isinstance(exc, RunTimeout) else protocol.FAILED)
@@ -347,8 +353,7 @@ class FlyteMagics(Magics):
             return
         if ns.limit < 1:
             raise IPythonUsageError(f"%flyte_runs N: N must be at least 1, not {ns.limit}")
-        limit = ns.limit
-        display(views.runs_table([Run.refresh(r) for r in history.recent(limit)]), raw=True)
+        display(views.runs_table(recent_runs(ns.limit)), raw=True)
 
 
 def _show_error(

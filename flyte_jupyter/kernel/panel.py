@@ -10,8 +10,8 @@ from typing import Any
 import ipywidgets as widgets
 from IPython.display import HTML, display
 
-from ..core import config, history
-from ..core.submit import Run
+from ..core import config
+from ..core.submit import recent_runs
 from . import display as views
 from .session import KernelSession
 
@@ -82,7 +82,7 @@ def panel(session: KernelSession, preview: Callable[[], dict[str, str]]) -> widg
     def on_runs(_: Any) -> None:
         out.clear_output()
         with out:
-            bundle = views.runs_table([Run.refresh(r) for r in history.recent(20)])
+            bundle = views.runs_table(recent_runs(20))
             display(HTML(bundle["text/html"]))
 
     apply.on_click(on_apply)

@@ -66,6 +66,7 @@ def run_cell(module: str, values: dict[str, bytes]) -> dict[str, Any]:
     summary = {
         "value": summaries.pop(_OUT, None),
         "values": {n: summaries[n] for n in values},
+        "assigned": sorted(values),
         "skipped": skipped,
     }
     return {"values": values, "out": out, "skipped": skipped, "summary": summary}

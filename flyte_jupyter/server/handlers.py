@@ -35,7 +35,7 @@ from ..core.image import ImageError, docker_client
 from ..core.select import detect_root_dir
 from ..core.settings_file import update_project
 from ..core.storage import StorageError
-from ..core.submit import Run
+from ..core.submit import Run, recent_runs
 
 API = "flyte-jupyter/api"
 MAX_BODY_BYTES = 1024 * 1024
@@ -246,7 +246,7 @@ class RunsHandler(_Base):
         def notebook(r: history.RunRecord) -> str | None:
             """The run's notebook relative to the server root (None: not from a notebook
             under it)."""
-            path = r.spec_json().get("client", {}).get("notebook")
+            path = r.notebook
             if not path or not Path(path).is_absolute():
                 return path or None
             resolved = Path(path).resolve()
@@ -268,8 +268,10 @@ class RunsHandler(_Base):
                     "duration": history.duration(r),
                     "error": r.error,
                     "notebook": notebook(r),
+                    "cell": r.cell,
+                    "cell_id": r.cell_id,
                 }
-                for r in map(Run.refresh, history.recent(int(raw)))
+                for r in recent_runs(int(raw))
             ]
 
         self.finish(json.dumps({"runs": await self.call(rows)}))

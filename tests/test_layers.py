@@ -165,3 +165,51 @@ async def test_the_server_runs_list_sends_notebook_and_cell(jp_fetch, jp_root_di
     row = next(r for r in rows if r["id"] == run_id)
     print("row:", row)
     assert (row["notebook"], row["cell"], row["cell_id"]) == ("nb/analysis.ipynb", "In[3]", "c-9")
+
+
+def test_the_runtime_ships_as_one_file_set_everywhere():
+    """The local copy, the image layer and the Flyte pod's archive hold the same files."""
+    import tarfile
+
+    from flyte_jupyter.core.executors.flyte import runtime_archive
+    from flyte_jupyter.core.image import Image, render
+    from flyte_jupyter.core.runtime_files import runtime_copy, runtime_files
+
+    wanted = {rel: Path(src).read_bytes() for rel, src in runtime_files().items()}
+    copy = runtime_copy()
+    copied = {p.relative_to(copy).as_posix(): p.read_bytes() for p in copy.rglob("*.py")}
+    layer = render(Image.from_debian_base(python_version="3.11")).files
+    in_image = {k.removeprefix("root/opt/flyte-jupyter/"): v for k, v in layer.items()}
+    in_image = {k: v for k, v in in_image.items() if k.startswith("flyte_jupyter/")}
+    with tarfile.open(runtime_archive()[0]) as tar:
+        archived = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    print(f"runtime files: {len(wanted)}; copy {len(copied)}, image {len(in_image)}, "
+          f"archive {len(archived)}")  # fmt: skip
+    assert "flyte_jupyter/runtime/execute.py" in wanted
+    assert copied == in_image == archived == wanted
+
+
+@pytest.mark.parametrize("warm", ["1", "0"])
+def test_another_interpreter_boots_the_runtime_copy_and_user_code_never_sees_it(
+    tree, tmp_path: Path, monkeypatch, warm: str
+):
+    """An ordinary venv lacks flyte_jupyter: the boot line imports the runtime's copy, then
+    takes it off sys.path before the user's function runs (warm worker and cold start)."""
+    monkeypatch.setenv("FLYTE_JUPYTER_WARM_WORKERS", warm)
+    env = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    app = tree(
+        {
+            "pyproject.toml": "[project]\nname='shop'\n",
+            "paths.py": "import sys\n\ndef main():\n    return sys.path\n",
+        }
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "flyte_jupyter", "run", "paths.py:main", "--image", f"python={env}"],
+        capture_output=True, text=True, cwd=app, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    paths = json.loads(done.stdout)
+    copies = [p for p in paths if "runtime" in Path(p).parts]
+    print(f"warm={warm}: sys.path entries {len(paths)}, runtime copies on it: {len(copies)}")
+    assert copies == []

@@ -25,13 +25,13 @@ from typing import Any
 from .bundle import end_of_archive, tar_entry
 from .errors import ImageError, UsageError  # ImageError re-exported
 from .files import archive_mode
+from .runtime_files import runtime_files
 from .select import select_files
 
 DEFAULT_REPOSITORY = "flyte-jupyter"
 WORKDIR = "/app"
 VENV = "/opt/venv"
 RUNTIME_DIR = "/opt/flyte-jupyter"
-_PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 Log = Callable[[str], None]
 
@@ -333,14 +333,6 @@ class BuildContext:
             target.chmod(self.modes.get(path, 0o644))
 
 
-def _runtime_files() -> dict[str, bytes]:
-    base = f"root/{RUNTIME_DIR.strip('/')}/flyte_jupyter"
-    files = {f"{base}/__init__.py": (_PACKAGE_DIR / "__init__.py").read_bytes()}
-    for path in sorted((_PACKAGE_DIR / "runtime").glob("*.py")):
-        files[f"{base}/runtime/{path.name}"] = path.read_bytes()
-    return files
-
-
 def _source_files(folder: SourceFolder, image: Image) -> dict[str, tuple[bytes, int]]:
     """(bytes, mode) of each file a source folder copies, by path under its destination."""
     if folder.files is not None:
@@ -436,7 +428,8 @@ def render(
     lines += [f"RUN {command}" for command in image.commands]
     # Runtime and code in one COPY of a tree laid out as the image's filesystem: one layer,
     # after every dependency layer, so a code change rebuilds only this.
-    files.update(_runtime_files())
+    base = f"root/{RUNTIME_DIR.strip('/')}"
+    files.update({f"{base}/{rel}": Path(src).read_bytes() for rel, src in runtime_files().items()})
     for folder in image.sources:
         target = folder.dst if folder.copy_contents_only else f"{folder.dst}/{folder.src.name}"
         for rel, (data, mode) in _source_files(folder, image).items():

@@ -25,9 +25,10 @@ from .. import history
 from ..errors import UsageError
 from ..image import docker_client
 from ..private import open_private, private_dir
+from ..runtime_files import boot_line, runtime_copy
 from ..storage import Store
 from ..submit import LogLine, RunSpec
-from .local import PASS_PREFIXES, LocalExecution, runtime_copy
+from .local import PASS_PREFIXES, LocalExecution
 
 RUNTIME_MOUNT = "/opt/flyte-jupyter-runtime"
 BUNDLE_VOLUME = "flyte-jupyter-bundles"
@@ -81,14 +82,9 @@ class DockerExecutor:
         warm = self._launch_warm(spec, store)
         if warm is not None:
             return warm
-        boot = (
-            f"import sys; sys.path.insert(0, {RUNTIME_MOUNT!r}); "
-            "from flyte_jupyter.runtime.execute import main; del sys.path[0]; "
-            "sys.exit(main(sys.argv[1:]))"
-        )
         container = self.client.containers.run(
             spec.image,
-            ["python3", "-I", "-u", "-c", boot, *spec.runtime_args()],
+            ["python3", "-I", "-u", "-c", boot_line("run", RUNTIME_MOUNT), *spec.runtime_args()],
             detach=True,
             environment=self._environment(spec, store),
             volumes=self._volumes(spec, store),
@@ -117,12 +113,8 @@ class DockerExecutor:
         run_dir = local_path(spec.run_dir) if is_local(store.url) else None
         if run_dir is not None:
             del volumes[run_dir]  # handed over as a descriptor: the store stays read-only
-        boot = (
-            f"import sys; sys.path.insert(0, {RUNTIME_MOUNT!r}); "
-            "from flyte_jupyter.runtime.worker import serve; del sys.path[0]; sys.exit(serve())"
-        )
         container = {
-            "boot": boot,
+            "boot": boot_line("worker", RUNTIME_MOUNT),
             "volumes": volumes,
             "network": self.network,
             "environment": {"FLYTE_JUPYTER_BUNDLE_CACHE": BUNDLE_CACHE},

@@ -37,6 +37,7 @@ from ...runtime import blobs, protocol
 from ...runtime.locations import cache_dir
 from .. import config, history
 from ..errors import UsageError
+from ..runtime_files import runtime_files
 from ..storage import Store
 from ..submit import RunSpec
 from .registry import LogLine
@@ -264,12 +265,11 @@ def _upload_once(local: Path, key: str, name: str) -> tuple[str, int]:
 def runtime_archive() -> tuple[Path, str]:
     """Our runtime package (stdlib-only plus the Flyte task module) as a deterministic
     .tar.gz, and its sha256, so the pod needs only `flyte` and the user's packages."""
-    sources = [_PACKAGE_DIR / "__init__.py", *sorted((_PACKAGE_DIR / "runtime").glob("*.py"))]
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for source in sources:
-            data = source.read_bytes()
-            info = tarfile.TarInfo(str(source.relative_to(_PACKAGE_DIR.parent)))
+        for rel, source in runtime_files().items():
+            data = Path(source).read_bytes()
+            info = tarfile.TarInfo(rel)
             info.size, info.mode, info.mtime = len(data), 0o644, 347155200
             tar.addfile(info, io.BytesIO(data))
     import gzip

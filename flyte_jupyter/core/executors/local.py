@@ -11,7 +11,6 @@ The "image" of a local run may name another interpreter or virtualenv
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ from ...runtime.locations import cache_dir
 from .. import history
 from ..errors import RunError, UsageError
 from ..private import open_private, private_dir
+from ..runtime_files import boot_line, runtime_copy
 from ..storage import Store
 from ..submit import LogLine, RunSpec
 
@@ -109,13 +109,7 @@ def _runtime_command(python: str) -> list[str]:
     runtime (stdlib-only for file:// stores) put on sys.path just long enough to import it."""
     if _same_environment(python):
         return [python, "-I", "-u", "-m", "flyte_jupyter.runtime"]
-    copy = runtime_copy()
-    boot = (
-        f"import sys; sys.path.insert(0, {str(copy)!r}); "
-        "from flyte_jupyter.runtime.execute import main; del sys.path[0]; "
-        "sys.exit(main(sys.argv[1:]))"
-    )
-    return [python, "-I", "-u", "-c", boot]
+    return [python, "-I", "-u", "-c", boot_line("run", str(runtime_copy()))]
 
 
 def _warm_start(
@@ -128,13 +122,10 @@ def _warm_start(
     if not workers.enabled():
         return None
     if _same_environment(python):
-        boot = "from flyte_jupyter.runtime.worker import serve; import sys; sys.exit(serve())"
+        boot = boot_line("worker")
         argv0 = str(_PACKAGE_DIR / "runtime" / "__main__.py")  # what `-m` puts in argv[0]
     else:
-        boot = (
-            f"import sys; sys.path.insert(0, {str(runtime_copy())!r}); "
-            "from flyte_jupyter.runtime.worker import serve; del sys.path[0]; sys.exit(serve())"
-        )
+        boot = boot_line("worker", str(runtime_copy()))
         argv0 = "-c"
     return workers.spawn([python, "-I", "-u", "-c", boot], argv0, args, env, workdir, out, err)
 
@@ -155,25 +146,6 @@ def _venv_dir(python: Path) -> Path | None:
         if (folder / "pyvenv.cfg").is_file():
             return folder.resolve()
     return None
-
-
-def runtime_copy() -> Path:
-    sources = sorted((_PACKAGE_DIR / "runtime").glob("*.py"))
-    files = [_PACKAGE_DIR / "__init__.py", *sources]
-    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
-    target = cache_dir() / "runtime" / digest
-    if not (target / "flyte_jupyter" / "runtime" / "execute.py").exists():
-        staging = Path(tempfile.mkdtemp(dir=cache_dir(), prefix=".runtime-"))
-        (staging / "flyte_jupyter" / "runtime").mkdir(parents=True)
-        shutil.copy(files[0], staging / "flyte_jupyter" / "__init__.py")
-        for source in sources:
-            shutil.copy(source, staging / "flyte_jupyter" / "runtime" / source.name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.rename(staging, target)
-        except OSError:
-            shutil.rmtree(staging, ignore_errors=True)  # another process won the race
-    return target
 
 
 def _child_env(spec: RunSpec, store: Store) -> dict[str, str]:

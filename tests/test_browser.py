@@ -155,6 +155,11 @@ def ensure_notebook(page: Any, lab: tuple[str, Path]) -> None:
         open_notebook(page, lab, "quickstart/live.ipynb")
 
 
+def run_all_cells(page: Any) -> None:
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+
+
 def open_sidebar(page: Any) -> None:
     if not page.is_visible(SIDEBAR):
         page.click('[data-id="flyte-jupyter-sidebar"]')
@@ -217,8 +222,7 @@ def test_apply_saves_only_changes_and_quickstart_runs(page: Any, lab: tuple[str,
     assert "data/prices.json" in page.text_content(".fj-preview")
     # run the notebook: its %%flyte_run cells go through the kernel to a local run
     page.click(".jp-Notebook")
-    page.click("text=Run >> nth=0")
-    page.click("text=Run All Cells")
+    run_all_cells(page)
     page.wait_for_selector(f"{SIDEBAR} li.fj-phase-succeeded", timeout=120_000)
     # the preview follows the active cell, sliced by the kernel, and says which cell
     page.click("text=summary = summarize(prices)")
@@ -250,8 +254,7 @@ def test_live_run_is_running_with_elapsed_time_and_the_log_follows(
     open_notebook(page, lab, "quickstart/live.ipynb")
     open_sidebar(page)
     page.click(f"{NOTEBOOK} .jp-Cell >> nth=0")
-    page.click("text=Run >> nth=0")
-    page.click("text=Run All Cells")  # the %%flyte_run cell streams for 14 s
+    run_all_cells(page)  # the %%flyte_run cell streams for 14 s
     running = page.locator(f"{SIDEBAR} li.fj-phase-running", has_text="ticker").first
     running.wait_for(timeout=60_000)
     run_id = running.get_attribute("data-run")
@@ -297,6 +300,13 @@ def test_live_run_is_running_with_elapsed_time_and_the_log_follows(
     focused = page.evaluate("document.activeElement.dataset.run || document.activeElement.tagName")
     print("focused after two refreshes:", focused)
     assert focused == run_id
+    ring = row.evaluate("n => getComputedStyle(n).boxShadow")
+    print("focus ring:", ring)
+    assert ring != "none"
+    row.locator("button[title='Copy the run id']").click()
+    copied = page.evaluate("navigator.clipboard.readText()")
+    print("copied:", copied)
+    assert copied == run_id
     assert page.get_attribute(f"{SIDEBAR} .fj-runs", "role") == "listbox"
     assert row.get_attribute("role") == "option" and row.get_attribute("aria-selected") == "true"
     page.screenshot(path=str(ARTIFACTS / "sidebar-live-run.png"))
@@ -484,3 +494,15 @@ def test_dark_theme_has_no_heavy_grey_blocks(page: Any, lab: tuple[str, Path]):
     print("dark theme: blocks far from the panel background:", len(result["blocks"]), result)
     page.locator(SIDEBAR).screenshot(path=str(ARTIFACTS / "sidebar-250-dark.png"))
     assert result["blocks"] == []
+    # no notebook open: each section says what to do
+    page.goto(f"{lab[0]}/lab?reset&token={TOKEN}")
+    page.wait_for_selector('[data-id="flyte-jupyter-sidebar"]', timeout=60_000)
+    open_sidebar(page)
+    page.wait_for_function(
+        f"document.querySelector('{SIDEBAR} .fj-status').textContent.startsWith('Open a notebook')",
+        timeout=30_000,
+    )
+    empty = page.eval_on_selector_all(f"{SIDEBAR} .fj-empty", "ps => ps.map(p => p.textContent)")
+    print("empty states:", empty)
+    assert any("Open a notebook" in text for text in empty)
+    page.locator(SIDEBAR).screenshot(path=str(ARTIFACTS / "sidebar-250-dark-no-notebook.png"))

@@ -28,7 +28,8 @@ function section(title: string, content: Widget, id: string): PanelWithToolbar {
 }
 
 export class FlyteSidebar extends SidePanel {
-  private notebook: NotebookPanel | null = null;
+  /** undefined until the first follow(), so an empty start is rendered too */
+  private notebook: NotebookPanel | null | undefined = undefined;
   private notebookLine: HTMLElement;
   private runs: RunsView;
   private preview: PreviewView;

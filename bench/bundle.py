@@ -75,7 +75,7 @@ def main() -> int:
     cache = work / "cache"
     os.environ["FLYTE_JUPYTER_CACHE_DIR"] = str(cache)
     from flyte_jupyter.core.bundle import build_bundle
-    from flyte_jupyter.core.select import select_files
+    from flyte_jupyter.core.selection import select_files
 
     make_tree(tree, args.files, args.size_kb, args.dirs)
     total = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())

@@ -37,7 +37,7 @@ def main() -> None:
     from flyte_emulator import FlyteEmulator
 
     from flyte_jupyter.core.bundle import build_bundle
-    from flyte_jupyter.core.select import select_files
+    from flyte_jupyter.core.selection import select_files
     from flyte_jupyter.core.submit import submit
 
     project = work / "project"

@@ -46,7 +46,7 @@ def main() -> int:
         os.utime(path, (old, old))
 
     from flyte_jupyter.core.bundle import build_bundle
-    from flyte_jupyter.core.select import select_files
+    from flyte_jupyter.core.selection import select_files
     from flyte_jupyter.core.submit import submit
 
     uploads: list[int] = []

@@ -39,7 +39,7 @@ def make_project(root: Path, files: int) -> None:
 
 def measure(work: Path, count: int, repeat: int) -> str:
     from flyte_jupyter.core.bundle import build_bundle
-    from flyte_jupyter.core.select import select_files
+    from flyte_jupyter.core.selection import select_files
     from flyte_jupyter.runtime.execute import linked_workdir
     from flyte_jupyter.runtime.extract import changes, discard_if_changed, fetch_bundle
 

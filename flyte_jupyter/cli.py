@@ -22,7 +22,7 @@ from .core.options import add_options, values
 from .core.pairs import parse_pairs
 from .core.preview import human_size, render_tree, text_table
 from .core.prune import apply_prune, parse_age, plan_prune
-from .core.select import Selection, select_files
+from .core.selection import Selection, select_files
 from .core.storage import Progress, Store, describe_upload
 from .core.submit import Run, check_timeout, flyte_links, recent_runs, submit
 from .runtime import protocol

@@ -15,7 +15,7 @@ import pytest
 
 from flyte_jupyter.core.bundle import build_bundle
 from flyte_jupyter.core.errors import RunError
-from flyte_jupyter.core.select import select_files
+from flyte_jupyter.core.selection import select_files
 from flyte_jupyter.core.submit import pickle_inputs
 
 MB = 1024 * 1024
@@ -103,7 +103,7 @@ CLIENT = """
 import json, sys
 from pathlib import Path
 from flyte_jupyter.core.bundle import build_bundle
-from flyte_jupyter.core.select import select_files
+from flyte_jupyter.core.selection import select_files
 from flyte_jupyter.core.submit import submit
 
 def status(key):

@@ -23,7 +23,7 @@ from flyte_jupyter.core.bundle import (
     Bundle,
     build_bundle,
 )
-from flyte_jupyter.core.select import select_files
+from flyte_jupyter.core.selection import select_files
 from flyte_jupyter.runtime.manifest import ManifestEntry, compute_digest, manifest_bytes
 
 FILES = {
@@ -268,7 +268,7 @@ def test_concurrent_builds_share_one_cache_safely(tree):
     age(root)
     script = (
         "import sys, json\n"
-        "from flyte_jupyter.core.select import select_files\n"
+        "from flyte_jupyter.core.selection import select_files\n"
         "from flyte_jupyter.core.bundle import build_bundle\n"
         "b = build_bundle(select_files(sys.argv[1], copy_style='all'))\n"
         "print(json.dumps([b.digest, b.archive.read_bytes().hex()]))\n"

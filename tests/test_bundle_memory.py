@@ -14,14 +14,14 @@ from pathlib import Path
 
 from flyte_jupyter.core import bundle as bundle_mod
 from flyte_jupyter.core.bundle import build_bundle
-from flyte_jupyter.core.select import select_files
+from flyte_jupyter.core.selection import select_files
 
 MB = 1024 * 1024
 
 BUILD = """
 import json, resource, sys
 from flyte_jupyter.core import bundle
-from flyte_jupyter.core.select import select_files
+from flyte_jupyter.core.selection import select_files
 
 bundle.KEEP_BYTES = 4 * 1024 * 1024  # small, so that the tree is many times the budgets
 selection = select_files(sys.argv[1], copy_style="all", max_bytes=10**10)

@@ -18,7 +18,7 @@ from flyte_jupyter.core.bundle import build_bundle
 from flyte_jupyter.core.errors import RemoteError, UsageError
 from flyte_jupyter.core.export import export_notebook
 from flyte_jupyter.core.image import Image, build_image
-from flyte_jupyter.core.select import select_files
+from flyte_jupyter.core.selection import select_files
 from flyte_jupyter.core.submit import submit
 
 BASE = "python:3.11-slim-bookworm"

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from flyte_jupyter.core.imports import scan
-from flyte_jupyter.core.select import select_files
+from flyte_jupyter.core.selection import select_files
 
 TASKS = {
     "pyproject.toml": "[project]\nname = 'shop'\n",

@@ -167,7 +167,7 @@ def test_notebooks_ship_without_outputs_unless_asked(tree, tmp_path):
 
 
 def test_notebook_included_by_pattern_is_stripped_too(tree):
-    from flyte_jupyter.core.select import select_files
+    from flyte_jupyter.core.selection import select_files
 
     root = tree({"app.py": "import json\n"})
     (root / "nb").mkdir()

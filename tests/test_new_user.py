@@ -268,7 +268,7 @@ def test_a_module_above_root_dir_is_named_before_and_after_the_run(tmp_path):
     for a file and for a notebook cell, and the hint after it name the same root_dir."""
     from conftest import write_tree
 
-    from flyte_jupyter.core.select import select_files
+    from flyte_jupyter.core.selection import select_files
 
     ws = write_tree(
         tmp_path / "ws",
@@ -307,7 +307,7 @@ def test_a_module_above_root_dir_is_named_before_and_after_the_run(tmp_path):
 
 def test_home_and_filesystem_root_are_named_plainly(tmp_path, monkeypatch):
     from flyte_jupyter.core.errors import BundleError
-    from flyte_jupyter.core.select import select_files
+    from flyte_jupyter.core.selection import select_files
 
     monkeypatch.setenv("HOME", str(tmp_path))
     messages = []
@@ -322,7 +322,7 @@ def test_home_and_filesystem_root_are_named_plainly(tmp_path, monkeypatch):
 
 def test_a_symlink_loop_is_not_called_dangling_and_sizes_are_human(tree):
     from flyte_jupyter.core.errors import BundleError
-    from flyte_jupyter.core.select import select_files
+    from flyte_jupyter.core.selection import select_files
 
     root = tree({"pyproject.toml": "[project]\nname='p'\n", "notes.txt": "x" * 20_480})
     (root / "loop_a").symlink_to(root / "loop_b")

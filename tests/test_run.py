@@ -16,7 +16,7 @@ from conftest import process_alive
 from flyte_jupyter.core import history
 from flyte_jupyter.core.bundle import build_bundle
 from flyte_jupyter.core.errors import RemoteError, RunError, UsageError
-from flyte_jupyter.core.select import select_files
+from flyte_jupyter.core.selection import select_files
 from flyte_jupyter.core.storage import Store
 from flyte_jupyter.core.submit import Run, get_executor, submit
 

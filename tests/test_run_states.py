@@ -8,7 +8,7 @@ from pathlib import Path
 
 from flyte_jupyter.core import history
 from flyte_jupyter.core.bundle import build_bundle
-from flyte_jupyter.core.select import select_files
+from flyte_jupyter.core.selection import select_files
 from flyte_jupyter.core.submit import Run, submit
 
 APP = """

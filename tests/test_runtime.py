@@ -16,7 +16,7 @@ import pytest
 from conftest import write_tree
 
 from flyte_jupyter.core.bundle import build_bundle
-from flyte_jupyter.core.select import select_files
+from flyte_jupyter.core.selection import select_files
 from flyte_jupyter.runtime.execute import EnvironmentMismatch, check_environment
 from flyte_jupyter.runtime.extract import BundleVerificationError, fetch_bundle
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import write_tree
 
 from flyte_jupyter.core.errors import BundleError, UsageError
-from flyte_jupyter.core.select import Selection, detect_root_dir, select_files
+from flyte_jupyter.core.selection import Selection, detect_root_dir, select_files
 
 
 def paths(selection: Selection) -> set[str]:

@@ -117,7 +117,7 @@ async def test_preview_matches_the_cli(jp_fetch, project):
 
 async def test_runs_list_detail_logs_rerun_and_cancel(jp_fetch, project):
     from flyte_jupyter.core.bundle import build_bundle
-    from flyte_jupyter.core.select import select_files
+    from flyte_jupyter.core.selection import select_files
     from flyte_jupyter.core.submit import submit
 
     (project / "job.py").write_text(
@@ -378,7 +378,7 @@ async def test_a_failing_export_job_ends_failed_with_its_error(jp_fetch, project
 
 async def test_errors_share_one_shape_404_400_5xx(jp_fetch, project, tmp_path):
     from flyte_jupyter.core.bundle import build_bundle
-    from flyte_jupyter.core.select import select_files
+    from flyte_jupyter.core.selection import select_files
     from flyte_jupyter.core.submit import submit
 
     code, err = await api_error(jp_fetch, "runs", "nosuchrun")

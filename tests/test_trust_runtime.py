@@ -21,7 +21,7 @@ from kernel import Kernel
 
 from flyte_jupyter.core import history
 from flyte_jupyter.core.bundle import build_bundle
-from flyte_jupyter.core.select import select_files
+from flyte_jupyter.core.selection import select_files
 from flyte_jupyter.core.submit import submit
 from flyte_jupyter.runtime.extract import (
     BundleVerificationError,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from flyte_jupyter.core.bundle import build_bundle
-from flyte_jupyter.core.select import select_files
+from flyte_jupyter.core.selection import select_files
 
 DEPTH = 10_000
 

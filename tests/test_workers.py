@@ -19,7 +19,7 @@ from kernel import Kernel
 from flyte_jupyter.core import history, workers
 from flyte_jupyter.core.bundle import build_bundle
 from flyte_jupyter.core.executors.local import process_identity
-from flyte_jupyter.core.select import select_files
+from flyte_jupyter.core.selection import select_files
 from flyte_jupyter.core.submit import Run, submit
 
 PROJECT = {

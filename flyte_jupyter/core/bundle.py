@@ -31,7 +31,7 @@ from ..runtime.manifest import ManifestEntry, compute_digest
 from .errors import BundleError
 from .files import read_bytes
 from .hashcache import HashCache
-from .select import SelectedFile, Selection
+from .selection import SelectedFile, Selection
 
 ARCHIVE_MTIME = 347155200
 """1981-01-01T00:00:00Z, the fixed mtime Flyte's own bundles use."""

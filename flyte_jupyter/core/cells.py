@@ -29,7 +29,7 @@ from .notebook import (
     NotebookState,
     slice_cell,
 )
-from .select import foreign_dirs, select_files
+from .selection import foreign_dirs, select_files
 from .storage import Progress, Store
 from .submit import Run, submit
 

@@ -404,7 +404,7 @@ def resolve(
         old_session = options or {}
         return _layers(path, old_session, from_project(project_root) if project_root else {},
                        environ)  # fmt: skip
-    from .select import detect_root_dir  # select imports heavier modules; config stays light
+    from .selection import detect_root_dir  # heavier imports; config stays light
 
     options = {k: v for k, v in (options or {}).items() if v is not None}
     session = dict(session or {}) if not isinstance(session, Path) else {}

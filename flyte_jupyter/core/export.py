@@ -19,7 +19,7 @@ from . import config
 from .errors import UsageError
 from .image import WORKDIR, BuildContext, Image, Log, build_image, render_for_build
 from .notebook import GENERATED_PACKAGE
-from .select import Selection, select_files
+from .selection import Selection, select_files
 
 _PIP = re.compile(r"^\s*[%!]\s*(?:python3? -m )?pip3?\s+install\s+(.*)$")
 _ASSIGN_SHELL = re.compile(r"^(\s*)([\w, ]+?)\s*=\s*!(.*)$")

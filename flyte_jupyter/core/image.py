@@ -26,7 +26,7 @@ from .bundle import end_of_archive, tar_entry
 from .errors import ImageError, UsageError  # ImageError re-exported
 from .files import archive_mode
 from .runtime_files import runtime_files
-from .select import select_files
+from .selection import select_files
 
 DEFAULT_REPOSITORY = "flyte-jupyter"
 WORKDIR = "/app"

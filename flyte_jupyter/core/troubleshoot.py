@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .imports import ModuleLocation, find_module, suggest_root
-from .select import foreign_dirs, is_installed
+from .selection import foreign_dirs, is_installed
 
 if TYPE_CHECKING:
     from .submit import RunSpec

@@ -32,7 +32,7 @@ from ..core.bundle import build_bundle
 from ..core.errors import BundleError, FlyteJupyterError, UsageError
 from ..core.export import export_notebook, notebook_selection
 from ..core.image import ImageError, docker_client
-from ..core.select import detect_root_dir
+from ..core.selection import detect_root_dir
 from ..core.settings_file import update_project
 from ..core.storage import StorageError
 from ..core.submit import Run, recent_runs

@@ -21,11 +21,12 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
 
-from . import blobs, protocol
+from . import blobs, fd_capture, protocol
 from .extract import describe_changes, discard_if_changed, fetch_bundle
 from .values import dump, summarize
 
@@ -78,23 +79,32 @@ class _Status:
 
 
 class _Tee(io.TextIOBase):
-    """Writes to the real stream (live logs) and to the run's log file."""
+    """Writes to the real stream (live logs) and to the run's log file. `original` is the
+    stream it stands in for: its fd and bytes buffer are what fd-level writers get (their
+    output reaches the log through fd_capture)."""
 
-    def __init__(self, stream: Any, log: io.TextIOBase):
-        self.stream, self.log = stream, log
+    def __init__(self, stream: Any, log: io.TextIOBase, lock: threading.Lock, original: Any):
+        self.stream, self.log, self.lock, self.original = stream, log, lock, original
 
     def write(self, text: str) -> int:
         self.stream.write(text)
         self.stream.flush()
-        self.log.write(text)
+        with self.lock:
+            self.log.write(text)
         return len(text)
 
     def flush(self) -> None:
         self.stream.flush()
-        self.log.flush()
+        with self.lock:
+            self.log.flush()
 
     def fileno(self) -> int:
-        return self.stream.fileno()
+        return self.original.fileno()
+
+    @property
+    def buffer(self) -> Any:
+        self.stream.flush()
+        return self.original.buffer
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -126,7 +136,15 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, log_file: Any) -> int:
     status = _Status(args.run_dir, args.digest)
     real_out, real_err = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _Tee(real_out, log_file), _Tee(real_err, log_file)
+    lock = threading.Lock()
+    capture = fd_capture.start(log_file, lock, (real_out, real_err))
+    out, err = real_out, real_err
+    if capture is not None:  # the tee writes where fds 1 and 2 pointed; others go through pipes
+        out, err = capture.direct(real_out, 1), capture.direct(real_err, 2)
+    sys.stdout, sys.stderr = (
+        _Tee(out, log_file, lock, real_out),
+        _Tee(err, log_file, lock, real_err),
+    )
     workdir: str | None = None
     root: Path | None = None
     code = 0
@@ -172,6 +190,8 @@ def _run(args: argparse.Namespace, log_file: Any) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         sys.stdout, sys.stderr = real_out, real_err
+        if capture is not None:
+            capture.stop()
         if args.run_dir:
             log_file.seek(0)
             blobs.write_bytes(blobs.join(args.run_dir, protocol.LOGS), log_file.read().encode())

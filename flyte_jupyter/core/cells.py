@@ -19,6 +19,7 @@ import cloudpickle
 from ..runtime import cells as remote_cells
 from .bundle import Bundle, build_bundle
 from .config import Setting, resolve_image
+from .environment import foreign_dirs
 from .errors import RemoteError
 from .executors.registry import executor_options
 from .notebook import (
@@ -29,7 +30,7 @@ from .notebook import (
     NotebookState,
     slice_cell,
 )
-from .selection import foreign_dirs, select_files
+from .selection import select_files
 from .storage import Progress, Store
 from .submit import Run, submit
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import config
+from .environment import pinned
 from .errors import UsageError
 from .image import WORKDIR, BuildContext, Image, Log, build_image, render_for_build
 from .notebook import GENERATED_PACKAGE
@@ -296,7 +297,7 @@ def export_notebook(
     selection, job, requirements = notebook_selection(
         path, root_dir=root_dir, include=include, exclude=exclude, settings=settings
     )
-    requirements = _one_per_distribution([*requirements, *_pinned(selection.third_party)])
+    requirements = _one_per_distribution([*requirements, *pinned(selection.third_party)])
     stem = Path(job).stem.removesuffix("_job")
     name = image_name or f"flyte-jupyter-{stem.lower().replace('_', '-')}"
     image = (
@@ -336,11 +337,3 @@ def _rank(requirement: str) -> int:
     match = _REQUIREMENT.match(requirement)
     spec = (match.group(2) or "").strip() if match else ""
     return 2 if spec.startswith("==") else 1 if spec else 0
-
-
-def _pinned(third_party: list[str]) -> list[str]:
-    """Distributions (pinned to the versions installed here) for imported top-level modules."""
-    from .submit import client_environment
-
-    dists = client_environment(third_party)["distributions"]
-    return [f"{name}=={version}" for name, version in sorted(dists.items())]

@@ -13,15 +13,10 @@ import errno
 import hashlib
 import os
 import re
-import site
 import stat
-import sys
-import sysconfig
 import time
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from importlib.machinery import PathFinder
 from pathlib import Path
 
 from ..runtime.blobs import write_local_atomic
@@ -29,16 +24,7 @@ from ..runtime.locations import cache_dir, private_dir
 from . import ignore as ig
 from .errors import BundleError, UsageError
 from .files import archive_mode, read_bytes
-from .imports import (
-    ImportRef,
-    IncludeDecl,
-    absolute_targets,
-    declared_files,
-    find_module,
-    module_name_for,
-    scan,
-    suggest_root,
-)
+from .import_graph import ImportGraph
 from .notebook_outputs import strip_outputs
 from .sizes import human_size
 
@@ -199,15 +185,8 @@ class _Selector:
         self.version = version
         self.warnings: list[str] = []
         self.reasons: dict[str, str] = {}
-        self.search_roots = [root]
-        src = root / "src"
-        if src.is_dir() and not (src / "__init__.py").exists():
-            self.search_roots.append(src)
-        self.used_roots: set[Path] = {root}
-        self.third_party: set[str] = set()
-        self.foreign_dirs = foreign_dirs(root)
-        self._installed: dict[str, bool] = {}
         self.generated: dict[Path, str] = {}
+        self.graph = ImportGraph(root, self.generated, self.reasons, self.warnings)
         self.sources: dict[str, str] = {}
         """Bundle path -> the content-addressed file on disk holding its bytes."""
         self.keep_notebook_outputs = False
@@ -228,7 +207,7 @@ class _Selector:
         if self.style != "none":
             for entry in entries:
                 self.reasons.setdefault(self._rel(entry), "entry")
-            self._follow_imports([*entries, *self.generated], loaded, lazy_imports)
+            self.graph.follow([*entries, *self.generated], loaded, lazy_imports)
         if self.include:
             self._add_includes()
         secrets: list[str] = []
@@ -263,8 +242,8 @@ class _Selector:
             version=self.version,
             excluded_secrets=secrets,
             warnings=self.warnings,
-            python_path=self._python_path(),
-            third_party=sorted(self.third_party),
+            python_path=self.graph.python_path(everything=self.style == "all"),
+            third_party=sorted(self.graph.third_party),
         )
         _check_size(selection, max_bytes)
         return selection
@@ -272,15 +251,7 @@ class _Selector:
     # --- helpers -----------------------------------------------------------------------
 
     def _rel(self, path: Path) -> str:
-        if path in self.generated:
-            return self.generated[path]
-        return path.relative_to(self.root).as_posix()
-
-    def _python_path(self) -> list[str]:
-        src = self.root / "src"
-        if src in self.search_roots and (self.style == "all" or src in self.used_roots):
-            return [".", "src"]
-        return ["."]
+        return self.graph.rel(path)
 
     def _walk(self, honour_ignore_files: bool) -> list[str]:
         """Files under root, pruning the standard list (and ignore files, when honoured).
@@ -461,161 +432,6 @@ class _Selector:
             )
         return path
 
-    def _is_foreign(self, path: Path) -> bool:
-        return any(path.is_relative_to(d) for d in self.foreign_dirs)
-
-    # --- the import graph --------------------------------------------------------------
-
-    def _follow_imports(self, entries: list[Path], loaded: list[Path], lazy: bool) -> None:
-        """Breadth-first over the import graph from the entries, then from the modules a live
-        interpreter loaded (so a file's reason is the shortest import chain when there is one)."""
-        seen: set[Path] = set(entries)
-        self._walk_graph(deque(entries), seen, lazy)
-        more: deque[Path] = deque()
-        for module_file in loaded:
-            path = Path(module_file).resolve()
-            if path in seen or not path.is_file() or not path.is_relative_to(self.root):
-                continue
-            rel = self._rel(path)
-            if self._is_foreign(path) or ig.is_standard_ignored(rel):
-                continue
-            self.reasons.setdefault(rel, "loaded module")
-            seen.add(path)
-            more.append(path)
-        self._walk_graph(more, seen, lazy)
-
-    def _walk_graph(self, queue: deque[Path], seen: set[Path], lazy: bool) -> None:
-        while queue:
-            path = queue.popleft()
-            if path.suffix != ".py":
-                continue
-            for ref, found in self._imports_of(path, lazy):
-                for module_file in found:
-                    if module_file in seen:
-                        continue
-                    seen.add(module_file)
-                    kind = "lazy import" if ref.lazy else "import"
-                    self.reasons.setdefault(
-                        self._rel(module_file), f"{kind} in {self._rel(path)}:{ref.lineno}"
-                    )
-                    queue.append(module_file)
-
-    def _declared(self, rel: str, decl: IncludeDecl) -> tuple[ImportRef, tuple[Path, ...]]:
-        """The files a Flyte environment in `rel` declares with `include=` (flyte bundles them
-        beside the code): they ship like imported modules, their own imports followed."""
-        where = f"include= in {rel}:{decl.lineno}"
-        found: list[Path] = []
-        if decl.paths is None:
-            self.warnings.append(
-                f"{where} is not a literal list of strings, so its files cannot be found before "
-                "the run: name them with the include setting"
-            )
-        anchor = (self.root / rel).parent
-        if rel in self.generated.values():  # a notebook cell: the notebook's folder (cwd)
-            anchor = Path.cwd() if Path.cwd().is_relative_to(self.root) else self.root
-        for pattern in decl.paths or ():
-            files = [Path(os.path.normpath(f)) for f in declared_files(pattern, anchor)]
-            if not files:
-                self.warnings.append(
-                    f"{where} declares {pattern!r}, which matches no file in {anchor}: "
-                    "it will be missing remotely"
-                )
-            for file in files:
-                if not file.is_relative_to(self.root):
-                    self.warnings.append(
-                        f"{where} declares {file}, outside root_dir {self.root}: set root_dir "
-                        "to a folder that contains it"
-                    )
-                elif not self._is_foreign(file):
-                    self.reasons.setdefault(self._rel(file), where)
-                    found.append(file)
-        return ImportRef(decl.lineno, None), tuple(found)
-
-    def _imports_of(self, path: Path, lazy: bool) -> list[tuple[ImportRef, tuple[Path, ...]]]:
-        rel = self._rel(path)
-        source = read_bytes(path, rel)
-        try:
-            refs, declared = scan(source, rel)
-        except SyntaxError as exc:
-            self.warnings.append(
-                f"could not parse {rel} (line {exc.lineno}: {exc.msg}); "
-                "its imports were not followed"
-            )
-            return []
-        if path in self.generated:
-            importer = (rel.removesuffix(".py").replace("/", "."), False)
-        else:
-            importer = module_name_for(path, self.search_roots)
-        out = [self._declared(rel, decl) for decl in declared]
-        for ref in refs:
-            if ref.lazy and not lazy:
-                continue
-            if ref.module is None:
-                self.warnings.append(
-                    f"{rel}:{ref.lineno}: dynamic import with a computed name cannot be followed; "
-                    "ship its target with an include pattern or copy_style 'all'"
-                )
-                continue
-            name, is_pkg = importer if importer else (None, False)
-            targets = list(absolute_targets(ref, name, is_pkg))
-            if not targets and not ref.optional:
-                self.warnings.append(
-                    f"{rel}:{ref.lineno}: relative import {ref.module!r} reaches above the "
-                    f"top-level package under root_dir {self.root}"
-                )
-            for module, required in targets:
-                found = self._resolve(module, required and not ref.optional, path, ref)
-                if found:
-                    out.append((ref, found))
-        return out
-
-    def _resolve(
-        self, module: str, required: bool, importer: Path, ref: ImportRef
-    ) -> tuple[Path, ...]:
-        top = module.split(".")[0]
-        location = find_module(module, self.search_roots)
-        installed = self._installed.get(top)
-        if installed is None:
-            installed = self._installed[top] = is_installed(top, self.root, self.foreign_dirs)
-        if location is not None and location.namespace_only and installed:
-            location = None  # an installed regular package beats a bare local directory
-        if location is not None:
-            files = tuple(f for f in location.files if not self._is_foreign(f))
-            if not files and not location.namespace_only:
-                self.third_party.add(top)
-                return ()
-            self.used_roots.add(location.root)
-            if installed and "." not in module and files:
-                what = "the standard-library" if _is_stdlib(top) else "the installed"
-                self.warnings.append(
-                    f"local {self._rel(files[-1])} shadows {what} module {top!r}; "
-                    "the local file ships and wins remotely"
-                )
-            return files
-        if installed:
-            if not _is_stdlib(top):
-                self.third_party.add(top)
-            return ()
-        if required:
-            self.warnings.append(self._unresolved_message(module, importer, ref))
-        return ()
-
-    def _unresolved_message(self, module: str, importer: Path, ref: ImportRef) -> str:
-        where = f"{self._rel(importer)}:{ref.lineno}"
-        # a generated cell module lives in the cache: look upwards from root_dir instead
-        starts = [importer.parent] if importer.is_relative_to(self.root) else [self.root]
-        candidate = suggest_root(module, starts)
-        if candidate is None:
-            hint = "it is neither under root_dir nor installed in this environment"
-        elif self.root.is_relative_to(candidate):
-            hint = f"it resolves with root_dir {candidate}"
-        else:
-            hint = (
-                f"it resolves from {candidate}: set root_dir to {candidate} "
-                "or import it by its full package path"
-            )
-        return f"cannot resolve import {module!r} ({where}) under root_dir {self.root}: {hint}"
-
 
 _STRIPPED: dict[tuple[str, int, int, int], str | None] = {}
 """Notebook stat key -> its stripped copy, so an unchanged notebook is parsed once."""
@@ -640,43 +456,6 @@ def _content_file(data: bytes, suffix: str) -> Path:
         private_dir(path.parent)
         write_local_atomic(str(path), data)
     return path
-
-
-def foreign_dirs(root: Path) -> list[Path]:
-    """Directories whose modules are installed code, never project code: site-packages, the
-    interpreter's own trees, this package. A directory that contains root_dir itself (a project
-    kept under /usr, say) is not counted."""
-    candidates = [*site.getsitepackages(), site.getusersitepackages(), _PACKAGE_DIR]
-    paths = sysconfig.get_paths()
-    candidates += [paths["stdlib"], paths["platstdlib"], sys.prefix, sys.base_prefix]
-    out = []
-    for candidate in candidates:
-        path = Path(candidate).resolve()
-        if not root.is_relative_to(path):
-            out.append(path)
-    return out
-
-
-def _is_stdlib(name: str) -> bool:
-    return name in sys.stdlib_module_names or name in sys.builtin_module_names
-
-
-def is_installed(name: str, root: Path, foreign_dirs: list[Path]) -> bool:
-    """Importable in this interpreter from installed code (site-packages, the standard
-    library). A module found only through some other sys.path entry (the notebook's working
-    directory, a path hack) is not installed anywhere else: it is local code outside
-    root_dir, and will be missing remotely."""
-    if _is_stdlib(name):
-        return True
-    path = [p for p in sys.path if p and not Path(p).resolve().is_relative_to(root)]
-    try:
-        spec = PathFinder.find_spec(name, path)
-    except (ImportError, ValueError):
-        return False
-    if spec is None:
-        return False
-    places = [spec.origin] if spec.origin else list(spec.submodule_search_locations or [])
-    return any(Path(p).resolve().is_relative_to(d) for p in places for d in foreign_dirs)
 
 
 _PATH_MAX = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 4096

@@ -9,12 +9,10 @@ registry; re-exported here for older imports).
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
 import json
 import math
 import os
 import pickle
-import platform
 import queue
 import secrets
 import shutil
@@ -24,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -32,6 +29,7 @@ from ..runtime import blobs, protocol
 from ..runtime.extract import extract_verified
 from . import config, history
 from .bundle import Bundle
+from .environment import client_environment
 from .errors import (
     FlyteJupyterError,
     RemoteError,
@@ -137,27 +135,6 @@ def new_run_id() -> str:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat()
-
-
-@lru_cache(maxsize=1)
-def _module_distributions() -> dict[str, list[str]]:
-    return importlib.metadata.packages_distributions()
-
-
-def client_environment(third_party: Sequence[str]) -> dict[str, Any]:
-    """What the runtime checks before unpickling inputs: the Python version and the installed
-    distributions providing the third-party modules the shipped code imports; plus the
-    notebook the run came from, which the sidebar lists."""
-    dists: dict[str, str] = {}
-    for module in third_party:
-        for dist in _module_distributions().get(module, []):
-            try:
-                dists[dist] = importlib.metadata.version(dist)
-            except importlib.metadata.PackageNotFoundError:
-                continue
-    doc = {"python": platform.python_version(), "distributions": dists}
-    notebook = os.environ.get("JPY_SESSION_NAME")  # set by Jupyter: the run's notebook
-    return {**doc, "notebook": notebook} if notebook else doc
 
 
 def pickle_inputs(

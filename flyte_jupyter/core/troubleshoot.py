@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .environment import foreign_dirs, is_installed
 from .imports import ModuleLocation, find_module, suggest_root
-from .selection import foreign_dirs, is_installed
 
 if TYPE_CHECKING:
     from .submit import RunSpec

@@ -11,7 +11,9 @@ from __future__ import annotations
 import ast
 import glob
 import importlib.machinery
+import io
 import os
+import tokenize
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,6 +212,68 @@ def scan(
     visitor = _Visitor()
     visitor.visit(ast.parse(source, filename=filename))
     return visitor.refs, visitor.includes()
+
+
+def scan_tokens(source: str | bytes) -> list[ImportRef]:
+    """The imports of a file `ast` cannot parse (syntax newer than this Python, such as 3.12's
+    `type X = ...` under 3.11), found with the tokenizer: `import a.b [as c], d` and
+    `from x import y, z` at the start of a statement. An indented import may sit in a function
+    or under `try`: it counts as lazy and optional. Text the tokenizer cannot read ends the
+    scan; what was found before it is kept."""
+    data = source.encode() if isinstance(source, str) else source
+    tokens = tokenize.tokenize(io.BytesIO(data).readline)
+    refs: list[ImportRef] = []
+    statement: list[tokenize.TokenInfo] = []
+    depth = indented = 0
+    try:
+        for token in tokens:
+            if token.type in _STATEMENT_END or (token.type == tokenize.OP and token.string == ";"):
+                refs += _import_statement(statement, indented > 0)
+                statement = []
+            elif token.type == tokenize.INDENT:
+                depth += 1
+            elif token.type == tokenize.DEDENT:
+                depth -= 1
+            elif token.type not in _IGNORED_TOKENS:
+                if not statement:
+                    indented = depth
+                statement.append(token)
+    except (tokenize.TokenError, SyntaxError):
+        pass
+    return refs
+
+
+_STATEMENT_END = {tokenize.NEWLINE, tokenize.ENDMARKER}
+_IGNORED_TOKENS = {tokenize.ENCODING, tokenize.NL, tokenize.COMMENT}
+
+
+def _import_statement(tokens: list[tokenize.TokenInfo], indented: bool) -> list[ImportRef]:
+    """The imports of one statement's tokens, if it is an import statement."""
+    words = [t.string for t in tokens]
+    if not words or words[0] not in ("import", "from"):
+        return []
+    lineno = tokens[0].start[0]
+    refs = []
+    if words[0] == "import":
+        for part in " ".join(words[1:]).split(","):
+            name = part.split(" as ")[0].replace(" ", "")
+            if _dotted_name(name):
+                refs.append(ImportRef(lineno, name, (), indented, indented))
+        return refs
+    if "import" not in words:
+        return []
+    at = words.index("import")
+    module = "".join(words[1:at])
+    names = " ".join(w for w in words[at + 1 :] if w not in "()").split(",")
+    imported = tuple(n.split(" as ")[0].strip() for n in names)
+    imported = tuple(n for n in imported if n and n != "*" and n.isidentifier())
+    if module == "__future__" or not _dotted_name(module.lstrip(".") or "x"):
+        return []
+    return [ImportRef(lineno, module, imported, indented, indented)]
+
+
+def _dotted_name(name: str) -> bool:
+    return bool(name) and all(part.isidentifier() for part in name.split("."))
 
 
 def declared_files(pattern: str, anchor: Path) -> list[Path]:

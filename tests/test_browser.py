@@ -141,12 +141,21 @@ def open_notebook(page: Any, lab: tuple[str, Path], path: str) -> None:
     page.goto(f"{lab[0]}/lab/tree/{path}?token={TOKEN}")
     page.wait_for_selector(".jp-Notebook", timeout=60_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator, .jp-Toolbar", timeout=60_000)
-    # the kernel is up: the status bar reads "Python 3 (ipykernel) | Idle"
-    page.wait_for_function(
+    # the kernel is up: the status bar reads "Python 3 (ipykernel) | Idle" (JupyterLab may
+    # ask which kernel first: the notebook's own)
+    idle = (
         "[...document.querySelectorAll('#jp-main-statusbar span')]"
-        ".some(s => s.textContent.endsWith('| Idle'))",
-        timeout=60_000,
+        ".some(s => s.textContent.endsWith('| Idle'))"
     )
+    deadline = time.monotonic() + 60
+    settled = 0
+    while settled < 3:
+        assert time.monotonic() < deadline, "the notebook's kernel did not start"
+        if page.is_visible(".jp-Dialog .jp-mod-accept"):
+            page.click(".jp-Dialog .jp-mod-accept")
+            settled = 0
+        settled = settled + 1 if page.evaluate(idle) else 0
+        page.wait_for_timeout(500)
 
 
 def ensure_notebook(page: Any, lab: tuple[str, Path]) -> None:
@@ -375,6 +384,18 @@ def test_palette_moves_focus_into_the_panel_and_polls_pause_when_hidden(
     wait_runs_requests(page, 2)
     print("run list requests in 6 s while hidden:", hidden)
     assert hidden == 0
+    # clear finished: ended runs leave the list (not the history), a live one stays
+    page.click(f"{SIDEBAR} [title='Show the runs of every notebook']")
+    before = page.locator(f"{SIDEBAR} li.fj-run").count()
+    page.click(f"{SIDEBAR} [title^='Clear finished runs']")
+    page.wait_for_timeout(500)
+    left = page.eval_on_selector_all(f"{SIDEBAR} li.fj-run", "ls => ls.map(l => l.className)")
+    kept = len(api(lab, "flyte-jupyter/api/runs")["runs"])
+    print(f"rows before clear: {before}, after: {len(left)} {left}, runs in the history: {kept}")
+    assert before > len(left) and all("succeeded" not in c and "failed" not in c for c in left)
+    assert kept >= before
+    page.evaluate("localStorage.removeItem('flyte-jupyter:runs-cleared-before')")
+    page.click(f"{SIDEBAR} [title='Show only the runs of this notebook']")
 
 
 OVERFLOW_JS = """

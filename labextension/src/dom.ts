@@ -20,8 +20,7 @@ export function el<K extends keyof HTMLElementTagNameMap>(
 
 /** One line that ends in "…" when too narrow, the whole text in its tooltip. */
 export function elided(text: string, cls = '', tag: 'span' | 'div' = 'span'): HTMLElement {
-  const node = el(tag, { class: `fj-elide ${cls}`.trim(), title: text }, text);
-  return node;
+  return el(tag, { class: `fj-elide ${cls}`.trim(), title: text }, text);
 }
 
 /** Set an elided line's text and tooltip, touching the DOM only when they change. */

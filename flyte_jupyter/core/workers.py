@@ -61,7 +61,7 @@ def enabled() -> bool:
 
     try:
         return bool(_setting()) if _setting is not None else bool(config.resolve().warm_workers)
-    except FlyteJupyterError:  # no readable project here: the environment decides
+    except (FlyteJupyterError, OSError):  # no readable project here: the environment decides
         return os.environ.get(ENABLE_ENV, "").strip().lower() not in ("0", "false", "no", "off")
 
 

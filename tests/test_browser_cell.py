@@ -1,7 +1,8 @@
 """The cell of a remote run in a real JupyterLab, through Debian's chromium with Playwright: a
 successful run shows a quiet status line (no stderr band) above its output, and a raising run
-shows one error box, IPython's traceback of the remote exception under its own type.
-Screenshots go to ARTIFACTS: cell-status-line.png and cell-remote-error.png."""
+shows one error box, IPython's traceback of the remote exception under its own type; a run
+cancelled through the sidebar's REST call ends its cell cancelled with its output kept.
+Screenshots go to ARTIFACTS: cell-status-line.png, cell-remote-error.png, cell-cancelled.png."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,16 @@ CELLS = [
     "%%flyte_run\nprint('computing on the remote side')\nanswer = ratio(84, 2)\nanswer",
     "%%flyte_run\nprint('about to divide')\nratio(1, 0)",
 ]
+TICKER = [
+    "%load_ext flyte_jupyter",
+    "%%flyte_run\nimport time\nfor i in range(300):\n    print('step', i, flush=True)\n"
+    "    time.sleep(0.1)",
+    "after_the_cancel = True",
+]
 STDERR = "[data-mime-type='application/vnd.jupyter.stderr']"
+PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+NOTEBOOK = f"{PANEL} .jp-Notebook"
+"""The notebook on show (others stay in the page, hidden)."""
 """JupyterLab draws stderr streams and errors alike: the red boxes."""
 
 
@@ -63,6 +75,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     project.mkdir()
     (project / "pyproject.toml").write_text("[project]\nname = 'cell-demo'\n")
     (project / "cells.ipynb").write_text(notebook(CELLS))
+    (project / "ticker.ipynb").write_text(notebook(TICKER))
     port = free_port()
     env = {
         **os.environ,
@@ -118,38 +131,45 @@ def failure_screenshot(request: pytest.FixtureRequest, page: Any) -> Iterator[No
         page.screenshot(path=str(ARTIFACTS / f"failure-{request.node.name}.png"))
 
 
+def open_and_run_all(page: Any, lab: tuple[str, Path], path: str) -> None:
+    """Open the notebook, wait for its kernel (JupyterLab may ask which kernel first: the
+    notebook's own), then run all its cells."""
+    page.goto(f"{lab[0]}/lab/tree/{path}?token={TOKEN}")
+    page.wait_for_selector(f"{NOTEBOOK} .jp-CodeCell", timeout=60_000)
+    idle = (
+        "[...document.querySelectorAll('#jp-main-statusbar span')]"
+        ".some(s => s.textContent.endsWith('| Idle'))"
+    )
+    deadline = time.monotonic() + 60
+    settled = 0
+    while settled < 3:
+        assert time.monotonic() < deadline, "the notebook's kernel did not start"
+        if page.is_visible(".jp-Dialog .jp-mod-accept"):
+            page.click(".jp-Dialog .jp-mod-accept")
+            settled = 0
+        settled = settled + 1 if page.evaluate(idle) else 0
+        page.wait_for_timeout(500)
+    run_all(page)
+
+
 def run_all(page: Any) -> None:
     page.click(".lm-MenuBar-itemLabel:text-is('Run')")
     page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
 
 
 def cell(page: Any, index: int) -> Any:
-    return page.locator(".jp-Notebook .jp-CodeCell").nth(index)
+    return page.locator(f"{NOTEBOOK} .jp-CodeCell").nth(index)
 
 
 def test_status_line_is_quiet_and_a_remote_error_is_one_ipython_traceback(
     page: Any, lab: tuple[str, Path]
 ):
-    page.goto(f"{lab[0]}/lab/tree/project/cells.ipynb?token={TOKEN}")
-    page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=60_000)
-    page.wait_for_function(
-        "document.querySelector('.jp-Notebook-ExecutionIndicator')?.dataset?.status === 'idle'"
-        " || !!document.querySelector('[data-status=\"idle\"]')",
-        timeout=60_000,
-    )
-    run_all(page)
-    accept = page.locator(".jp-Dialog .jp-mod-accept")  # "Select Kernel", when lab asks
-    try:
-        accept.click(timeout=10_000)
-    except Exception:  # playwright's TimeoutError: lab started the kernel without asking
-        pass
-    else:  # choosing the kernel took the first "Run All"
-        page.wait_for_selector(".jp-Dialog", state="detached", timeout=10_000)
-        page.wait_for_timeout(3000)
-        run_all(page)
+    open_and_run_all(page, lab, "project/cells.ipynb")
     error_box = cell(page, 3).locator(f".jp-OutputArea-output{STDERR}")
     error_box.first.wait_for(timeout=60_000)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+    page.wait_for_selector(
+        f"{PANEL} .jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000
+    )
 
     ok = cell(page, 2)
     status = ok.locator(".flyte-jupyter-status")
@@ -180,3 +200,33 @@ def test_status_line_is_quiet_and_a_remote_error_is_one_ipython_traceback(
     print("coloured spans:", coloured.count())
     assert coloured.count() > 0
     failed.screenshot(path=str(ARTIFACTS / "cell-remote-error.png"))
+
+
+def test_a_run_cancelled_through_the_sidebars_api_ends_its_cell_cancelled(
+    page: Any, lab: tuple[str, Path]
+):
+    open_and_run_all(page, lab, "project/ticker.ipynb")
+    ticker = cell(page, 1)
+    ticker.locator("text=step 5").first.wait_for(timeout=60_000)
+    run_id = ticker.locator(".flyte-jupyter-status code").inner_text().strip()
+    request = urllib.request.Request(
+        f"{lab[0]}/flyte-jupyter/api/runs/{run_id}/cancel",
+        data=b"",
+        method="POST",
+        headers={"Authorization": f"token {TOKEN}"},
+    )
+    print("cancel:", urllib.request.urlopen(request, timeout=60).read().decode())
+    status = ticker.locator(".flyte-jupyter-status")
+    status.locator("text=cancelled").wait_for(timeout=30_000)
+    page.wait_for_selector(
+        f"{PANEL} .jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000
+    )
+    boxes = ticker.locator(f".jp-OutputArea-output{STDERR}")
+    print("status:", status.inner_text(), "| red boxes:", boxes.count())
+    assert boxes.count() == 1
+    shown = boxes.inner_text()
+    assert shown.startswith(f"run {run_id} was cancelled; its output so far is kept")
+    assert "ProcessDied" not in ticker.inner_text() and "Traceback" not in ticker.inner_text()
+    assert "step 5" in ticker.inner_text()
+    assert cell(page, 2).locator(".jp-OutputArea-output").count() == 0  # Run All stopped
+    ticker.screenshot(path=str(ARTIFACTS / "cell-cancelled.png"))

@@ -418,6 +418,22 @@ OVERFLOW_JS = """
       cut.push(node.className + ': ' + node.textContent.slice(0, 40));
     }
   }
+  // selects and placeholders: their text must fit the field
+  const ctx = document.createElement('canvas').getContext('2d');
+  for (const field of side.querySelectorAll('input[placeholder], textarea[placeholder], select')) {
+    if (!field.offsetParent) continue;
+    const style = getComputedStyle(field);
+    ctx.font = `${style.fontSize} ${style.fontFamily}`;
+    const lines = field.tagName === 'SELECT'
+      ? [field.selectedOptions[0]?.textContent ?? '']
+      : field.placeholder.split('\\n');
+    const room = field.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight)
+      - (field.tagName === 'SELECT' ? 16 : 0);
+    checked += 1;
+    if (Math.max(...lines.map(l => ctx.measureText(l).width)) > room) {
+      cut.push(field.id + ': ' + lines[0]);
+    }
+  }
   return { checked, cut, width: box.width };
 }
 """

@@ -30,8 +30,12 @@ _MAX_MODULE_TEXT = 4 * 1024**2
 _MEMO_OPS = {"MEMOIZE", "BINPUT", "LONG_BINPUT", "PUT", "FRAME"}
 _CELL_NAMES = {"CELL_SOURCE": "the cell's own code", "ASSIGNED": None, "<module>": None}
 """The generated module's own names: shown as the cell's code, or not at all."""
-_SAME_BY_DESIGN = ("run_id", "run_dir", "created", "name", "digest", "bundle_url", "version")
-"""Spec fields that differ for every run or are reported as the bundle itself."""
+_SAME_BY_DESIGN = (
+    "run_id", "run_dir", "created", "name", "digest", "bundle_url", "version",
+    "notebook", "cell", "cell_id",
+)  # fmt: skip
+"""Spec fields that differ for every run, are reported as the bundle itself, or say where the
+run came from (not how it ran)."""
 
 
 @dataclass(frozen=True)

@@ -173,7 +173,8 @@ def _run(args: argparse.Namespace, log_file: Any) -> int:
         status.phase(protocol.SUCCEEDED)
     except Stopped:
         code = 128 + signal.SIGTERM
-        log_file.write("\nflyte-jupyter: the run was cancelled (SIGTERM)\n")  # the log only
+        with lock:  # the log only: the cell and the sidebar show the state
+            log_file.write("\nflyte-jupyter: the run was cancelled (SIGTERM)\n")
         status.phase(protocol.CANCELLED, exit_code=code)
     except BaseException as exc:
         code = _exit_code(exc)

@@ -200,6 +200,7 @@ def test_cancel_from_another_process_ends_the_cell_cancelled_and_keeps_the_outpu
     logged = logs.stdout.splitlines()
     print(f"lines in the cell: {len(shown.splitlines())}; in runs logs: {len(logged)}")
     assert logs.returncode == 0 and "step 5\n" in logs.stdout and last + "\n" in logs.stdout
+    assert logs.stdout.rstrip().endswith("the run was cancelled (SIGTERM)")  # by the runtime
     assert kernel.ok("1 + 1").result == "2"
 
 

@@ -327,3 +327,21 @@ def test_a_flyte_runs_status_line_links_to_the_flyte_console(project: Path, flyt
     link = re.search(r'<a href="(https?://[^"]+)"[^>]*>Flyte console</a>', final[-1]["text/html"])
     assert link is not None and link.group(1) in final[-1]["text/plain"]
     assert history.recent()[0].name.split()[-1] in link.group(1)  # the Flyte run's name
+
+
+def test_a_run_that_ignores_sigterm_is_killed_and_still_keeps_its_log(kernel: Kernel):
+    msg_id = start(
+        kernel,
+        "%%flyte_run\nimport signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "for i in range(300):\n    print('beat', i, flush=True)\n    time.sleep(0.1)\n",
+    )
+    cell = collect(kernel, msg_id, Cell(), until=lambda c: "beat 3\n" in c.stream("stdout"))
+    run_id = history.recent()[0].id
+    started = time.monotonic()
+    assert cli("runs", "cancel", run_id).returncode == 0
+    print(f"cancel took {time.monotonic() - started:.1f}s (SIGTERM ignored, then SIGKILL)")
+    collect(kernel, msg_id, cell)
+    cancelled_error(cell, run_id)
+    logs = cli("runs", "logs", run_id).stdout
+    print(f"log lines kept by the client: {len(logs.splitlines())}")
+    assert "beat 3\n" in logs and "SIGTERM" not in logs  # copied by `runs cancel`

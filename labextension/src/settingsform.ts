@@ -236,7 +236,7 @@ export class SettingsView extends Widget {
       Notification.success(
         `Saved ${keys} to ${file}` +
           (asDefault ? ' and as your default' : '') +
-          (reached ? '; the kernel uses it now.' : '; runs use it from the next kernel start.'),
+          (reached ? '; the kernel uses it now.' : '; the next run reads it.'),
         { autoClose: 5000 }
       );
     } catch (error) {

@@ -106,7 +106,7 @@ def test_errors(tmp_path):
     assert "in normalize" in raised and "calc/__init__.py:5, in ratio" in raised
     assert "In[" in raised and "_flyte_notebook" not in raised
     usage = text(cell(cells, "--copy-style everything"), "stderr")
-    assert usage.startswith("UsageError:") and "unknown copy_style 'everything'" in usage
+    assert usage.startswith("UsageError:") and "--copy-style 'everything' is not allowed" in usage
     assert "'squares' (generator) cannot be sent" in text(cell(cells, "sum(squares)"))
 
 

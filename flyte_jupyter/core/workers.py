@@ -55,10 +55,12 @@ CONTAINER_DIR = "/run/flyte-jupyter-worker"
 
 def enabled() -> bool:
     """The `warm_workers` setting: a kernel's session and project (`bind_to_process`), else
-    the working directory's project file, else $FLYTE_JUPYTER_WARM_WORKERS, else on."""
+    the working directory's project file, else $FLYTE_JUPYTER_WARM_WORKERS, else on (Linux)."""
     from . import config
     from .errors import FlyteJupyterError
 
+    if not hasattr(socket, "SO_PEERCRED") or not hasattr(os, "fork"):
+        return False  # Linux only: a worker must know who connects
     try:
         return bool(_setting()) if _setting is not None else bool(config.resolve().warm_workers)
     except (FlyteJupyterError, OSError):  # no readable project here: the environment decides

@@ -297,10 +297,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_banner(run: Run, bundle: Bundle) -> str:
-    return (
+    """What was sent where; a Flyte run adds its name and console URL (the notebook's status
+    display shows them instead)."""
+    banner = (
         f"run {run.id} on {run.spec.executor}: {len(bundle.entries)} files, "
         f"digest {bundle.digest[:19]}…, version {run.spec.version}; {describe_upload(run.upload)}"
     )
+    if run.spec.executor == "flyte":
+        from .core.executors.flyte import REMOTE_FILE
+
+        remote = json.loads(run.store.get_bytes(run.store.run_url(run.id, REMOTE_FILE)))
+        banner += f"\nflyte-jupyter: Flyte run {remote['name']}: {remote['url']}"
+    return banner
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:

@@ -274,7 +274,11 @@ def test_notebook_cell_runs_as_a_flyte_task_and_interrupt_aborts(tmp_path, emula
         cell = "%%flyte_run\ntotal = with_tax(10) + discount([1, 2, 3])\ntotal"
         first = kernel.ok(cell)
         assert first.result == "12.5", first.stderr
-        assert "Flyte run r" in first.stderr
+        # the run's name and console link are in the status display, not a stderr band
+        status = next(d["text/plain"] for d in first.displays if "flyte-jupyter run" in str(d))
+        (run_name,) = [r.id.name for r in emulator._runs.values()]
+        print("status display:", status, "| stderr:", repr(first.stderr))
+        assert "Flyte run" not in first.stderr and "http" in status and run_name in status
         assert kernel.ok("total * 2").result == "25.0"  # the assigned name came back
         v1 = history.recent()[0].version
         (project / "shop/discounts.py").write_text("def best(prices):\n    return 0.25\n")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kernel import Kernel
+from kernel import Kernel, Reply
 
 from flyte_jupyter.core import history
 from flyte_jupyter.core.rundiff import diff_runs, render
@@ -178,18 +178,24 @@ def in_cell(kernel: Kernel, cell_id: str) -> None:
     kernel.client.session.msg = with_cell_id
 
 
+def status_lines(reply: Reply) -> list[str]:
+    """The lines of the cell's status display (text form)."""
+    return [line for d in reply.displays for line in d.get("text/plain", "").splitlines()]
+
+
 def test_a_cell_says_what_changed_since_its_last_run(kernel: Kernel):
     kernel.ok("from shop.pricing import total\nprices = list(range(3))")
     cell = "%%flyte_run\nresult = total(prices, 'eu')\nresult"
     first = kernel.ok(cell)
-    assert "changed since the last run" not in first.stderr
+    assert "changed since the last run" not in first.stderr + str(first.displays)
     again = kernel.ok(cell)
-    assert "changed since the last run" not in again.stderr  # same code, same inputs
+    assert "changed since the last run" not in str(again.displays)  # same code, same inputs
     pricing = Path(kernel.ok("import shop.pricing\nprint(shop.pricing.__file__)").stdout.strip())
     pricing.write_text("def total(prices, region):\n    return sum(prices) + 1\n")
     changed = kernel.ok(cell)
     (previous, latest) = (r.id for r in reversed(history.recent(2)))
-    line = next(x for x in changed.stderr.splitlines() if x.startswith("changed since"))
+    assert "changed since" not in changed.stderr  # in the status display, not a red band
+    line = next(x for x in status_lines(changed) if x.startswith("changed since"))
     print(line)
     assert line == (
         f"changed since the last run of this cell ({previous}): 1 file (shop/pricing.py); "
@@ -200,7 +206,7 @@ def test_a_cell_says_what_changed_since_its_last_run(kernel: Kernel):
     kernel.ok(cell)
     kernel.ok("prices = list(range(5))")
     edited = kernel.ok(cell.replace("'eu'", "'us'"))
-    line = next(x for x in edited.stderr.splitlines() if x.startswith("changed since"))
+    line = next(x for x in status_lines(edited) if x.startswith("changed since"))
     print(line)
     assert ": 1 definition (the cell's own code), 1 input (prices); " in line
 

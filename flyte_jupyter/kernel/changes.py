@@ -1,5 +1,5 @@
-""" "changed since the last run of this cell": one line under a `%%flyte_run` cell saying why
-its version changed, from what this kernel sent (nothing is read back from the store)."""
+""" "changed since the last run of this cell": one line in a `%%flyte_run` cell's status display
+saying why its version changed, from what this kernel sent (nothing is read back from the store)."""
 
 from __future__ import annotations
 

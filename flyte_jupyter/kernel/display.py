@@ -132,8 +132,10 @@ class StatusLine:
     files, size, state, elapsed time, the Flyte console link): not a stderr line, which
     notebooks paint as a warning. A terminal IPython prints its text form."""
 
-    def __init__(self, run: Run, prepared: PreparedCell):
+    def __init__(self, run: Run, prepared: PreparedCell, changed: str | None = None):
         self.run = run
+        self.changed = changed
+        """What changed since the cell's last run (kernel/changes.py): a second line."""
         self.started = time.monotonic()
         entries = prepared.bundle.entries
         digest = run.spec.digest[7:19] if run.spec.digest else "no bundle"
@@ -168,6 +170,8 @@ class StatusLine:
             text = f"flyte-jupyter run {self.run.id} · {when}"
         if self.console:
             text += f" · {self.console}"
+        if self.changed and not (self.state and not self.in_place):
+            text += f"\n{self.changed}"
         colour = _STATE_COLOURS.get(state, "inherit")
         link = (
             f' · <a href="{html.escape(self.console)}" target="_blank" rel="noopener">'
@@ -179,7 +183,9 @@ class StatusLine:
             f'<div class="flyte-jupyter-status" style="{_STATUS_STYLE}">'
             f'run <code title="{html.escape(self.run.spec.run_dir)}">{html.escape(self.run.id)}'
             f"</code> · {html.escape(facts)} · "
-            f'<span style="color: {colour}">{html.escape(when)}</span>{link}</div>'
+            f'<span style="color: {colour}">{html.escape(when)}</span>{link}'
+            + (f"<br>{html.escape(self.changed)}" if self.changed else "")
+            + "</div>"
         )
         self.state = state
         return {"text/plain": text, "text/html": markup}

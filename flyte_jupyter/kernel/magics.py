@@ -177,15 +177,13 @@ class FlyteMagics(Magics):
         )
         session.line_maps[run.id] = prepared.slice.line_map
         change = self.changes.note(cell_key(self.shell, code), run, prepared)
-        if change:
-            print(change, file=sys.stderr)
         status: views.StatusLine | None = None
         try:  # from here on, Stop cancels the run, whenever it comes
             raw = self.shell.history_manager.input_hist_raw
             self.run_cells[run.id] = tracebacks.register_run_cell(
                 self.shell, run.id, label, raw[count] if count < len(raw) else code, code, str(root)
             )
-            status = views.StatusLine(run, prepared)
+            status = views.StatusLine(run, prepared, change)
             if ns.detach:
                 status.update(protocol.SUBMITTED, f"detached; %flyte_result {run.id} fetches it")
                 return run

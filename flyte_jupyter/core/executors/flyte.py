@@ -167,7 +167,6 @@ class FlyteExecutor:
         store.put_bytes(store.run_url(spec.run_id, REMOTE_FILE), json.dumps(info).encode())
         label = spec.name if spec.name and spec.name != remote.name else None
         history.update(spec.run_id, name=f"{label} {remote.name}" if label else remote.name)
-        print(f"flyte-jupyter: Flyte run {remote.name}: {remote.url}", file=sys.stderr, flush=True)
         return FlyteExecution(remote, spec, store)
 
     def attach(self, record: history.RunRecord, store: Store) -> FlyteExecution | None:

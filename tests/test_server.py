@@ -129,6 +129,7 @@ async def test_runs_list_detail_logs_rerun_and_cancel(jp_fetch, project):
     done.wait(60)
     runs = (await get_json(jp_fetch, "runs"))["runs"]
     assert runs[0]["id"] == done.id and runs[0]["status"] == "succeeded"
+    assert runs[0]["final"] is True  # the sidebar keeps no list of phases
     assert runs[0]["name"] == "greeting"
     detail = await get_json(jp_fetch, "runs", done.id)
     assert detail["status"] == "succeeded" and detail["outcome"]["repr"] == "5"
@@ -149,6 +150,8 @@ async def test_runs_list_detail_logs_rerun_and_cancel(jp_fetch, project):
         assert time.monotonic() < deadline, live
         time.sleep(0.2)
     assert live["final"] is False  # output of a run that is still going
+    listed = {r["id"]: r for r in (await get_json(jp_fetch, "runs"))["runs"]}
+    assert listed[slow.id]["final"] is False and listed[slow.id]["status"] == "running"
     response = await jp_fetch(
         "flyte-jupyter", "api", "runs", slow.id, "cancel", method="POST", body=""
     )

@@ -258,6 +258,7 @@ class RunsHandler(_Base):
                     "id": r.id,
                     "name": r.name or r.entry,
                     "status": r.status,
+                    "final": r.is_final,
                     "digest": r.digest,
                     "version": r.version,
                     "image": r.image,

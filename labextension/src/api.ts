@@ -12,7 +12,22 @@ export interface ISetting {
 export interface ISettingsDoc {
   root_dir: string;
   settings: Record<string, ISetting>;
-  fields: Record<string, { type: string; help: string }>;
+  fields: Record<string, IField>;
+}
+
+/** One setting as the server declares it (flyte_jupyter.core.config.FIELDS). */
+export interface IField {
+  type: string;
+  default: unknown;
+  help: string;
+  /** Allowed values; empty: any. */
+  choices: string[];
+  minimum: number | null;
+  widget: 'text' | 'select' | 'checkbox' | 'number' | 'list' | 'json';
+  /** selection, run, or the executor the field belongs to (e.g. flyte). */
+  group: string;
+  cli: string | null;
+  magic: string | null;
 }
 
 export interface IFileEntry {

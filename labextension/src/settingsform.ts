@@ -1,5 +1,7 @@
 /**
- * The project's settings for the active notebook. Apply saves only the keys the user changed
+ * The project's settings for the active notebook, one input per field the server declares
+ * (its widget, choices, minimum; its help as tooltip), so no list of settings, copy styles or
+ * executors lives here. Apply saves only the keys the user changed
  * to the project's .flyte-jupyter.toml (comments stay), sends them to the kernel, and writes
  * the user's JupyterLab defaults only when "use as my default" is ticked.
  */
@@ -8,56 +10,94 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { JSONObject, JSONValue } from '@lumino/coreutils';
 import { Widget } from '@lumino/widgets';
 
-import { ISettingsDoc, errorText, request } from './api';
+import { IField, ISettingsDoc, errorText, request } from './api';
 import { el, elided, emptyState } from './dom';
 
-const COPY_STYLES: Record<string, string> = {
-  auto: 'Ships the local modules your code imports (lazy imports too).',
-  all: 'Ships every file under the root dir that .gitignore/.flyteignore allow.',
-  none: 'Ships no code: the image has it (give its version).'
-};
-
-const EDITABLE = [
-  'copy_style',
-  'root_dir',
-  'include',
-  'executor',
-  'store',
-  'image',
-  'images',
-  'version'
-];
-
 type Input = HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement;
+
+/** Groups always shown; any other group (e.g. "flyte") shows when it names the executor. */
+const ALWAYS = ['selection', 'run'];
 
 /** Sends settings to the notebook's kernel; true when it took them. */
 export type SendToKernel = (values: JSONObject) => Promise<boolean>;
 
-function shown(key: string, value: unknown): string {
-  if (key === 'images') {
-    return Object.entries((value ?? {}) as Record<string, string>)
-      .map(([name, uri]) => `${name}=${uri}`)
+/** A value as its input shows it (a checkbox: "true"/"false"). */
+function shown(field: IField, value: unknown): string {
+  if (field.widget === 'json') {
+    return Object.entries((value ?? {}) as Record<string, unknown>)
+      .map(([name, v]) => `${name}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
       .join('\n');
+  }
+  if (field.widget === 'checkbox') {
+    return String(Boolean(value));
   }
   return Array.isArray(value) ? value.join(', ') : value == null ? '' : String(value);
 }
 
-function parsed(key: string, raw: string): unknown {
+/** The input's text as a value of the field's type (empty: unset, the key is removed). */
+function parsed(field: IField, raw: string): unknown {
   const text = raw.trim();
-  if (key === 'include') {
-    return text ? text.split(',').map(s => s.trim()).filter(Boolean) : [];
-  }
-  if (key === 'images') {
-    const mapping: Record<string, string> = {};
-    for (const line of text.split('\n')) {
-      const [name, ...rest] = line.split('=');
-      if (name.trim() && rest.length) {
-        mapping[name.trim()] = rest.join('=').trim();
+  switch (field.widget) {
+    case 'checkbox':
+      return text === 'true';
+    case 'list':
+      return text ? text.split(',').map(s => s.trim()).filter(Boolean) : [];
+    case 'number':
+      return text ? Number(text) : null;
+    case 'json': {
+      const mapping: Record<string, string> = {};
+      for (const line of text.split('\n')) {
+        const [name, ...rest] = line.split('=');
+        if (name.trim() && rest.length) {
+          mapping[name.trim()] = rest.join('=').trim();
+        }
       }
+      return mapping;
     }
-    return mapping;
+    default:
+      return text || null;
   }
-  return text || null;
+}
+
+/** The input for one field, built from what the server declares (widget, choices, minimum). */
+function inputFor(key: string, field: IField, current: string): Input {
+  const id = `fj-setting-${key}`;
+  const attrs = { id, name: key, title: field.help };
+  if (field.widget === 'select') {
+    const select = el('select', { ...attrs, class: 'jp-mod-styled' });
+    const names = field.choices.includes(current) || !current ? field.choices : [...field.choices, current];
+    for (const name of names) {
+      select.append(el('option', { value: name }, name));
+    }
+    return select;
+  }
+  if (field.widget === 'json') {
+    const area = el('textarea', { ...attrs, class: 'jp-mod-styled', rows: '2' });
+    area.setAttribute('placeholder', 'name=value, one a line');
+    return area;
+  }
+  if (field.widget === 'checkbox') {
+    return el('input', { ...attrs, type: 'checkbox' });
+  }
+  const input = el('input', {
+    ...attrs,
+    class: 'jp-mod-styled',
+    type: field.widget === 'number' ? 'number' : 'text'
+  });
+  if (field.minimum !== null) {
+    input.min = String(field.minimum);
+  }
+  const fallback = shown(field, field.default);
+  if (fallback) {
+    input.setAttribute('placeholder', fallback);
+  }
+  return input;
+}
+
+/** A select's help for its value: the "value: ..." part of the help, else all of it. */
+function choiceHelp(field: IField, value: string): string {
+  const part = field.help.split('; ').find(p => p.startsWith(`${value}:`));
+  return part ?? field.help;
 }
 
 export class SettingsView extends Widget {
@@ -110,10 +150,20 @@ export class SettingsView extends Widget {
     const project = el('div', { class: 'fj-project' });
     project.append('Project ', elided(doc.root_dir, 'fj-path'));
     form.append(project);
+    const fields = doc.fields;
+    const keys = Object.keys(fields);
     const inputs: Record<string, Input> = {};
+    const rows: Record<string, HTMLElement> = {};
     const initial: Record<string, string> = {};
     const inherited = new Set<string>();
-    for (const key of EDITABLE) {
+    const text = (key: string) => {
+      const input = inputs[key];
+      return input instanceof HTMLInputElement && input.type === 'checkbox'
+        ? String(input.checked)
+        : input.value;
+    };
+    for (const key of keys) {
+      const field = fields[key];
       const setting = { ...doc.settings[key] };
       const fallback = this.defaults?.user[key];
       if (setting.source === 'default' && fallback !== undefined) {
@@ -122,40 +172,26 @@ export class SettingsView extends Widget {
         inherited.add(key);
       }
       const id = `fj-setting-${key}`;
-      const row = el('div', { class: 'fj-row' });
-      row.append(el('label', { for: id }, key.replace('_', ' ')));
-      let input: Input;
-      if (key === 'copy_style' || key === 'executor') {
-        input = el('select', { id, class: 'jp-mod-styled', name: key });
-        const options = key === 'copy_style' ? Object.keys(COPY_STYLES) : ['local', 'docker'];
-        for (const name of options) {
-          input.append(el('option', { value: name }, name));
-        }
-      } else if (key === 'images') {
-        input = el('textarea', { id, class: 'jp-mod-styled', name: key, rows: '2' });
-        input.setAttribute('placeholder', 'name=image URI, one a line');
+      const row = el('div', { class: `fj-row fj-group-${field.group}` });
+      row.append(el('label', { for: id, title: field.help }, key.replace(/_/g, ' ')));
+      const value = shown(field, setting.value);
+      const input = inputFor(key, field, value);
+      if (input instanceof HTMLInputElement && input.type === 'checkbox') {
+        input.checked = value === 'true';
       } else {
-        input = el('input', { id, class: 'jp-mod-styled', name: key, type: 'text' });
-        const placeholders: Record<string, string> = {
-          root_dir: 'project folder',
-          include: 'data/*.csv, conf/*.yaml',
-          store: 'file store in the cache',
-          image: 'this Python',
-          version: 'content hash'
-        };
-        input.setAttribute('placeholder', placeholders[key] ?? '');
+        input.value = value;
       }
-      input.value = shown(key, setting.value);
-      initial[key] = input.value;
       inputs[key] = input;
+      initial[key] = text(key);
       row.append(input);
-      if (key === 'copy_style') {
-        row.append(el('div', { class: 'fj-help', id: 'fj-copy-style-help' }));
-        input.setAttribute('aria-describedby', 'fj-copy-style-help');
+      if (field.widget === 'select') {
+        row.append(el('div', { class: 'fj-help', id: `${id}-help` }));
+        input.setAttribute('aria-describedby', `${id}-help`);
       }
       if (setting.source !== 'default') {
         row.append(el('div', { class: 'fj-source' }, `from ${setting.source}`));
       }
+      rows[key] = row;
       form.append(row);
     }
     const warning = el('p', { class: 'fj-warning', role: 'alert' });
@@ -164,13 +200,18 @@ export class SettingsView extends Widget {
     asDefaultLabel.prepend(asDefault);
     asDefaultLabel.append(' Also use as my default for every project');
     const apply = el('button', { type: 'submit', class: 'jp-mod-styled jp-mod-accept' }, 'Apply');
-    const changed = () => EDITABLE.filter(key => inputs[key].value !== initial[key]);
+    const changed = () => keys.filter(key => text(key) !== initial[key]);
     const check = () => {
-      const help = form.querySelector('#fj-copy-style-help');
-      if (help) {
-        help.textContent = COPY_STYLES[inputs.copy_style.value] ?? '';
+      for (const key of keys) {
+        const field = fields[key];
+        rows[key].hidden = !ALWAYS.includes(field.group) && inputs.executor?.value !== field.group;
+        const help = form.querySelector(`#fj-setting-${key}-help`);
+        if (help) {
+          help.textContent = choiceHelp(field, inputs[key].value);
+        }
       }
-      const needsVersion = inputs.copy_style.value === 'none' && !inputs.version.value.trim();
+      const needsVersion =
+        inputs.copy_style?.value === 'none' && !inputs.version?.value.trim();
       warning.textContent = needsVersion
         ? 'Copy style none ships no code: give the version of the code in the image.'
         : '';
@@ -188,15 +229,14 @@ export class SettingsView extends Widget {
     form.append(warning, asDefaultLabel, apply);
     form.addEventListener('submit', event => {
       event.preventDefault();
-      const keys = changed();
       const values: Record<string, unknown> = {};
-      for (const key of keys) {
-        values[key] = parsed(key, inputs[key].value);
+      for (const key of changed()) {
+        values[key] = parsed(fields[key], text(key));
       }
       const kernel: Record<string, unknown> = { ...values };
       for (const key of inherited) {
         if (!(key in kernel)) {
-          kernel[key] = parsed(key, inputs[key].value);
+          kernel[key] = parsed(fields[key], text(key));
         }
       }
       apply.disabled = true;

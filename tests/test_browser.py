@@ -1,7 +1,8 @@
 """The sidebar in a real JupyterLab, driven through Debian's chromium with Playwright. One lab
 server and one browser for the module; the tests run in order on the same page: settings and
 a quickstart run, a live run (state, elapsed time, log tail, focus, keyboard, busy preview),
-the palette, the 250 px layout (nothing cut, export disabled, errors), and the dark theme.
+the palette, the 250 px layout (nothing cut, export disabled, errors), the dark theme, and a
+failed run's log (its traceback shown once).
 Screenshots go to ARTIFACTS."""
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ LIVE_CELLS = [
     "for i in range(14):\n    print('step', i, flush=True)\n    time.sleep(1)\ni",
     "x = 1",
 ]
+FAILING_CELLS = [
+    "%load_ext flyte_jupyter",
+    "%%flyte_run --name boom\nraise ValueError('boom-marker')",
+]
 
 
 def notebook(cells: list[str]) -> str:
@@ -69,6 +74,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     shutil.copytree(REPO / "notebooks" / "quickstart", root / "quickstart")
     (root / "quickstart" / ".flyte-jupyter.toml").write_text("# team note: keep me\n")
     (root / "quickstart" / "live.ipynb").write_text(notebook(LIVE_CELLS))
+    (root / "quickstart" / "fails.ipynb").write_text(notebook(FAILING_CELLS))
     port = free_port()
     env = {
         **os.environ,
@@ -543,3 +549,23 @@ def test_dark_theme_has_no_heavy_grey_blocks(page: Any, lab: tuple[str, Path]):
     print("empty states:", empty)
     assert any("Open a notebook" in text for text in empty)
     page.locator(SIDEBAR).screenshot(path=str(ARTIFACTS / "sidebar-250-dark-no-notebook.png"))
+
+
+def test_a_failed_run_shows_its_traceback_once(page: Any, lab: tuple[str, Path]):
+    # last: the dark theme test left no notebook open, so this one is the only one
+    open_notebook(page, lab, "quickstart/fails.ipynb")
+    open_sidebar(page)
+    page.click(f"{NOTEBOOK} .jp-Cell >> nth=0")
+    run_all_cells(page)
+    row = page.locator(f"{SIDEBAR} li.fj-phase-failed", has_text="boom").first
+    row.wait_for(timeout=60_000)
+    row.click()
+    row.locator("pre.fj-logs").wait_for(timeout=30_000)
+    page.wait_for_function(
+        "document.querySelector('li.fj-phase-failed pre.fj-logs')?.dataset.final === 'true'",
+        timeout=30_000,
+    )
+    text = row.locator("pre.fj-logs").text_content()
+    shown = text.count("Traceback (most recent call last)")
+    print(f"tracebacks in the failed run's log view: {shown}")
+    assert shown == 1 and "ValueError: boom-marker" in text

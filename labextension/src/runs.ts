@@ -409,7 +409,10 @@ export class RunsView extends Widget {
         const detail = await request<{ outcome: Record<string, string> }>(`runs/${row.run.id}`);
         const outcome = detail.outcome ?? {};
         if (outcome.traceback) {
-          text += `\n${outcome.traceback}`;
+          // A remote failure's log usually ends with the traceback already: show it once.
+          if (!(doc.logs ?? '').includes(outcome.traceback.trim())) {
+            text += `\n${outcome.traceback}`;
+          }
         } else if (outcome.repr !== undefined) {
           text += `\nresult (${outcome.type}): ${outcome.repr}`;
         } else if (outcome.note) {

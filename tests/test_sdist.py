@@ -33,6 +33,8 @@ def test_sdist_carries_the_prebuilt_extension_and_builds_a_wheel_without_node(
     assert f"{top}/flyte_jupyter/labextension/package.json" in names
     assert len(scripts) == len(list((BUILT / "static").glob("*.js"))) > 0
     assert not [n for n in names if "/node_modules/" in n]
+    assert f"{top}/src/index.ts" in names and f"{top}/schema/sidebar.json" in names  # source
+    assert not [n for n in names if n.startswith(f"{top}/lib/")]  # tsc output stays out
 
     monkeypatch.chdir(tmp_path / "unpacked" / top)
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable))  # no node, no npm

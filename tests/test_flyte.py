@@ -279,6 +279,7 @@ def test_notebook_cell_runs_as_a_flyte_task_and_interrupt_aborts(tmp_path, emula
         (run_name,) = [r.id.name for r in emulator._runs.values()]
         print("status display:", status, "| stderr:", repr(first.stderr))
         assert "Flyte run" not in first.stderr and "http" in status and run_name in status
+        assert first.stderr == "", first.stderr  # no red band at all (trio's import warning)
         assert kernel.ok("total * 2").result == "25.0"  # the assigned name came back
         v1 = history.recent()[0].version
         (project / "shop/discounts.py").write_text("def best(prices):\n    return 0.25\n")

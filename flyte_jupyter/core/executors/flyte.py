@@ -26,6 +26,7 @@ import sys
 import tarfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -68,6 +69,12 @@ class FlyteExecutor:
     name = "flyte"
 
     def __init__(self, **options: Any):
+        # trio (a flyte dependency) warns on import when IPython already has a custom exception
+        # handler, as ours is: it then leaves IPython alone, which is what we want, so a cell
+        # would only show a red band of noise.
+        warnings.filterwarnings(
+            "ignore", message="IPython detected, but you already have a custom exception handler"
+        )
         import flyte  # noqa: F401 - missing extra: the registry turns this into one line
 
         self.options = {k: v for k, v in options.items() if v is not None}

@@ -55,6 +55,9 @@ export interface IRunRow {
   id: string;
   name: string;
   status: string;
+  /** The run ended (succeeded, failed or cancelled): the server decides, the sidebar keeps no
+   * list of phases. */
+  final: boolean;
   digest: string | null;
   version: string;
   image: string | null;
@@ -72,8 +75,6 @@ export interface IExportAvailability {
   available: boolean;
   reason: string | null;
 }
-
-export const FINAL = ['succeeded', 'failed', 'cancelled'];
 
 /** A server error's own message (ResponseError carries it), else the error's text. */
 export function errorText(error: unknown): string {

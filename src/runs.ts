@@ -21,7 +21,7 @@ import {
 import { Poll } from '@lumino/polling';
 import { Widget } from '@lumino/widgets';
 
-import { FINAL, IRunRow, errorText, request } from './api';
+import { IRunRow, errorText, request } from './api';
 import { el, elided, emptyState, iconButton, setElided } from './dom';
 
 const STATE_ICONS: Record<string, LabIcon> = {
@@ -186,7 +186,7 @@ export class RunsView extends Widget {
   private visible(runs: IRunRow[]): IRunRow[] {
     const current = this.notebook();
     const shown = runs.filter(
-      run => !(FINAL.includes(run.status) && run.created < this.clearedBefore)
+      run => !(run.final && run.created < this.clearedBefore)
     );
     if (!current) {
       return shown;
@@ -284,7 +284,7 @@ export class RunsView extends Widget {
       const icon = STATE_ICONS[run.status] ?? circleEmptyIcon;
       row.icon.replaceChildren(icon.element({ tag: 'span', className: 'fj-icon' }));
       row.icon.title = run.status;
-      const final = FINAL.includes(run.status);
+      const final = run.final;
       const button = final
         ? iconButton(runIcon, `Re-run ${run.name}`, event => void this.rerun(run, event))
         : iconButton(stopIcon, `Cancel ${run.name}`, event => void this.cancel(run, event));

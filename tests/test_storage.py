@@ -119,3 +119,29 @@ def test_plain_paths_become_file_urls(tmp_path):
     store = Store(str(tmp_path / "here"))
     assert store.url == (tmp_path / "here").resolve().as_uri()
     assert store.local
+
+
+def test_s3_stores_and_buckets_survive_an_imported_flyte(s3_server):
+    """Importing flyte swaps fsspec's registered s3 filesystem for obstore's process-wide
+    (FLYTE-NOTES pitfall 1). The runtime's own file access (blobs.filesystem, which the store,
+    the runtime and the test fixtures share) must keep using s3fs: in a fresh process that
+    imported flyte first, create a bucket, write and read an object through our layers."""
+    pytest.importorskip("flyte")
+    script = (
+        "import sys, flyte.storage, fsspec\n"
+        "from flyte_jupyter.runtime import blobs\n"
+        "from flyte_jupyter.core.storage import Store\n"
+        "options = {'endpoint_url': sys.argv[1]}\n"
+        "print('registry s3:', fsspec.get_filesystem_class('s3').__module__)\n"
+        "fs, _ = blobs.filesystem('s3://afterflyte', options)\n"
+        "fs.mkdir('afterflyte')\n"
+        "store = Store('s3://afterflyte/prefix', options)\n"
+        "store.put_bytes(store.run_url('r1', 'spec.json'), b'{}')\n"
+        "print('read back:', store.get_bytes(store.run_url('r1', 'spec.json')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, s3_server.url], capture_output=True, text=True, timeout=120
+    )
+    print(done.stdout, done.stderr[-2000:])
+    assert done.returncode == 0, done.stderr
+    assert "read back: b'{}'" in done.stdout

@@ -134,13 +134,6 @@ class Store:
     # --- objects -------------------------------------------------------------------------
 
     def _fs(self, url: str) -> tuple[Any, str]:
-        if url.startswith(("s3://", "s3a://")):
-            # s3fs itself, not fsspec's registry: importing flyte (the flyte executor) swaps
-            # the registry's s3 for obstore's, which rejects s3fs options (FLYTE-NOTES pitfall 1)
-            from s3fs import S3FileSystem
-
-            fs = S3FileSystem(**self.options)
-            return fs, fs._strip_protocol(url)
         return blobs.filesystem(url, self.options)
 
     def _preflight(self, action: str, url: str) -> None:

@@ -57,6 +57,14 @@ def filesystem(url: str, options: dict[str, Any] | None = None) -> tuple[Any, st
 
         fs = GCSFileSystem(**opts)
         return fs, fs._strip_protocol(url)
+    if url.startswith(("s3://", "s3a://")):
+        # s3fs itself, not fsspec's registry: importing flyte (the flyte executor, or a Flyte
+        # pod) swaps the registry's s3 for obstore's, which rejects s3fs options and treats
+        # buckets differently (FLYTE-NOTES pitfall 1)
+        from s3fs import S3FileSystem
+
+        fs = S3FileSystem(**opts)
+        return fs, fs._strip_protocol(url)
     import fsspec
 
     return fsspec.core.url_to_fs(url, **opts)

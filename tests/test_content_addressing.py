@@ -42,12 +42,23 @@ def kernel(tmp_path: Path) -> Iterator[Kernel]:
 
 
 def shipped(kernel: Kernel, cell: str) -> tuple[str, str, Reply]:
-    """Run a %%flyte_run cell: the digest it shipped and what its banner says was uploaded."""
+    """Run a %%flyte_run cell: the digest it shipped and what its status line says was
+    uploaded ("uploaded N B" or "bundle already in the store")."""
     reply = kernel.execute(cell)
-    banners = [line for line in reply.stderr.splitlines() if line.startswith("flyte-jupyter:")]
-    assert banners, (reply.stderr, reply.error_text)
-    banner = banners[0]
-    return history.recent()[0].digest, banner.rsplit("; ", 1)[1], reply
+    statuses = [
+        d["text/plain"]
+        for d in reply.displays
+        if d.get("text/plain", "").startswith("flyte-jupyter run ")
+    ]
+    assert statuses, (reply.displays, reply.stderr, reply.error_text)
+    facts = statuses[0].splitlines()[0].split(" · ")
+    upload = next(f for f in facts if f.startswith("uploaded ") or f.endswith("in the store"))
+    return history.recent()[0].digest, upload, reply
+
+
+def plain(traceback: list[str]) -> str:
+    """An IPython traceback as text, without its colours."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(traceback))
 
 
 def bundles_in_store(cache: Path) -> int:
@@ -144,24 +155,24 @@ def test_traceback_names_the_current_cells_after_a_definition_is_re_executed(ker
     raising = "%%flyte_run\ny = 1\ncheck(-y)"
     kernel.ok(check)  # In[2]
     first, _, reply = shipped(kernel, raising)  # In[3]
-    text = "\n".join(reply.error["traceback"])
-    assert 'File "In[2]", line 3, in check' in text and 'File "In[3]", line 2' in text, text
+    text = plain(reply.error["traceback"])
+    assert "Cell In[2], line 3, in check" in text and "Cell In[3], line 3" in text, text
     kernel.ok(check)  # In[4]: same text, new execution count
     again, upload, reply = shipped(kernel, raising)  # In[5]
-    text = "\n".join(reply.error["traceback"])
+    text = plain(reply.error["traceback"])
     print("failing cell digests:", first, again, upload)
     print(text)
     assert again == first and upload == "bundle already in the store"
-    assert 'File "In[4]", line 3, in check' in text and 'File "In[5]", line 2' in text
+    assert "Cell In[4], line 3, in check" in text and "Cell In[5], line 3" in text
     assert "In[2]" not in text and "In[3]" not in text
     assert "_flyte_notebook" not in text and "<notebook cell>" not in text
 
     detached = kernel.ok("run = %flyte_run --detach check(-2)\nprint(run.id)").stdout.strip()
     kernel.ok("# again\n" + check)  # In[7]: check now starts on line 2 of a newer cell
-    text = "\n".join(kernel.execute(f"%flyte_result {detached}").error["traceback"])
+    text = plain(kernel.execute(f"%flyte_result {detached}").error["traceback"])
     print(text)
-    assert "negative: -2" in text and 'File "In[7]", line 4, in check' in text, text
-    assert 'File "In[6]", line 1' in text
+    assert "negative: -2" in text and "Cell In[7], line 4, in check" in text, text
+    assert "Cell In[6], line 1" in text
 
 
 def test_sidebar_preview_digest_is_the_digest_the_run_ships(kernel: Kernel):

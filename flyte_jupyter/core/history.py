@@ -202,6 +202,25 @@ def get(run_id: str) -> RunRecord:
     return RunRecord(*(exact[0] if exact else rows[0]))
 
 
+def previous(record: RunRecord) -> RunRecord | None:
+    """The run before `record` from the same notebook cell (by JupyterLab's cell id, else by
+    the cell's label): what the sidebar compares a run with. None for a run not from a cell."""
+    where, value = (
+        ("cell_id = ?", record.cell_id)
+        if record.cell_id
+        else ("cell = ? AND cell_id IS NULL", record.cell)  # a front end that sends no ids
+    )
+    if not value:
+        return None
+    with _connect() as db:
+        row = db.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE {where} AND notebook IS ? "
+            "AND (created < ? OR (created = ? AND id < ?)) ORDER BY created DESC, id DESC LIMIT 1",
+            [value, record.notebook, record.created, record.created, record.id],
+        ).fetchone()
+    return RunRecord(*row) if row else None
+
+
 def recent(limit: int = 50) -> list[RunRecord]:
     with _connect() as db:
         rows = db.execute(

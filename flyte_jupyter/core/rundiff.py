@@ -19,7 +19,8 @@ from typing import Any
 from ..runtime import protocol
 from ..runtime.locations import cache_dir
 from ..runtime.manifest import ManifestEntry, compute_digest
-from .errors import RunError
+from . import history
+from .errors import FlyteJupyterError, RunError
 from .notebook import GENERATED_PACKAGE
 from .preview import human_size
 from .submit import Run
@@ -120,6 +121,24 @@ def diff_runs(a: str | Run, b: str | Run) -> RunDiff:
     run_a = a if isinstance(a, Run) else Run.from_history(a)
     run_b = b if isinstance(b, Run) else Run.from_history(b)
     return compare(snapshot(run_a, warnings), snapshot(run_b, warnings), warnings)
+
+
+def since_previous(run_id: str) -> tuple[str, str] | None:
+    """(the previous run's id, what changed since it) for a run from a notebook cell, like the
+    cell's own status line; None for a cell's first run, when nothing changed, or when either
+    bundle can no longer be read."""
+    before = history.previous(history.get(run_id))
+    if before is None:
+        return None
+    warnings: list[str] = []
+    try:
+        snaps = [snapshot(Run.from_history(r), warnings) for r in (before.id, run_id)]
+    except FlyteJupyterError:
+        return None
+    if any(s.digest and not s.files for s in snaps):
+        return None  # a bundle gone from the store: every file would show as added
+    diff = compare(*snaps)
+    return None if diff.same_code and not diff.inputs else (before.id, diff.short())
 
 
 def snapshot(run: Run, warnings: list[str]) -> Snapshot:

@@ -32,6 +32,7 @@ from ..core.bundle import build_bundle
 from ..core.errors import BundleError, FlyteJupyterError, UsageError
 from ..core.export import export_notebook, notebook_selection
 from ..core.image import ImageError, docker_client
+from ..core.rundiff import since_previous
 from ..core.selection import detect_root_dir
 from ..core.settings_file import update_project
 from ..core.storage import StorageError
@@ -296,7 +297,9 @@ class RunHandler(_Base):
                 status = run.status()
                 text = run.output_so_far()
                 return {"status": status, "logs": text, "final": status in history.FINAL}
-            return run.describe()
+            # what changed since the cell's previous run: bundles hashed and listed, never unpickled
+            changed_since, changed = since_previous(run.id) or (None, None)
+            return {**run.describe(), "changed": changed, "changed_since": changed_since}
 
         self.finish(json.dumps(await self.call(read), default=str))
 

@@ -399,6 +399,7 @@ export class RunsView extends Widget {
     }
     let text: string;
     let final: boolean;
+    let changed: HTMLElement | null = null;
     try {
       const doc = await request<{ status: string; logs: string; final: boolean }>(
         `runs/${row.run.id}/logs`
@@ -406,7 +407,11 @@ export class RunsView extends Widget {
       final = doc.final;
       text = doc.logs || (final ? '(no output)' : '(no output yet)');
       if (final) {
-        const detail = await request<{ outcome: Record<string, string> }>(`runs/${row.run.id}`);
+        const detail = await request<{
+          outcome: Record<string, string>;
+          changed: string | null;
+          changed_since: string | null;
+        }>(`runs/${row.run.id}`);
         const outcome = detail.outcome ?? {};
         if (outcome.traceback) {
           // A remote failure's log usually ends with the traceback already: show it once.
@@ -418,6 +423,18 @@ export class RunsView extends Widget {
         } else if (outcome.note) {
           text += `\n${outcome.note}`;
         }
+        if (detail.changed) {
+          // as the cell's own status line says it: why this run's version differs
+          const since = detail.changed_since;
+          changed = el(
+            'span',
+            {
+              class: 'fj-run-changed',
+              title: `flyte-jupyter runs diff ${since} ${row.run.id} shows more`
+            },
+            `changed since the last run of this cell (${since}): ${detail.changed}`
+          );
+        }
       }
     } catch (error) {
       log.classList.add('fj-error');
@@ -426,8 +443,8 @@ export class RunsView extends Widget {
     }
     const atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
     const first = log.dataset.loaded !== 'true';
-    if (log.textContent !== text) {
-      log.textContent = text;
+    if (log.textContent !== text + (changed?.textContent ?? '')) {
+      log.replaceChildren(text, ...(changed ? [changed] : []));
     }
     log.dataset.loaded = 'true';
     log.dataset.final = String(final);

@@ -8,10 +8,7 @@ Screenshots go to ARTIFACTS."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -20,13 +17,10 @@ from typing import Any
 
 import pytest
 import tomllib
-from servers import free_port, stop, wait_http
+from browser import ARTIFACTS, REPO, chromium, jupyter_lab, notebook
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(os.environ.get("FLYTE_JUPYTER_ARTIFACTS", REPO / ".ci-artifacts"))
 TOKEN = "flyte-jupyter-test-token"
 SIDEBAR = "#flyte-jupyter-sidebar"
 NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"
@@ -45,77 +39,22 @@ FAILING_CELLS = [
 ]
 
 
-def notebook(cells: list[str]) -> str:
-    return json.dumps(
-        {
-            "cells": [
-                {
-                    "cell_type": "code",
-                    "execution_count": None,
-                    "id": f"c{i}",
-                    "metadata": {},
-                    "outputs": [],
-                    "source": source,
-                }
-                for i, source in enumerate(cells)
-            ],
-            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}},
-            "nbformat": 4,
-            "nbformat_minor": 5,
-        }
-    )
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
     root = tmp_path_factory.mktemp("lab")
     shutil.copytree(REPO / "notebooks" / "quickstart", root / "quickstart")
     (root / "quickstart" / ".flyte-jupyter.toml").write_text("# team note: keep me\n")
     (root / "quickstart" / "live.ipynb").write_text(notebook(LIVE_CELLS))
     (root / "quickstart" / "fails.ipynb").write_text(notebook(FAILING_CELLS))
-    port = free_port()
-    env = {
-        **os.environ,
-        "FLYTE_JUPYTER_DATA_DIR": str(root / ".data"),
-        "FLYTE_JUPYTER_CACHE_DIR": str(root / ".cache"),
-        "JUPYTERLAB_SETTINGS_DIR": str(root / ".lab-settings"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(root / ".lab-workspaces"),
-        "DOCKER_HOST": f"unix://{root}/no-docker-here.sock",  # export must say why it cannot
-    }
-    with open(root / "lab.log", "wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
-                f"--port={port}", "--ip=127.0.0.1", f"--ServerApp.token={TOKEN}",
-                f"--ServerApp.root_dir={root}",
-            ],
-            stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_http(f"{url}/api/status?token={TOKEN}", proc, timeout=60)
-        except RuntimeError as exc:
-            raise RuntimeError((root / "lab.log").read_text()) from exc
+    # export must say why it cannot build: no engine behind this socket
+    no_docker = {"DOCKER_HOST": f"unix://{root}/no-docker-here.sock"}
+    with jupyter_lab(root, TOKEN, no_docker) as url:
         yield url, root
-    finally:
-        stop(proc)
 
 
 @pytest.fixture(scope="module")
 def page(lab: tuple[str, Path]) -> Iterator[Any]:
-    playwright = pytest.importorskip("playwright.sync_api")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            ],
-        )  # fmt: skip
+    with chromium() as browser:
         context = browser.new_context(viewport={"width": 1400, "height": 900})
         context.grant_permissions(["clipboard-read", "clipboard-write"])
         page = context.new_page()
@@ -125,10 +64,7 @@ def page(lab: tuple[str, Path]) -> Iterator[Any]:
                 RUNS_REQUESTS["n"] += 1
 
         page.on("request", count)
-        try:
-            yield page
-        finally:
-            browser.close()
+        yield page
 
 
 @pytest.fixture(autouse=True)

@@ -6,11 +6,6 @@ Screenshots go to ARTIFACTS: cell-status-line.png, cell-remote-error.png, cell-c
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -18,13 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import free_port, stop, wait_http
+from browser import ARTIFACTS, chromium, jupyter_lab, notebook
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(os.environ.get("FLYTE_JUPYTER_ARTIFACTS", REPO / ".ci-artifacts"))
 TOKEN = "flyte-jupyter-cell-test-token"
 CELLS = [
     "%load_ext flyte_jupyter",
@@ -45,82 +37,22 @@ NOTEBOOK = f"{PANEL} .jp-Notebook"
 """JupyterLab draws stderr streams and errors alike: the red boxes."""
 
 
-def notebook(cells: list[str]) -> str:
-    return json.dumps(
-        {
-            "cells": [
-                {
-                    "cell_type": "code",
-                    "execution_count": None,
-                    "id": f"c{i}",
-                    "metadata": {},
-                    "outputs": [],
-                    "source": source,
-                }
-                for i, source in enumerate(cells)
-            ],
-            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}},
-            "nbformat": 4,
-            "nbformat_minor": 5,
-        }
-    )
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
     root = tmp_path_factory.mktemp("lab")
     project = root / "project"
     project.mkdir()
     (project / "pyproject.toml").write_text("[project]\nname = 'cell-demo'\n")
     (project / "cells.ipynb").write_text(notebook(CELLS))
     (project / "ticker.ipynb").write_text(notebook(TICKER))
-    port = free_port()
-    env = {
-        **os.environ,
-        "FLYTE_JUPYTER_DATA_DIR": str(root / ".data"),
-        "FLYTE_JUPYTER_CACHE_DIR": str(root / ".cache"),
-        "JUPYTERLAB_SETTINGS_DIR": str(root / ".lab-settings"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(root / ".lab-workspaces"),
-    }
-    with open(root / "lab.log", "wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
-                f"--port={port}", "--ip=127.0.0.1", f"--ServerApp.token={TOKEN}",
-                f"--ServerApp.root_dir={root}",
-            ],
-            stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_http(f"{url}/api/status?token={TOKEN}", proc, timeout=60)
-        except RuntimeError as exc:
-            raise RuntimeError((root / "lab.log").read_text()) from exc
+    with jupyter_lab(root, TOKEN) as url:
         yield url, root
-    finally:
-        stop(proc)
 
 
 @pytest.fixture(scope="module")
 def page(lab: tuple[str, Path]) -> Iterator[Any]:
-    playwright = pytest.importorskip("playwright.sync_api")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            ],
-        )  # fmt: skip
-        page = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
-        try:
-            yield page
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,3 +95,21 @@ def chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+def wait_for_kernel(page: Any) -> None:
+    """Until the open notebook's kernel is idle for a moment: the status bar reads
+    "Python 3 (ipykernel) | Idle". JupyterLab may ask which kernel first: the notebook's own."""
+    idle = (
+        "[...document.querySelectorAll('#jp-main-statusbar span')]"
+        ".some(s => s.textContent.endsWith('| Idle'))"
+    )
+    deadline = time.monotonic() + 60
+    settled = 0
+    while settled < 3:
+        assert time.monotonic() < deadline, "the notebook's kernel did not start"
+        if page.is_visible(".jp-Dialog .jp-mod-accept"):
+            page.click(".jp-Dialog .jp-mod-accept")
+            settled = 0
+        settled = settled + 1 if page.evaluate(idle) else 0
+        page.wait_for_timeout(500)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import tomllib
-from browser import ARTIFACTS, REPO, chromium, jupyter_lab, notebook
+from browser import ARTIFACTS, REPO, chromium, jupyter_lab, notebook, wait_for_kernel
 
 pytestmark = pytest.mark.slow
 
@@ -83,21 +83,7 @@ def open_notebook(page: Any, lab: tuple[str, Path], path: str) -> None:
     page.goto(f"{lab[0]}/lab/tree/{path}?token={TOKEN}")
     page.wait_for_selector(".jp-Notebook", timeout=60_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator, .jp-Toolbar", timeout=60_000)
-    # the kernel is up: the status bar reads "Python 3 (ipykernel) | Idle" (JupyterLab may
-    # ask which kernel first: the notebook's own)
-    idle = (
-        "[...document.querySelectorAll('#jp-main-statusbar span')]"
-        ".some(s => s.textContent.endsWith('| Idle'))"
-    )
-    deadline = time.monotonic() + 60
-    settled = 0
-    while settled < 3:
-        assert time.monotonic() < deadline, "the notebook's kernel did not start"
-        if page.is_visible(".jp-Dialog .jp-mod-accept"):
-            page.click(".jp-Dialog .jp-mod-accept")
-            settled = 0
-        settled = settled + 1 if page.evaluate(idle) else 0
-        page.wait_for_timeout(500)
+    wait_for_kernel(page)
 
 
 def ensure_notebook(page: Any, lab: tuple[str, Path]) -> None:

@@ -6,14 +6,13 @@ Screenshots go to ARTIFACTS: cell-status-line.png, cell-remote-error.png, cell-c
 
 from __future__ import annotations
 
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import ARTIFACTS, chromium, jupyter_lab, notebook
+from browser import ARTIFACTS, chromium, jupyter_lab, notebook, wait_for_kernel
 
 pytestmark = pytest.mark.slow
 
@@ -68,19 +67,7 @@ def open_and_run_all(page: Any, lab: tuple[str, Path], path: str) -> None:
     notebook's own), then run all its cells."""
     page.goto(f"{lab[0]}/lab/tree/{path}?token={TOKEN}")
     page.wait_for_selector(f"{NOTEBOOK} .jp-CodeCell", timeout=60_000)
-    idle = (
-        "[...document.querySelectorAll('#jp-main-statusbar span')]"
-        ".some(s => s.textContent.endsWith('| Idle'))"
-    )
-    deadline = time.monotonic() + 60
-    settled = 0
-    while settled < 3:
-        assert time.monotonic() < deadline, "the notebook's kernel did not start"
-        if page.is_visible(".jp-Dialog .jp-mod-accept"):
-            page.click(".jp-Dialog .jp-mod-accept")
-            settled = 0
-        settled = settled + 1 if page.evaluate(idle) else 0
-        page.wait_for_timeout(500)
+    wait_for_kernel(page)
     run_all(page)
 
 

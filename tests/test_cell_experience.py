@@ -11,9 +11,11 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import cli_process
 import pytest
 from conftest import write_tree
 from kernel import Kernel
@@ -109,10 +111,7 @@ def run_cell(kernel: Kernel, code: str) -> Cell:
     return collect(kernel, start(kernel, code), Cell())
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flyte_jupyter", *args], capture_output=True, text=True, timeout=60
-    )
+cli = partial(cli_process.cli, timeout=60)
 
 
 def test_a_successful_run_shows_a_status_display_above_its_output_and_nothing_on_stderr(

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
+from cli_process import cli
 
 SHOP = {
     "pyproject.toml": "[project]\nname='shop'\n",
@@ -20,16 +18,6 @@ SHOP = {
     "data/prices.json": "[1, 2]\n",
     ".env": "TOKEN=x\n",
 }
-
-
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flyte_jupyter", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=os.environ.copy(),
-    )
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ Jupyter server and a real moto S3 server (issue 9 items 6, 10, 11, 13, 15)."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import servers
+from cli_process import cli
 from conftest import process_alive, write_tree
 from kernel import Kernel
 
@@ -54,17 +54,6 @@ def jp_server_config():
 @pytest.fixture
 def app(tmp_path: Path) -> Path:
     return write_tree(tmp_path / "app", APP)
-
-
-def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "flyte_jupyter", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        timeout=120,
-    )
 
 
 def one_line(stderr: str) -> str:

@@ -4,13 +4,11 @@ subprocess), the magics (a real ipykernel) and the server (a real Jupyter server
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_process import cli
 from conftest import write_tree
 from kernel import Kernel
 
@@ -55,16 +53,6 @@ def project(jp_root_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             "data/other.csv": "1\n",
             "nb/analysis.ipynb": json.dumps(NOTEBOOK),
         },
-    )
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flyte_jupyter", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=os.environ.copy(),
     )
 
 

@@ -14,21 +14,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from cli_process import cli
 from conftest import write_tree
 
 from flyte_jupyter.core.errors import UsageError
 from flyte_jupyter.core.image import Image, render
-
-
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flyte_jupyter", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=os.environ.copy(),
-        timeout=120,
-    )
 
 
 def bundle_cli(root: Path, out: Path, *options: str) -> tuple[dict, bytes]:

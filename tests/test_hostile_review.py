@@ -11,8 +11,10 @@ import pickle
 import subprocess
 import sys
 import tarfile
+from functools import partial
 from pathlib import Path
 
+import cli_process
 import pytest
 import tornado.httpclient
 from conftest import write_tree
@@ -31,10 +33,7 @@ def jp_server_config():
     return {"ServerApp": {"jpserver_extensions": {"flyte_jupyter.server": True}}}
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "flyte_jupyter", *args], capture_output=True, text=True, timeout=60
-    )
+cli = partial(cli_process.cli, timeout=60)
 
 
 # --- hostile archives (item 3): nothing is written outside, every trick is refused --------

@@ -9,19 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_process import cli
 
 from flyte_jupyter.core import history
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flyte_jupyter", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=os.environ.copy(),
-        timeout=120,
-    )
 
 
 def one_line(stderr: str) -> str:

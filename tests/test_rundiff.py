@@ -7,11 +7,11 @@ import json
 import os
 import pickle
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_process import cli
 from kernel import Kernel, Reply
 
 from flyte_jupyter.core import history
@@ -31,17 +31,6 @@ SHOP = {
     "shop/pricing.py": "def total(prices, region):\n    return sum(prices)\n",
     "shop/rates.py": "RATE = 1\n",
 }
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flyte_jupyter", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=os.environ.copy(),
-        timeout=120,
-    )
 
 
 def run_id(done: subprocess.CompletedProcess[str]) -> str:

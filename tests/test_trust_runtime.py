@@ -13,8 +13,10 @@ import subprocess
 import sys
 import tarfile
 import time
+from functools import partial
 from pathlib import Path
 
+import cli_process
 import pytest
 from conftest import process_alive, write_tree
 from kernel import Kernel
@@ -69,10 +71,7 @@ def submit_bomb(tmp_path: Path) -> tuple[str, Path]:
     return run.id, markers
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "flyte_jupyter", *args], capture_output=True, text=True, timeout=60
-    )
+cli = partial(cli_process.cli, timeout=60)
 
 
 def test_runs_show_reads_the_runtime_summary_and_never_unpickles(tmp_path):

@@ -2,6 +2,7 @@
 
 import sys
 
-from .cli import main
+if __name__ == "__main__":  # not when a spawned compressing process imports it
+    from .cli import main
 
-sys.exit(main())
+    sys.exit(main())

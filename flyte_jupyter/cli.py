@@ -20,7 +20,7 @@ from .core.export import export_notebook, notebook_selection
 from .core.imports import module_name_for
 from .core.options import add_options, values
 from .core.pairs import parse_pairs
-from .core.preview import human_size, render_tree, text_table
+from .core.preview import TREE_LIMIT, human_size, render_tree, text_table
 from .core.prune import apply_prune, parse_age, plan_prune
 from .core.selection import Selection, select_files
 from .core.storage import Progress, Store, describe_upload
@@ -68,6 +68,11 @@ def _build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("--output", "-o", metavar="PATH", help="also write the archive here")
     bundle.add_argument("--dry-run", action="store_true", help="hash and list, write no archive")
     bundle.add_argument("--json", action="store_true", help="print one JSON object")
+    bundle.add_argument(
+        "--all-files",
+        action="store_true",
+        help=f"list every file, even past {TREE_LIMIT} (default: top-level folders then)",
+    )
     bundle.set_defaults(func=_cmd_bundle)
 
     run = sub.add_parser(
@@ -200,7 +205,7 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
             keep_notebook_outputs=args.keep_notebook_outputs,
         )[0]
         bundle = build_bundle(selection, output=args.output, dry_run=args.dry_run)
-        print(json.dumps(bundle.to_json(), indent=2) if args.json else render_tree(bundle))
+        _print_bundle(bundle, args)
         return 0
     if path is not None and path.is_file():
         entries.insert(0, root)
@@ -212,11 +217,15 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     bundle = build_bundle(
         _select(args, settings, entries), output=args.output, dry_run=args.dry_run
     )
+    _print_bundle(bundle, args)
+    return 0
+
+
+def _print_bundle(bundle: Bundle, args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(bundle.to_json(), indent=2))
     else:
-        print(render_tree(bundle))
-    return 0
+        print(render_tree(bundle, limit=None if args.all_files else TREE_LIMIT))
 
 
 def _progress_printer() -> Progress:

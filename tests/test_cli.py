@@ -106,3 +106,26 @@ def test_too_large_bundle_fails_with_exit_1_and_the_fix(shop):
     assert result.returncode == 1
     assert "data/blob.bin (1.9 MB)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_big_bundle_is_listed_by_top_level_folder_unless_asked(tree):
+    files = {f"pkg_{i % 3}/m{i}.py": f"X = {i}\n" for i in range(240)}
+    root = tree({**files, "pyproject.toml": "[project]\nname='big'\n", "run.py": "print(1)\n"})
+    short = cli("bundle", str(root), "--copy-style", "all", "--dry-run")
+    assert short.returncode == 0, short.stderr
+    lines = short.stdout.splitlines()
+    print("\n".join(lines))
+    assert len(lines) < 12
+    assert [ln.split()[0] for ln in lines[1:6]] == [
+        "pkg_0/",
+        "pkg_1/",
+        "pkg_2/",
+        "pyproject.toml",
+        "run.py",
+    ]
+    assert lines[1].split()[-2:] == ["80", "files"]
+    assert "--all-files lists each one" in short.stdout
+    full = cli("bundle", str(root), "--copy-style", "all", "--dry-run", "--all-files")
+    assert full.returncode == 0, full.stderr
+    assert "m239.py" in full.stdout and len(full.stdout.splitlines()) > 240
+    assert short.stdout.splitlines()[-1] == full.stdout.splitlines()[-1]  # same digest line

@@ -21,7 +21,7 @@ import threading
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeVar
@@ -39,13 +39,14 @@ DEFAULT_LEVEL = 1
 ARCHIVE_CACHE_BYTES = 2 * 1024**3
 """Built archives kept locally for reuse, oldest dropped first beyond this size."""
 
-KEEP_BYTES = 32 * 1024**2
-"""File contents read while hashing that are kept for compressing, at most: a cold build of
-a small tree reads each file once, a big tree's peak memory stays bounded."""
 IN_FLIGHT_BYTES = 16 * 1024**2
 """File bytes handed to the compressing threads ahead of the writer, at most."""
 STREAM_BYTES = 4 * 1024**2
 """Files larger than this are hashed and compressed in chunks, never held whole."""
+PROCESS_BYTES = 96 * 1024**2
+"""File bytes to compress from which worker processes beat threads despite their start-up."""
+BATCH_BYTES = 1024**2
+BATCH_FILES = 256
 _CHUNK = 1024**2
 
 T = TypeVar("T")
@@ -120,130 +121,215 @@ def build_bundle(
 
 
 class _Builder:
+    """Reads each file at most once: hashing and compressing happen in the same pass, so a
+    cold build costs one read, one sha256 and one deflate per file; a file whose stat matches
+    the hash cache is not read at all unless its member must be compressed afresh."""
+
     def __init__(self, selection: Selection, level: int, cache: HashCache):
         self.selection = selection
         self.files = selection.files
         self.level = level
         self.cache = cache
-        self.contents: dict[str, bytes] = {}
-        """Contents read while hashing, kept for compressing up to KEEP_BYTES in all."""
-        self.kept = 0
-        self.lock = threading.Lock()
         self.workers = min(8, os.cpu_count() or 1)
 
     def build(self, output: str | os.PathLike[str] | None, dry_run: bool) -> Bundle:
-        hashes = self._hash_files(keep_contents=not dry_run)
-        entries = [ManifestEntry(f.path, f.mode, f.size, hashes[f.path]) for f in self.files]
-        digest = compute_digest(entries)
-        bundle = Bundle(self.selection, entries, digest, None)
-        if dry_run or not entries:
-            return bundle
-        archives = cache_dir() / "archives"
-        archive = archives / f"{bundle.hex}.tar.gz"
-        if archive.is_file():
-            _touch(str(archive))  # recently used: pruned last
-        else:
-            self._write_archive(entries, archive)
-            _prune_archives(archives, keep=archive, cache=self.cache)
-        if output is not None:
-            out = Path(output)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(archive, out)
-            archive = out
-        bundle.archive = archive
-        return bundle
-
-    def _hash_files(self, keep_contents: bool) -> dict[str, str]:
         stat_keys = {f.path: _stat_key(f) for f in self.files}
         cached = self.cache.file_hashes(stat_keys.values())
-        hashes = {path: cached[key[0]] for path, key in stat_keys.items() if key[0] in cached}
-        missing = [f for f in self.files if f.path not in hashes]
+        known = {path: cached[key[0]] for path, key in stat_keys.items() if key[0] in cached}
+        archives = cache_dir() / "archives"
+        partial: tuple[Path, list[tuple[str, int, int]]] | None = None
+        if dry_run or len(known) == len(self.files):
+            hashes = {**known, **self._hash([f for f in self.files if f.path not in known])}
+        else:  # something must be read: hash it while writing the archive, in one pass
+            hashes, *partial = self._write_partial(archives, known)
+        self.cache.store_file_hashes(
+            (stat_keys[p], sha) for p, sha in hashes.items() if p not in known
+        )
+        entries = [ManifestEntry(f.path, f.mode, f.size, hashes[f.path]) for f in self.files]
+        bundle = Bundle(self.selection, entries, compute_digest(entries), None)
+        final = archives / f"{bundle.hex}.tar.gz"
+        if dry_run or not entries:
+            if partial:
+                partial[0].unlink()
+            return bundle
+        if partial is None and final.is_file():
+            _touch(str(final))  # recently used: pruned last
+        else:
+            if partial is None:  # every hash was cached but the archive is gone: write it
+                _, *partial = self._write_partial(archives, hashes)
+            os.replace(partial[0], final)
+            self.cache.store_members(final, partial[1])
+            _prune_archives(archives, keep=final, cache=self.cache)
+        if output is not None:
+            out_path = Path(output)
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(final, out_path)
+            final = out_path
+        bundle.archive = final
+        return bundle
+
+    def _write_partial(
+        self, archives: Path, known: dict[str, str]
+    ) -> tuple[dict[str, str], Path, list[tuple[str, int, int]]]:
+        """Write the archive to a temporary file in `archives`, renamed once its digest is
+        known: every file's sha256, the temporary path, the members written."""
+        private_dir(archives)
+        fd, tmp = tempfile.mkstemp(dir=archives, prefix=".partial-", suffix=".tar.gz")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                hashes, written = self._write_archive(known, out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return hashes, Path(tmp), written
+
+    def _hash(self, files: list[SelectedFile]) -> dict[str, str]:
+        """sha256 of each file, read on all cores (dry runs and fully cached trees only)."""
 
         def read_and_hash(f: SelectedFile) -> tuple[str, str]:
             if f.size > STREAM_BYTES:
                 return f.path, _stream(f.source, f.path, f.size, lambda chunk: None)
-            data = read_bytes(f.source, f.path)
-            if len(data) != f.size:
-                raise BundleError(f"{f.path} changed while it was being bundled: run again")
-            if keep_contents:
-                with self.lock:
-                    if self.kept + len(data) <= KEEP_BYTES:
-                        self.contents[f.path] = data
-                        self.kept += len(data)
-            return f.path, hashlib.sha256(data).hexdigest()
+            return f.path, hashlib.sha256(_read(f)).hexdigest()
+
+        def hash_batch(batch: list[SelectedFile]) -> list[tuple[str, str]]:
+            return [read_and_hash(f) for f in batch]
 
         with ThreadPoolExecutor(self.workers) as pool:
-            fresh = dict(_ordered_map(pool, read_and_hash, missing, self.workers * 32))
-        self.cache.store_file_hashes((stat_keys[p], sha) for p, sha in fresh.items())
-        return {**hashes, **fresh}
+            done = _ordered_map(pool, hash_batch, list(_batches(files)), self.workers * 4)
+            return {path: sha for batch in done for path, sha in batch}
 
-    def _member_key(self, entry: ManifestEntry) -> str:
-        ident = f"{self.level}\0{entry.path}\0{entry.mode}\0{entry.sha256}"
+    def _member_key(self, path: str, mode: int, sha256: str) -> str:
+        ident = f"{self.level}\0{path}\0{mode}\0{sha256}"
         return hashlib.sha256(ident.encode()).hexdigest()
 
-    def _write_archive(self, entries: list[ManifestEntry], archive: Path) -> None:
-        """Write the archive: members already in an earlier archive are copied from it (in
-        contiguous runs, by the kernel where it can), the rest compressed on all cores, fed
-        at most IN_FLIGHT_BYTES ahead of the writer; big files are streamed by the writer."""
-        keys = [self._member_key(e) for e in entries]
-        known = _valid_members(self.cache.members(keys))
-        sources = {f.path: f.source for f in self.files}
+    def _write_archive(
+        self, known: dict[str, str], out: BinaryIO
+    ) -> tuple[dict[str, str], list[tuple[str, int, int]]]:
+        """Write the archive to `out` and return every file's sha256 and the members written.
 
-        def compress(entry: ManifestEntry) -> bytes:
-            data = self.contents.pop(entry.path, None)
-            if data is None:
-                data = read_bytes(sources[entry.path], entry.path)
-            if hashlib.sha256(data).hexdigest() != entry.sha256:
-                raise BundleError(f"{entry.path} changed while it was being bundled: run again")
-            return gzip_member(tar_entry(entry.path, entry.mode, data), self.level)
+        Members of files with a known hash that already sit in an earlier archive are copied
+        from it (in contiguous runs, by the kernel where it can); every other file is read
+        once, hashed and compressed on all cores, fed at most IN_FLIGHT_BYTES ahead of the
+        writer; big files are streamed by the writer."""
+        keys = {
+            f.path: self._member_key(f.path, f.mode, known[f.path])
+            for f in self.files
+            if f.path in known
+        }
+        reusable = _valid_members(self.cache.members(keys.values()))
+        level = self.level
 
-        todo = [e for e, k in zip(entries, keys, strict=True) if k not in known]
-        pooled = iter([e for e in todo if e.size <= STREAM_BYTES])
-        private_dir(archive.parent)
-        fd, tmp = tempfile.mkstemp(dir=archive.parent, prefix=".partial-", suffix=".tar.gz")
+        def copied(f: SelectedFile) -> bool:
+            return keys.get(f.path) in reusable
+
+        todo = [f for f in self.files if f.size <= STREAM_BYTES and not copied(f)]
+        pooled = _batches(todo)
+        hashes: dict[str, str] = {}
         written: list[tuple[str, int, int]] = []
-        try:
-            with ThreadPoolExecutor(self.workers) as pool, os.fdopen(fd, "wb") as out:
-                ahead: deque[tuple[ManifestEntry, Future[bytes]]] = deque()
-                in_flight = 0
+        with _compressing_pool(self.workers, sum(f.size for f in todo)) as pool:
+            ahead: deque[tuple[int, Future[list[tuple[str, bytes]]]]] = deque()
+            ready: deque[tuple[str, bytes]] = deque()
+            in_flight = 0
 
-                def feed() -> None:
-                    nonlocal in_flight
-                    while in_flight < IN_FLIGHT_BYTES or not ahead:
-                        entry = next(pooled, None)
-                        if entry is None:
-                            return
-                        ahead.append((entry, pool.submit(compress, entry)))
-                        in_flight += entry.size
+            def feed() -> None:
+                nonlocal in_flight
+                while in_flight < IN_FLIGHT_BYTES or not ahead:
+                    batch = next(pooled, None)
+                    if batch is None:
+                        return
+                    size = sum(f.size for f in batch)
+                    work = [(f.path, f.source, f.mode, f.size, known.get(f.path)) for f in batch]
+                    ahead.append((size, pool.submit(_compress_batch, work, level)))
+                    in_flight += size
 
-                copier = _RangeCopier(out)
-                raw = 0
-                for entry, key in zip(entries, keys, strict=True):
-                    if key in known:
-                        copier.add(*known[key])
+            def next_member() -> tuple[str, bytes]:
+                nonlocal in_flight
+                if not ready:
+                    feed()
+                    size, future = ahead.popleft()
+                    in_flight -= size
+                    ready.extend(future.result())
+                    feed()
+                return ready.popleft()
+
+            copier = _RangeCopier(out)
+            raw = 0
+            for f in self.files:
+                if copied(f):
+                    copier.add(*reusable[keys[f.path]])
+                    hashes[f.path] = known[f.path]
+                else:
+                    copier.flush()
+                    start = out.tell()
+                    if f.size > STREAM_BYTES:
+                        sha = _stream_member(f, level, out)
+                        if known.get(f.path, sha) != sha:
+                            raise BundleError(
+                                f"{f.path} changed while it was being bundled: run again"
+                            )
                     else:
-                        copier.flush()
-                        start = out.tell()
-                        if entry.size > STREAM_BYTES:
-                            _stream_member(entry, sources[entry.path], self.level, out)
-                        else:
-                            feed()
-                            done, future = ahead.popleft()
-                            in_flight -= done.size
-                            out.write(future.result())
-                            feed()
-                        written.append((key, start, out.tell() - start))
-                    raw += _entry_length(entry)
-                copier.flush()
-                out.write(gzip_member(end_of_archive(raw), self.level))
-            os.replace(tmp, archive)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+                        sha, member = next_member()
+                        out.write(member)
+                    hashes[f.path] = sha
+                    key = self._member_key(f.path, f.mode, sha)
+                    written.append((key, start, out.tell() - start))
+                raw += _entry_length(f.path, f.size)
+            copier.flush()
+            out.write(gzip_member(end_of_archive(raw), level))
         # Reused members stay recorded in the archive they came from; keep those fresh.
-        for source in {path for path, _, _ in known.values()}:
+        for source in {path for path, _, _ in reusable.values()}:
             _touch(source)
-        self.cache.store_members(archive, written)
+        return hashes, written
+
+
+def _compressing_pool(workers: int, todo_bytes: int) -> Executor:
+    """Threads for small jobs; for big ones, forked processes: each file costs several GIL
+    hand-offs (open, read, hash, deflate), which stop two threads from using two cores.
+    Forking is only safe while this process runs one thread (the CLI, a script): a kernel or
+    a server, which run several, keep to threads. Fork, unlike spawn, re-imports nothing."""
+    if workers > 1 and todo_bytes >= PROCESS_BYTES and threading.active_count() == 1:
+        import multiprocessing  # imported here: costs 40 ms, and most builds are small
+        from concurrent.futures import ProcessPoolExecutor
+
+        if "fork" in multiprocessing.get_all_start_methods():
+            return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    return ThreadPoolExecutor(workers)
+
+
+def _compress_batch(
+    batch: list[tuple[str, str, int, int, str | None]], level: int
+) -> list[tuple[str, bytes]]:
+    """(sha256, gzip member) of each (path, source, mode, size, expected sha256 or None)."""
+    members = []
+    for path, source, mode, size, expected in batch:
+        data = read_bytes(source, path)
+        sha = hashlib.sha256(data).hexdigest()
+        if len(data) != size or expected not in (None, sha):
+            raise BundleError(f"{path} changed while it was being bundled: run again")
+        members.append((sha, gzip_member(tar_entry(path, mode, data), level)))
+    return members
+
+
+def _batches(files: list[SelectedFile]) -> Iterator[list[SelectedFile]]:
+    """Consecutive files of about BATCH_BYTES (or BATCH_FILES) each: one task per batch keeps
+    thread hand-offs, which cost more than hashing a small file, to a few hundred."""
+    batch: list[SelectedFile] = []
+    size = 0
+    for f in files:
+        batch.append(f)
+        size += f.size
+        if size >= BATCH_BYTES or len(batch) >= BATCH_FILES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _read(f: SelectedFile) -> bytes:
+    data = read_bytes(f.source, f.path)
+    if len(data) != f.size:
+        raise BundleError(f"{f.path} changed while it was being bundled: run again")
+    return data
 
 
 def _ordered_map(
@@ -348,12 +434,12 @@ def _tar_header(path: str, mode: int, size: int) -> bytes:
     return info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
 
 
-def _entry_length(entry: ManifestEntry) -> int:
+def _entry_length(path: str, size: int) -> int:
     """Bytes `tar_entry` produces for this entry, without building it: a GNU long-name
     block pair for names over 100 bytes, the header, then the data padded to a block."""
-    name = len(entry.path.encode("utf-8", "surrogateescape"))
+    name = len(path.encode("utf-8", "surrogateescape"))
     long_name = _BLOCK + _BLOCK * -(-(name + 1) // _BLOCK) if name > tarfile.LENGTH_NAME else 0
-    return long_name + _BLOCK + entry.size + (-entry.size % _BLOCK)
+    return long_name + _BLOCK + size + (-size % _BLOCK)
 
 
 def end_of_archive(length: int) -> bytes:
@@ -389,9 +475,9 @@ def _stream(source: str, display: str, size: int, consume: Callable[[bytes], Non
     return digest.hexdigest()
 
 
-def _stream_member(entry: ManifestEntry, source: str, level: int, out: BinaryIO) -> None:
+def _stream_member(f: SelectedFile, level: int, out: BinaryIO) -> str:
     """Write the gzip member of a big file's tar entry, chunk by chunk: the same bytes as
-    `gzip_member(tar_entry(...))` without holding the file."""
+    `gzip_member(tar_entry(...))` without holding the file. Returns the file's sha256."""
     compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
     crc, length = 0, 0
 
@@ -401,11 +487,11 @@ def _stream_member(entry: ManifestEntry, source: str, level: int, out: BinaryIO)
         out.write(compressor.compress(data))
 
     out.write(_GZIP_HEADER)
-    put(_tar_header(entry.path, entry.mode, entry.size))
-    if _stream(source, entry.path, entry.size, put) != entry.sha256:
-        raise BundleError(f"{entry.path} changed while it was being bundled: run again")
-    put(b"\0" * (-entry.size % _BLOCK))
+    put(_tar_header(f.path, f.mode, f.size))
+    sha = _stream(f.source, f.path, f.size, put)
+    put(b"\0" * (-f.size % _BLOCK))
     out.write(compressor.flush() + struct.pack("<II", crc, length & 0xFFFFFFFF))
+    return sha
 
 
 def iter_archive(archive: Path) -> Iterator[tarfile.TarInfo]:

@@ -8,24 +8,23 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from .core import config, history
-from .core.bundle import Bundle, build_bundle
-from .core.config import Settings
-from .core.entrypoint import check_call
+from .core import config
 from .core.errors import FlyteJupyterError, RemoteError, RunError, UsageError
-from .core.executors.registry import executor_options
-from .core.export import export_notebook, notebook_selection
-from .core.imports import module_name_for
 from .core.options import add_options, values
-from .core.pairs import parse_pairs
 from .core.preview import TREE_LIMIT, human_size, render_tree, text_table
-from .core.prune import apply_prune, parse_age, plan_prune
-from .core.selection import Selection, select_files
-from .core.storage import Progress, Store, describe_upload
-from .core.submit import Run, check_timeout, flyte_links, recent_runs, submit
-from .runtime import protocol
+
+if TYPE_CHECKING:
+    from .core import history
+    from .core.bundle import Bundle
+    from .core.config import Settings
+    from .core.selection import Selection
+    from .core.storage import Progress
+    from .core.submit import Run
+
+# Each command imports the modules it needs when it runs: `--help`, `bundle` and `runs` do not
+# pay for the notebook exporter, the run machinery or the history they never use.
 
 EXPORT_SETTINGS = ("root_dir", "include", "exclude")
 """The settings `export` takes as options (its --version is the image tag)."""
@@ -179,6 +178,8 @@ def _settings(args: argparse.Namespace, path: str | Path | None) -> Settings:
 
 
 def _select(args: argparse.Namespace, settings: Settings, entries: list[str]) -> Selection:
+    from .core.selection import select_files
+
     return select_files(
         settings.root_dir,
         entries=entries,
@@ -194,11 +195,15 @@ def _select(args: argparse.Namespace, settings: Settings, entries: list[str]) ->
 
 
 def _cmd_bundle(args: argparse.Namespace) -> int:
+    from .core.bundle import build_bundle
+
     root, entries = args.root, list(args.entry)
     path = Path(root) if root is not None else None
     if path is not None and not path.exists():
         raise UsageError(f"{root} does not exist: give a project directory or a .py file")
     if path is not None and path.suffix == ".ipynb":
+        from .core.export import notebook_selection
+
         selection = notebook_selection(
             path,
             settings=_settings(args, path),
@@ -256,6 +261,14 @@ def _render(value: Any) -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .core.bundle import build_bundle
+    from .core.entrypoint import check_call
+    from .core.executors.registry import executor_options
+    from .core.imports import module_name_for
+    from .core.pairs import parse_pairs
+    from .core.storage import Store
+    from .core.submit import check_timeout, submit
+
     file_part, sep, function = args.target.rpartition(":")
     if not sep or not file_part.endswith(".py") or not function.isidentifier():
         raise UsageError(f"{args.target!r} must look like FILE.py:FUNCTION")
@@ -308,6 +321,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _run_banner(run: Run, bundle: Bundle) -> str:
     """What was sent where; a Flyte run adds its name and console URL (the notebook's status
     display shows them instead)."""
+    from .core.storage import describe_upload
+
     banner = (
         f"run {run.id} on {run.spec.executor}: {len(bundle.entries)} files, "
         f"digest {bundle.digest[:19]}…, version {run.spec.version}; {describe_upload(run.upload)}"
@@ -321,6 +336,8 @@ def _run_banner(run: Run, bundle: Bundle) -> str:
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
+    from .core.submit import Run, recent_runs
+
     command = args.runs_command
     if command is None:
         print(_runs_table(recent_runs(args.limit)))
@@ -348,6 +365,8 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _files_gone(run: Run) -> bool:
+    from .runtime import protocol
+
     return not run.store.exists(run.store.run_url(run.id, protocol.SPEC))
 
 
@@ -360,6 +379,8 @@ def _gone_message(run: Run) -> str:
 
 def _print_logs(run: Run) -> int:
     """The run's output; no output at all is said, with exit status 1, not left blank."""
+    from .runtime import protocol
+
     printed = False
     for line in run.logs():
         (sys.stdout if line.stream == "stdout" else sys.stderr).write(line.text)
@@ -376,6 +397,9 @@ def _print_logs(run: Run) -> int:
 
 
 def _runs_table(records: list[history.RunRecord]) -> str:
+    from .core import history
+    from .core.submit import flyte_links
+
     if not records:
         return "no runs yet"
     lines = [text_table(*history.table(records))]
@@ -421,6 +445,8 @@ def _add_prune(runs_sub: Any) -> None:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
+    from .core.prune import apply_prune, parse_age, plan_prune
+
     plan = plan_prune(
         older_than=parse_age(args.older_than) if args.older_than else None,
         keep_last=args.keep_last,
@@ -444,6 +470,8 @@ def _count(n: int, noun: str) -> str:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from .core.export import export_notebook
+
     given = values(args, ["selection"], "cli", names=EXPORT_SETTINGS)
     result = export_notebook(
         args.notebook,

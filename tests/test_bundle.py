@@ -157,6 +157,36 @@ def test_warm_rebuild_reads_no_file_contents_and_reuses_the_archive(tree, monkey
     assert again.archive == first.archive and again.archive.stat().st_ino == stamp
 
 
+def test_cache_lookup_keeps_sibling_trees_and_outside_links_apart(tree, monkeypatch, tmp_path):
+    """Cached hashes are fetched by the folder the files share: trees named alike ("proj",
+    "proj2", "proj-old") never answer for each other, and a file linked in from outside the
+    tree is still found."""
+    outside = tree({"shared.py": "S = 1\n"}, name="elsewhere")
+    roots = {
+        name: tree({**FILES, "pkg/mod.py": f"VALUE = '{name}'\n"}, name=name)
+        for name in ("proj", "proj2", "proj-old")
+    }
+    (roots["proj"] / "linked.py").symlink_to(outside / "shared.py")
+    for root in [outside, *roots.values()]:
+        age(root)
+    first = {name: build_all(root) for name, root in roots.items()}
+    reads: list[str] = []
+    real_read = bundle_mod.read_bytes
+    monkeypatch.setattr(bundle_mod, "read_bytes", lambda p, d: reads.append(d) or real_read(p, d))
+    again = {name: build_all(root) for name, root in roots.items()}
+    print("files read on the warm rebuilds:", len(reads))
+    assert reads == []
+    assert {n: b.digest for n, b in again.items()} == {n: b.digest for n, b in first.items()}
+    assert len({b.digest for b in again.values()}) == 3
+    changed = roots["proj2"] / "pkg/mod.py"
+    changed.write_text("VALUE = 'changed'\n")
+    os.utime(changed, (time.time() - 60, time.time() - 60))
+    build_all(roots["proj"])
+    assert reads == []  # proj's lookup was not confused by proj2's new stat
+    assert build_all(roots["proj2"]).digest != first["proj2"].digest
+    assert reads == ["pkg/mod.py"]
+
+
 def test_one_file_change_rereads_only_that_file_and_matches_a_cold_build(
     tree, monkeypatch, tmp_path
 ):

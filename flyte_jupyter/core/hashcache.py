@@ -9,6 +9,7 @@ failure to read or write it is ignored and the work is simply done.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -86,13 +87,24 @@ class HashCache:
             log.debug("hash cache write failed: %s", exc)
 
     def file_hashes(self, keys: Iterable[StatKey]) -> dict[str, str]:
-        """sha256 hex of each file whose cached stat still matches, by path."""
+        """sha256 hex of each file whose cached stat still matches, by path. The files of a
+        tree share a folder: one range scan of the primary key under it fetches them all,
+        several times faster than looking 20,000 paths up 500 at a time."""
         wanted = {k[0]: k for k in keys}
-        rows = self._query(
-            "SELECT path, size, mtime_ns, inode, sha256 FROM file_hashes WHERE path IN ({marks})",
-            list(wanted),
-        )
-        return {row[0]: row[4] for row in rows if row[:4] == wanted[row[0]]}
+        if self._db is None or not wanted:
+            return {}
+        # the folder holding the least and the greatest path holds every path
+        folder = os.path.commonpath([min(wanted), max(wanted)]).rstrip("/") + "/"
+        try:
+            rows = self._db.execute(
+                "SELECT path, size, mtime_ns, inode, sha256 FROM file_hashes "
+                "WHERE path >= ? AND path < ?",
+                (folder, folder[:-1] + chr(ord("/") + 1)),
+            ).fetchall()
+        except (sqlite3.Error, ValueError) as exc:
+            log.debug("hash cache read failed: %s", exc)
+            return {}
+        return {row[0]: row[4] for row in rows if wanted.get(row[0]) == row[:4]}
 
     def store_file_hashes(self, items: Iterable[tuple[StatKey, str]]) -> None:
         cutoff = time.time_ns() - _RACY_NS

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from .bundle import Bundle
+from typing import TYPE_CHECKING
+
 from .sizes import human_size
+
+if TYPE_CHECKING:
+    from .bundle import Bundle
 
 
 def text_table(header: list[str], rows: list[list[str]]) -> str:

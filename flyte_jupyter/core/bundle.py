@@ -388,11 +388,13 @@ def _copy_range(path: str, offset: int, length: int, out: BinaryIO) -> None:
 
 
 def _valid_members(locations: dict[str, tuple[str, int, int]]) -> dict[str, tuple[str, int, int]]:
-    """The recorded members whose archive still exists and holds a gzip member there."""
+    """The recorded members whose archive still exists and holds them: each must end within
+    the file, and each run of back-to-back members must start with a gzip member header (one
+    read per run, not per member: a one-file change reuses 20,000 members in two runs)."""
     out = {}
-    by_archive: dict[str, list[tuple[str, int, int]]] = {}
+    by_archive: dict[str, list[tuple[int, int, str]]] = {}
     for key, (path, offset, length) in locations.items():
-        by_archive.setdefault(path, []).append((key, offset, length))
+        by_archive.setdefault(path, []).append((offset, length, key))
     for path, members in by_archive.items():
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -400,8 +402,12 @@ def _valid_members(locations: dict[str, tuple[str, int, int]]) -> dict[str, tupl
             continue
         try:
             size = os.fstat(fd).st_size
-            for key, offset, length in members:
-                if offset + length <= size and os.pread(fd, 10, offset) == _GZIP_HEADER:
+            run_ok, end = False, -1
+            for offset, length, key in sorted(members):
+                if offset != end:
+                    run_ok = os.pread(fd, len(_GZIP_HEADER), offset) == _GZIP_HEADER
+                end = offset + length
+                if run_ok and end <= size:
                     out[key] = (path, offset, length)
         finally:
             os.close(fd)

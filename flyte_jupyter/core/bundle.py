@@ -15,6 +15,7 @@ import hashlib
 import os
 import shutil
 import struct
+import sys
 import tarfile
 import tempfile
 import threading
@@ -286,13 +287,18 @@ def _compressing_pool(workers: int, todo_bytes: int) -> Executor:
     """Threads for small jobs; for big ones, forked processes: each file costs several GIL
     hand-offs (open, read, hash, deflate), which stop two threads from using two cores.
     Forking is only safe while this process runs one thread (the CLI, a script): a kernel or
-    a server, which run several, keep to threads. Fork, unlike spawn, re-imports nothing."""
-    if workers > 1 and todo_bytes >= PROCESS_BYTES and threading.active_count() == 1:
+    a server, which run several, keep to threads, as does macOS, where forking is unsafe once
+    system frameworks are loaded. Fork, unlike spawn, re-imports nothing."""
+    if (
+        workers > 1
+        and todo_bytes >= PROCESS_BYTES
+        and sys.platform == "linux"
+        and threading.active_count() == 1
+    ):
         import multiprocessing  # imported here: costs 40 ms, and most builds are small
         from concurrent.futures import ProcessPoolExecutor
 
-        if "fork" in multiprocessing.get_all_start_methods():
-            return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
     return ThreadPoolExecutor(workers)
 
 

@@ -84,19 +84,24 @@ def test_a_big_input_is_read_without_a_second_copy(tmp_path):
     assert extra < 1.4  # the value once; before, the file's bytes beside it (>= 2x)
 
 
-def test_arguments_are_pickled_once_and_a_bad_one_is_still_named():
-    pickled: list[int] = []
+def test_arguments_are_pickled_once_and_a_bad_one_is_still_named(tmp_path):
+    pickled: list[str] = []
 
-    def dumps(value):
-        blob = cloudpickle.dumps(value)
-        pickled.append(len(blob))
-        return blob
+    def dump(value, file):
+        pickled.append(type(value).__name__)
+        cloudpickle.dump(value, file)
 
-    payload = pickle_inputs([b"z" * MB], {"n": 3}, dumps)
+    with open(tmp_path / "inputs.pkl", "w+b") as f:
+        pickle_inputs([b"z" * MB], {"n": 3}, f, dump)
+        f.seek(0)
+        loaded = pickle.load(f)
     print("pickling passes for two good arguments:", len(pickled))
-    assert len(pickled) == 1 and pickle.loads(payload)["kwargs"] == {"n": 3}
-    with pytest.raises(RunError, match=r"argument 'gen' \(generator\) cannot be sent"):
-        pickle_inputs([1], {"gen": (x for x in ())}, dumps)
+    assert len(pickled) == 1 and loaded["kwargs"] == {"n": 3} and len(loaded["args"][0]) == MB
+    with (
+        open(tmp_path / "bad.pkl", "wb") as f,
+        pytest.raises(RunError, match=r"argument 'gen' \(generator\) cannot be sent"),
+    ):
+        pickle_inputs([1], {"gen": (x for x in ())}, f, dump)
 
 
 CLIENT = """

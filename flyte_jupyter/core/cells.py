@@ -4,6 +4,7 @@ sidebar call this with a namespace dict and settings; nothing here imports IPyth
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 import sys
@@ -12,11 +13,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import cloudpickle
 
 from ..runtime import cells as remote_cells
+from ..runtime.values import Sink
 from .bundle import Bundle, build_bundle
 from .config import Setting, resolve_image
 from .environment import foreign_dirs
@@ -41,12 +43,13 @@ ENTRY = remote_cells.ENTRY
 class PreparedCell:
     slice: CellSlice
     bundle: Bundle
-    payloads: dict[str, bytes] = field(default_factory=dict)
-    """Each data input, pickled once (checked here, sent as is)."""
+    inputs: dict[str, tuple[int, str]] = field(default_factory=dict)
+    """Each data input's pickled size and sha256, from checking here that it can travel; no
+    pickle is kept (submit pickles the values straight into the store)."""
 
     @property
     def payload_sizes(self) -> dict[str, int]:
-        return {name: len(blob) for name, blob in self.payloads.items()}
+        return {name: size for name, (size, _) in self.inputs.items()}
 
 
 @cache
@@ -88,7 +91,7 @@ def prepare_cell(
     """Slice the cell, check its inputs can travel, and build its bundle."""
     cell = slice_cell(state, source, label, namespace, hidden)
     referenced: set[str] = set()
-    payloads = {n: dumps_for(cell, v, n, referenced) for n, v in cell.values.items()}
+    inputs = {n: check_value(cell, v, n, referenced) for n, v in cell.values.items()}
     value = {k: s.value for k, s in settings.items()}
     cells = ", ".join(dict.fromkeys(d.cell for d in cell.definitions)) or "none"
     generated = {
@@ -107,7 +110,7 @@ def prepare_cell(
         max_bytes=int(value["max_size_mb"] * 1024 * 1024),
         generated=generated,
     )
-    return PreparedCell(cell, build_bundle(selection, dry_run=dry_run), payloads)
+    return PreparedCell(cell, build_bundle(selection, dry_run=dry_run), inputs)
 
 
 def submit_cell(
@@ -117,14 +120,20 @@ def submit_cell(
     progress: Progress | None = None,
     cell_id: str | None = None,
 ) -> Run:
-    """Submit a prepared cell; the history records its label and JupyterLab's `cell_id`."""
+    """Submit a prepared cell; the history records its label and JupyterLab's `cell_id`. The
+    values are pickled (as `check_value` did) straight into the inputs file."""
     value = {k: s.value for k, s in settings.items()}
     cell = prepared.slice
-    payload = {"module": cell.module_name, "values": prepared.payloads}
+
+    def dump(inputs: Any, file: BinaryIO) -> None:
+        _NotebookPickler(file, cell, set()).dump(inputs)
+
     return submit(
         prepared.bundle,
         ENTRY,
-        kwargs=payload,
+        kwargs={"module": cell.module_name, "objects": cell.values},
+        dump=dump,
+        input_digests=prepared.inputs,
         store=Store(value["store"], value["storage_options"]),
         executor=value["executor"],
         executor_options=executor_options(value["executor"], value),
@@ -142,7 +151,7 @@ class _NotebookPickler(cloudpickle.Pickler):
     """cloudpickle, except that the notebook's own functions and classes travel by reference
     to the generated module, so remote code sees one class, not a by-value copy."""
 
-    def __init__(self, file: io.BytesIO, cell: CellSlice, modules: set[str]):
+    def __init__(self, file: BinaryIO, cell: CellSlice, modules: set[str]):
         super().__init__(file, protocol=pickle.DEFAULT_PROTOCOL)
         self.cell = cell
         self.names = {n for d in cell.definitions for n in d.names}
@@ -166,25 +175,26 @@ class _NotebookPickler(cloudpickle.Pickler):
         return super().reducer_override(obj)
 
 
-def dumps_for(cell: CellSlice, value: Any, name: str, modules: set[str]) -> bytes:
-    """`value` pickled for the run; adds the modules unpickling it imports to `modules`."""
-    buffer = io.BytesIO()
+def check_value(cell: CellSlice, value: Any, name: str, modules: set[str]) -> tuple[int, str]:
+    """The size and sha256 of `value` pickled for the run, into a sink that keeps no bytes (a
+    big value is not copied); adds the modules unpickling it imports to `modules`."""
+    sink = Sink(hashlib.sha256())
     try:
-        _NotebookPickler(buffer, cell, modules).dump(value)
+        _NotebookPickler(sink, cell, modules).dump(value)
     except Exception as exc:  # any pickling failure means the same thing to the user
         raise NotebookError(
             f"{name!r} ({type(value).__name__}) cannot be sent to the run: {exc}. "
             "Recreate it inside the cell instead (open files, sockets, generators and locks "
             "cannot travel)."
         ) from exc
-    return buffer.getvalue()
+    return sink.size, sink.digest.hexdigest()
 
 
 class _NotebookUnpickler(pickle.Unpickler):
     """Objects of notebook-defined classes come back as instances of the notebook's class."""
 
-    def __init__(self, data: bytes, namespace: Mapping[str, Any]):
-        super().__init__(io.BytesIO(data))
+    def __init__(self, file: BinaryIO, namespace: Mapping[str, Any]):
+        super().__init__(file)
         self.namespace = namespace
 
     def find_class(self, module: str, name: str) -> Any:
@@ -208,17 +218,19 @@ def cell_result(
     line_map: LineMap | None,
     timeout: float | None = None,
 ) -> CellResult:
-    """Wait for the run; unpack its values (RemoteError, mapped to the notebook's current cell
-    lines by the client-side `line_map`, if the cell raised)."""
+    """Wait for the run; unpickle its values straight from the outputs (RemoteError, mapped to
+    the notebook's current cell lines by the client-side `line_map`, if the cell raised)."""
     try:
-        raw = run.result(timeout=timeout)
+        raw = run.result(timeout=timeout, load=lambda f: _NotebookUnpickler(f, namespace).load())
     except RemoteError as exc:
         if line_map is not None:
             exc.remote_traceback = line_map.apply(exc.remote_traceback)
         raise
+    if "objects" in raw:
+        return CellResult(raw["objects"], raw["out"], raw["has_out"], raw["skipped"])
 
-    def load(blob: bytes) -> Any:
-        return _NotebookUnpickler(blob, namespace).load()
+    def load(blob: bytes) -> Any:  # a run from an older runtime: each value pickled on its own
+        return _NotebookUnpickler(io.BytesIO(blob), namespace).load()
 
     values = {name: load(blob) for name, blob in raw["values"].items()}
     has_out = raw["out"] is not None

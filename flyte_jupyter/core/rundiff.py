@@ -306,8 +306,12 @@ def _names(node: ast.stmt) -> list[str]:
 
 
 def _inputs(run: Run, warnings: list[str]) -> dict[str, tuple[int, str]] | None:
-    """Size and sha256 of the run's inputs: a cell run's values one by one (each is pickled
-    on its own inside inputs.pkl), else inputs.pkl as a whole. Never unpickled."""
+    """Size and sha256 of the run's inputs: a cell run's values one by one (from inputs.json,
+    or, for runs from older clients, each pickled on its own inside inputs.pkl), else
+    inputs.pkl as a whole. Never unpickled."""
+    digests = run.input_digests()
+    if digests is not None:
+        return digests
     try:
         data = run.store.get_bytes(run.spec.inputs_url)
     except FileNotFoundError:

@@ -19,11 +19,12 @@ import os
 import re
 import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlparse
 
 from ..runtime import blobs
@@ -178,6 +179,29 @@ class Store:
         self._retry(
             "write", url, lambda left: _call(self._fs(url), "pipe_file", left, data), budget
         )
+
+    def put_stream(self, url: str, write: Callable[[BinaryIO], None]) -> None:
+        """Make the object at `url` from what `write` writes into a file: in place (atomically)
+        for file://, else uploaded from a local temporary file. A big object (a run's pickled
+        inputs) is streamed, never held as bytes; nothing is left if `write` raises."""
+        if self.local:
+
+            def local() -> None:
+                with blobs.atomic_local_file(blobs.local_path(url)) as f:
+                    write(f)
+
+            self._local("write", url, local)
+            return
+        fs, path = self._fs(url)
+        with tempfile.NamedTemporaryFile(prefix=blobs.PARTIAL_PREFIX) as f:
+            write(f)
+            f.flush()
+            self._retry(
+                "write",
+                url,
+                lambda left: fs.put_file(f.name, path, **_deadline(fs, left)),
+                self._budget(f.tell()),
+            )
 
     def get_file(self, url: str, dest: str) -> None:
         if self.local:

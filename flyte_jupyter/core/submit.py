@@ -9,6 +9,7 @@ registry; re-exported here for older imports).
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import math
 import os
@@ -23,10 +24,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 from ..runtime import blobs, protocol
 from ..runtime.extract import extract_verified
+from ..runtime.values import Sink
 from . import config, history
 from .bundle import Bundle
 from .environment import client_environment
@@ -137,24 +139,29 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat()
 
 
+Dump = Callable[[Any, BinaryIO], None]
+"""Pickles a value into a binary file (default: `cloudpickle.dump`)."""
+
+
 def pickle_inputs(
-    args: Sequence[Any], kwargs: dict[str, Any], dumps: Callable[[Any], bytes] | None = None
-) -> bytes:
-    """Pickle call arguments; an argument that cannot travel is named in the error. The
-    arguments are pickled once; only when that fails is each one tried, to name it (a 1 GB
-    argument pickled twice costs seconds and a second copy in memory)."""
+    args: Sequence[Any], kwargs: dict[str, Any], file: BinaryIO, dump: Dump | None = None
+) -> None:
+    """Pickle call arguments straight into `file` (a 1 GB argument is not built as bytes); an
+    argument that cannot travel is named in the error. The arguments are pickled once; only
+    when that fails is each one tried, into a sink that keeps nothing, to name it."""
     import cloudpickle
 
-    dumps = dumps or cloudpickle.dumps
+    dump = dump or cloudpickle.dump
     try:
-        return dumps({"args": list(args), "kwargs": kwargs})
+        dump({"args": list(args), "kwargs": kwargs}, file)
+        return
     except Exception as whole:
         failure: Exception = whole
     named = [(f"argument {i + 1}", v) for i, v in enumerate(args)]
     named += [(f"argument {k!r}", v) for k, v in kwargs.items()]
     for label, value in named:
         try:
-            dumps(value)
+            dump(value, Sink())
         except Exception as exc:
             raise RunError(
                 f"{label} ({type(value).__name__}) cannot be sent to the run: {exc}. "
@@ -177,19 +184,21 @@ def submit(
     name: str | None = None,
     version: str | None = None,
     progress: Progress | None = None,
-    dumps: Callable[[Any], bytes] | None = None,
+    dump: Dump | None = None,
     cell: str | None = None,
     cell_id: str | None = None,
+    input_digests: dict[str, tuple[int, str]] | None = None,
 ) -> Run:
     """Start `entry` ("module:function") from `bundle` on an executor and return its handle.
 
     `bundle` is None, or empty, for copy_style "none": the code must already be in the image.
-    `dumps` pickles the inputs (default: cloudpickle). `cell` and `cell_id` name the notebook
-    cell the run came from; the notebook is the one Jupyter started this process for.
+    `dump` pickles the inputs straight into the store (default: cloudpickle). `cell` and
+    `cell_id` name the notebook cell the run came from; the notebook is the one Jupyter
+    started this process for. `input_digests` (name -> pickled size and sha256 of each data
+    input of a cell) are kept beside the inputs for `runs diff`, which never unpickles.
     """
     store = store if isinstance(store, Store) else Store(store)
     runner = get_executor(executor, **(executor_options or {}))
-    payload = pickle_inputs(args, kwargs or {}, dumps)
     digest = bundle.digest if bundle is not None and bundle.archive is not None else None
     selection = bundle.selection if bundle is not None else None
     run_id = new_run_id()
@@ -221,7 +230,12 @@ def submit(
     upload = None
     if digest is not None and bundle is not None and bundle.archive is not None:
         upload = store.upload_bundle(bundle.archive, digest, progress)
-    _store_and_record(spec, store, payload)
+    _store_and_record(
+        spec,
+        store,
+        lambda file: pickle_inputs(args, kwargs or {}, file, dump),
+        input_digests,
+    )
     return Run(spec, store, _launch(runner, spec, store), upload)
 
 
@@ -297,10 +311,21 @@ def flyte_links(records: Sequence[history.RunRecord]) -> dict[str, str]:
     return links
 
 
-def _store_and_record(spec: RunSpec, store: Store, payload: bytes) -> None:
-    """Write the run's spec and inputs to the store and add it to the history."""
+def _store_and_record(
+    spec: RunSpec,
+    store: Store,
+    write_inputs: Callable[[BinaryIO], None],
+    input_digests: dict[str, tuple[int, str]] | None = None,
+) -> None:
+    """Write the run's inputs (streamed into the store: arguments that cannot be pickled
+    leave nothing behind) and spec to the store, and add the run to the history."""
+    store.put_stream(spec.inputs_url, write_inputs)
+    if input_digests is not None:
+        doc = {n: {"size": size, "sha256": sha} for n, (size, sha) in input_digests.items()}
+        store.put_bytes(
+            store.run_url(spec.run_id, protocol.INPUTS_SUMMARY), json.dumps(doc).encode()
+        )
     store.put_bytes(store.run_url(spec.run_id, protocol.SPEC), json.dumps(spec.to_json()).encode())
-    store.put_bytes(spec.inputs_url, payload)
     history.record(
         history.RunRecord(
             id=spec.run_id,
@@ -506,11 +531,14 @@ class Run:
 
     # --- results -----------------------------------------------------------------------
 
-    def result(self, timeout: float | None = None) -> Any:
-        """The return value; RemoteError (with the remote traceback) if the code raised."""
+    def result(
+        self, timeout: float | None = None, load: Callable[[BinaryIO], Any] | None = None
+    ) -> Any:
+        """The return value; RemoteError (with the remote traceback) if the code raised.
+        `load` unpickles it from a binary file (default: `pickle.load`)."""
         status = self.wait(timeout)
         if status == protocol.SUCCEEDED:
-            return self._load_output()
+            return self._load_output(load or pickle.load)
         if status == protocol.CANCELLED:
             raise RunCancelled(f"run {self.id} was cancelled")
         error = self._read_error()
@@ -550,8 +578,38 @@ class Run:
         spec.env = {name: os.environ[name] for name in spec.env_names}
         runner = get_executor(spec.executor)
         _check_launchable(runner, spec)
-        _store_and_record(spec, self.store, self.store.get_bytes(self.spec.inputs_url))
+        _store_and_record(spec, self.store, self._copy_inputs, self.input_digests())
         return Run(spec, self.store, _launch(runner, spec, self.store))
+
+    def _copy_inputs(self, file: BinaryIO) -> None:
+        """This run's inputs.pkl into `file`, in chunks from a file store (never unpickled)."""
+        url = self.spec.inputs_url
+        if not self.store.local:
+            file.write(self.store.get_bytes(url))
+            return
+
+        def copy() -> None:
+            with blobs.open_read(url) as source:
+                shutil.copyfileobj(source, file, 4 << 20)
+
+        self.store._local("read", url, copy)
+
+    def input_digests(self) -> dict[str, tuple[int, str]] | None:
+        """Name -> (pickled size, sha256) of a cell run's data inputs, from inputs.json as
+        the client wrote it; None when there is none (not a cell run, or an older client)
+        or it is not shaped like that (the run's own code can write its run directory)."""
+        doc = self._read_json(protocol.INPUTS_SUMMARY)
+        if not isinstance(doc, dict):
+            return None
+        out = {}
+        for name, entry in doc.items():
+            if not isinstance(entry, dict):
+                return None
+            size, sha = entry.get("size"), entry.get("sha256")
+            if type(size) is not int or not isinstance(sha, str):
+                return None
+            out[str(name)] = (size, sha)
+        return out
 
     def describe(self) -> dict[str, Any]:
         """Spec, status with phase timestamps, and a summary of the outcome."""
@@ -614,22 +672,21 @@ class Run:
             shutil.copytree(staging, directory, dirs_exist_ok=True)
         return len(files)
 
-    def _load_output(self, raw: bytes | None = None) -> Any:
-        """Unpickle the result. Instances of the project's own classes need the project
-        importable here; when it is not yet, the run's root_dir is appended to sys.path.
-        From a file store the pickle is read as it is unpickled: a big result is held once."""
+    def _load_output(self, unpickle: Callable[[BinaryIO], Any]) -> Any:
+        """Unpickle the result with `unpickle`. Instances of the project's own classes need
+        the project importable here; when it is not yet, the run's root_dir is appended to
+        sys.path. From a file store the pickle is read as it is unpickled: a big result is
+        held once."""
         url = self.spec.outputs_url
 
         def from_file() -> Any:
             with blobs.open_read(url) as f:
-                return pickle.load(f)
+                return unpickle(f)
 
         def load() -> Any:
-            if raw is not None:
-                return pickle.loads(raw)
             if self.store.local:
                 return self.store._local("read", url, from_file)
-            return pickle.loads(self.store.get_bytes(url))
+            return unpickle(io.BytesIO(self.store.get_bytes(url)))
 
         try:
             return load()

@@ -60,6 +60,6 @@ def _snapshot(run: Run, prepared: PreparedCell) -> Snapshot:
         run.spec.version,
         {e.path: (e.size, e.sha256) for e in bundle.entries},
         prepared.slice.module_text,
-        {n: (len(b), hashlib.sha256(b).hexdigest()) for n, b in prepared.payloads.items()},
+        dict(prepared.inputs),
         run.spec.to_json(),
     )

@@ -14,7 +14,7 @@ import linecache
 import pickle
 from typing import Any
 
-from .values import dumps, summarize
+from .values import pickled_size, summarize
 
 ENTRY = "flyte_jupyter.runtime.cells:run_cell"
 """The entry point a notebook cell run calls."""
@@ -29,17 +29,22 @@ def import_attribute(module: str, name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def run_cell(module: str, values: dict[str, bytes]) -> dict[str, Any]:
-    """Execute the cell of generated `module` with `values` (each pickled on its own by the
-    client) as globals.
+def run_cell(
+    module: str, objects: dict[str, Any] | None = None, values: dict[str, bytes] | None = None
+) -> dict[str, Any]:
+    """Execute the cell of generated `module` with its data inputs as globals: `objects`, the
+    values themselves (unpickled from the inputs file as it was read, so a big one is held
+    once), or `values`, each pickled on its own (runs submitted by older clients).
 
-    Returns `{"values": {name: pickled bytes}, "out": pickled bytes or None (no last
-    expression), "skipped": {name: reason}, "summary": text for outputs.json}`. Each value is
-    pickled on its own, so one that cannot travel back (an open file, a generator) is reported
-    instead of failing the run.
+    Returns `{"objects": {name: value}, "out": the last expression's value, "has_out": bool,
+    "skipped": {name: reason}, "summary": text for outputs.json}`, pickled by the runtime
+    straight into the outputs file. Each value is first pickled on its own into a sink that
+    keeps no bytes, so one that cannot travel back (an open file, a generator) is reported
+    instead of failing the run, and its size is known without a second copy.
     """
     namespace = importlib.import_module(module).__dict__
-    namespace.update({name: pickle.loads(blob) for name, blob in values.items()})
+    namespace.update(objects or {})
+    namespace.update({name: pickle.loads(blob) for name, blob in (values or {}).items()})
     source: str = namespace["CELL_SOURCE"]
     linecache.cache[CELL_FILE] = (len(source), None, source.splitlines(keepends=True), CELL_FILE)
     tree = ast.parse(source, CELL_FILE)
@@ -51,25 +56,31 @@ def run_cell(module: str, values: dict[str, bytes]) -> dict[str, Any]:
     skipped: dict[str, str] = {}
     summaries: dict[str, dict[str, Any]] = {}
 
-    def pack(name: str, value: Any) -> bytes | None:
+    def travels(name: str, value: Any) -> bool:
         try:
-            blob = dumps(value)
+            size = pickled_size(value)
         except Exception as exc:  # anything pickling raises means "cannot travel back"
             skipped[name] = f"{type(value).__name__}: {exc}"
-            return None
-        summaries[name] = summarize(value, len(blob))
-        return blob
+            return False
+        summaries[name] = summarize(value, size)
+        return True
 
-    assigned = {n: pack(n, namespace[n]) for n in namespace["ASSIGNED"] if n in namespace}
-    values = {n: blob for n, blob in assigned.items() if blob is not None}
-    out = pack(_OUT, out) if last is not None else None
+    assigned = [n for n in namespace["ASSIGNED"] if n in namespace]
+    back = {n: namespace[n] for n in assigned if travels(n, namespace[n])}
+    has_out = last is not None and travels(_OUT, out)
     summary = {
         "value": summaries.pop(_OUT, None),
-        "values": {n: summaries[n] for n in values},
-        "assigned": sorted(values),
+        "values": {n: summaries[n] for n in back},
+        "assigned": sorted(back),
         "skipped": skipped,
     }
-    return {"values": values, "out": out, "skipped": skipped, "summary": summary}
+    return {
+        "objects": back,
+        "out": out if has_out else None,
+        "has_out": has_out,
+        "skipped": skipped,
+        "summary": summary,
+    }
 
 
 _OUT = "the cell's value"

@@ -1,10 +1,11 @@
 """The run-directory protocol shared by the client (core.submit, core.history) and the runtime
 (execute): the names of the files in `runs/<run_id>/` and the phases a run goes through.
 
-Every object is written atomically. The client writes `spec.json` and `inputs.pkl`; the runtime
-writes the rest. Only the process that asked for a run's values unpickles `outputs.pkl`;
-everything else (the Jupyter server, `flyte-jupyter runs show`) reads the text in
-`outputs.json`, written by the runtime in the run's own process.
+Every object is written atomically. The client writes `spec.json`, `inputs.pkl` and, for
+a notebook cell, `inputs.json`; the runtime writes the rest. Only the process that asked
+for a run's values unpickles `outputs.pkl`; everything else (the Jupyter server,
+`flyte-jupyter runs show`) reads the text in `outputs.json`, written by the runtime in the
+run's own process.
 """
 
 import datetime as dt
@@ -13,6 +14,9 @@ SPEC = "spec.json"
 """The RunSpec, from the client."""
 INPUTS = "inputs.pkl"
 """Pickled call arguments, from the client."""
+INPUTS_SUMMARY = "inputs.json"
+"""Per data input of a notebook cell run, its pickled size and sha256, from the client: what
+`runs diff` compares without reading (or unpickling) inputs.pkl."""
 STATUS = "status.json"
 """The current phase plus every phase's timestamp, host, pid, exit code."""
 OUTPUTS = "outputs.pkl"

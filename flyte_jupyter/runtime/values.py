@@ -1,5 +1,6 @@
-"""Pickling values on their way back to the client, and the text summary of them that
-processes which must not unpickle (the Jupyter server, `flyte-jupyter runs show`) show."""
+"""Pickling values on their way back to the client, straight into files or into sinks that
+keep no bytes, and the text summary of them that processes which must not unpickle (the
+Jupyter server, `flyte-jupyter runs show`) show."""
 
 from __future__ import annotations
 
@@ -25,22 +26,10 @@ for _kind in ("maxdict", "maxlist", "maxtuple", "maxset", "maxfrozenset", "maxde
     setattr(_REPR, _kind, 30)
 
 
-def dumps(value: Any) -> bytes:
-    """Plain pickle when it can (no import cost); cloudpickle for what it cannot (lambdas,
-    local classes), when the environment has it."""
-    try:
-        return pickle.dumps(value, protocol=pickle.DEFAULT_PROTOCOL)
-    except (pickle.PicklingError, AttributeError, TypeError) as exc:
-        try:
-            import cloudpickle
-        except ImportError:
-            raise exc from None
-        return cloudpickle.dumps(value, protocol=pickle.DEFAULT_PROTOCOL)
-
-
 def dump(value: Any, file: BinaryIO) -> int:
-    """`dumps` straight into a seekable `file`, never building the bytes in memory; the number
-    of bytes written."""
+    """Plain pickle when it can (no import cost), cloudpickle for what it cannot (lambdas,
+    local classes) when the environment has it, straight into a seekable `file`: the bytes
+    are never built in memory. Returns the number of bytes written."""
     start = file.tell()
     try:
         pickle.dump(value, file, protocol=pickle.DEFAULT_PROTOCOL)
@@ -53,6 +42,38 @@ def dump(value: Any, file: BinaryIO) -> int:
         file.truncate()
         cloudpickle.dump(value, file, protocol=pickle.DEFAULT_PROTOCOL)
     return file.tell() - start
+
+
+class Sink:
+    """A write-only file that keeps no bytes: pickling into it checks a value can travel and
+    measures (and, given a hash, digests) its pickle without building it in memory."""
+
+    def __init__(self, digest: Any = None) -> None:
+        self.size = 0
+        self.digest = digest
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        if self.digest is not None:
+            self.digest.update(view)
+        self.size += view.nbytes
+        return view.nbytes
+
+
+def pickled_size(value: Any) -> int:
+    """The size `dump` would write for `value`, without keeping the pickle; raises what
+    pickling it raises."""
+    try:
+        sink = Sink()
+        pickle.dump(value, sink, protocol=pickle.DEFAULT_PROTOCOL)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        try:
+            import cloudpickle
+        except ImportError:
+            raise exc from None
+        sink = Sink()
+        cloudpickle.dump(value, sink, protocol=pickle.DEFAULT_PROTOCOL)
+    return sink.size
 
 
 def summarize(value: Any, size: int | None) -> dict[str, Any]:

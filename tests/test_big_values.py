@@ -12,6 +12,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+from kernel import Kernel, Reply
 
 from flyte_jupyter.core.bundle import build_bundle
 from flyte_jupyter.core.errors import RunError
@@ -140,3 +141,41 @@ def test_a_big_result_is_loaded_once_by_the_client(tmp_path):
     print(f"client peak grew {doc['growth']:.0f} MB loading a 150 MB result")
     assert doc["size"] == SIZE
     assert doc["growth"] < 1.4 * SIZE / MB  # before: the file's bytes beside the value (2x)
+
+
+def _status_mb(pid: int, key: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {key} for {pid}")
+
+
+def _cell_growth(kernel: Kernel, pid: int, code: str) -> tuple[float, Reply]:
+    """The kernel's peak RSS growth (MB) while it runs `code`: Linux's VmHWM, reset first."""
+    base = _status_mb(pid, "VmRSS:")
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # peak RSS := current RSS
+    reply = kernel.ok(code)
+    return _status_mb(pid, "VmHWM:") - base, reply
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux peak RSS reset")
+def test_a_cell_sends_and_gets_a_big_value_without_a_copy_in_the_kernel(tree):
+    project = tree({"pyproject.toml": "[project]\nname = 'nb'\n"}, name="nb")
+    kernel = Kernel(project)
+    try:
+        pid = kernel.manager.provisioner.process.pid
+        kernel.ok("%load_ext flyte_jupyter")
+        kernel.ok("%%flyte_run\nwarm = 1")  # the bundle is built and stored once
+        kernel.ok(f"data = bytes(range(256)) * {SIZE // 256}")
+        sent, reply = _cell_growth(kernel, pid, "%%flyte_run\nlen(data), data[-1]")
+        assert reply.result == f"({SIZE}, 255)"
+        kernel.ok("del data")
+        got, _ = _cell_growth(kernel, pid, f"%%flyte_run\nback = b'\\x07' * {SIZE}")
+        assert kernel.ok("len(back), back[:2]").result == f"({SIZE}, b'\\x07\\x07')"
+    finally:
+        kernel.shutdown()
+    mb = SIZE / MB
+    print(f"kernel peak growth: sending {mb:.0f} MB {sent:.0f} MB ({sent / mb:.2f}x), "
+          f"getting it back {got:.0f} MB ({got / mb:.2f}x)")  # fmt: skip
+    assert sent < 0.3 * mb  # pickled straight into the store; before: 2x (pickle in a pickle)
+    assert got < 1.3 * mb  # the value itself, loaded from the file; before: 2x

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -431,3 +433,46 @@ class _as_nobody:
         if os.getuid() == 0:
             os.seteuid(0)
             os.setegid(0)
+
+
+def test_all_walk_records_each_file_as_it_is_on_disk(tree):
+    """The `all` walk keeps each file's lstat for the selection (one stat per file): sizes,
+    modes, mtimes and inodes are the file's own, a symlink's are its target's, and a module
+    generated under a walked path replaces the file on disk."""
+    root = tree(
+        {"app.py": "X = 1\n", "tool.sh": "echo hi\n", "data/a.csv": "a,b\n1,2\n", "cell.py": ""}
+    )
+    (root / "tool.sh").chmod(0o755)
+    (root / "link.csv").symlink_to("data/a.csv")
+    generated = {"cell.py": ("import data\nY = 2\n", "the cell")}
+    sel = select_files(root, copy_style="all", generated=generated)
+    wrong = []
+    for f in sel.files:
+        st = os.stat(f.source)
+        seen = (f.size, f.mtime_ns, f.inode, f.mode)
+        real = (st.st_size, st.st_mtime_ns, st.st_ino, 0o755 if st.st_mode & 0o111 else 0o644)
+        if seen != real:
+            wrong.append((f.path, seen, real))
+    cell = next(f for f in sel.files if f.path == "cell.py")
+    print(f"files: {len(sel.files)}; records that differ from the disk: {len(wrong)} {wrong}")
+    assert paths(sel) == {"app.py", "cell.py", "data/a.csv", "link.csv", "tool.sh"}
+    assert wrong == []
+    assert cell.reason == "all" and Path(cell.source).read_text() == "import data\nY = 2\n"
+    assert next(f for f in sel.files if f.path == "link.csv").source == str(root / "data/a.csv")
+
+
+def test_selecting_files_reads_no_package_metadata(tree):
+    """`importlib.metadata` (~15 ms to import) is for runs and exports that pin versions: a
+    bundle's selection never loads it."""
+    root = tree(SHOP)
+    code = (
+        "import sys\n"
+        "from flyte_jupyter.core.selection import select_files\n"
+        f"select_files({str(root)!r}, copy_style='all')\n"
+        f"select_files({str(root)!r}, entries=[{str(root / 'app.py')!r}])\n"
+        "print('importlib.metadata' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    print(f"importlib.metadata loaded by selection: {done.stdout.strip()}")
+    assert done.stdout.strip() == "False"

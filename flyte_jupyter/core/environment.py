@@ -4,7 +4,6 @@ needs. The selection, the missing-module advice, run specs and exports all ask h
 
 from __future__ import annotations
 
-import importlib.metadata
 import platform
 import site
 import sys
@@ -57,12 +56,16 @@ def is_installed(name: str, root: Path, foreign_dirs: list[Path]) -> bool:
 
 @lru_cache(maxsize=1)
 def _module_distributions() -> dict[str, list[str]]:
+    import importlib.metadata  # ~15 ms: only runs and exports need it, not every bundle
+
     return importlib.metadata.packages_distributions()
 
 
 def distributions(third_party: Sequence[str]) -> dict[str, str]:
     """Installed distribution -> version, for the distributions providing these top-level
     modules."""
+    import importlib.metadata
+
     found: dict[str, str] = {}
     for module in third_party:
         for dist in _module_distributions().get(module, []):

@@ -82,11 +82,32 @@ _SECRET_PAIRS = {
     tuple(p.split("/")): p for p in SECRET_PATTERNS if "/" in p and not p.endswith("/")
 }
 _SECRET_FILE_ANY = _names_regex([p for p, _ in _SECRET_FILES])
+_SECRET_PAIR_NAMES = frozenset(name for _, name in _SECRET_PAIRS)
+
+
+def _literal_ends(pattern: str) -> tuple[str, str]:
+    """The literal text before a glob's first wildcard and after its last one."""
+    wild = [i for i, c in enumerate(pattern) if c in "*?[]"]
+    return (pattern[: wild[0]], pattern[wild[-1] + 1 :]) if wild else (pattern, pattern)
+
+
+_SECRET_NAME_ENDS = [_literal_ends(p) for p, _ in _SECRET_FILES]
+_SECRET_PREFIXES = tuple(start for start, _ in _SECRET_NAME_ENDS if start)
+_SECRET_SUFFIXES = tuple(end for start, end in _SECRET_NAME_ENDS if not start)
+"""A name can match a secret file pattern only if it starts with one of these prefixes or
+(for patterns starting with a wildcard) ends with one of these suffixes: two string checks
+rule out almost every name before any regex runs."""
 
 
 def is_standard_name(name: str, is_dir: bool = False) -> bool:
     """True for a file or directory name on the always-excluded list."""
     return bool((_STANDARD_DIR if is_dir else _STANDARD_FILE).match(name))
+
+
+is_standard_file_name = _STANDARD_FILE.match
+"""`is_standard_name(name)` without a call in between, for walks over thousands of names."""
+is_standard_dir_name = _STANDARD_DIR.match
+"""`is_standard_name(name, is_dir=True)` without a call in between."""
 
 
 def is_standard_ignored(rel_path: str, is_dir: bool = False) -> bool:
@@ -104,6 +125,8 @@ def _secret_dir(rel_dir: str) -> str | None:
 
 
 def _secret_name(name: str) -> str | None:
+    if not (name.startswith(_SECRET_PREFIXES) or name.endswith(_SECRET_SUFFIXES)):
+        return None
     if not _SECRET_FILE_ANY.match(name):
         return None
     pattern = next(p for p, regex in _SECRET_FILES if regex.match(name))
@@ -118,7 +141,7 @@ def secret_pattern(rel_path: str) -> str | None:
     found = _secret_dir(rel_dir) if rel_dir else None
     if found is None:
         found = _secret_name(name)
-    if found is None and rel_dir:
+    if found is None and rel_dir and name in _SECRET_PAIR_NAMES:
         found = _SECRET_PAIRS.get((rel_dir.rpartition("/")[2], name))
     return found
 
@@ -151,6 +174,11 @@ class IgnoreTree:
 
     root: Path
     _specs: dict[str, pathspec.GitIgnoreSpec] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        """Whether any ignore file was loaded: without one, nothing needs matching."""
+        return bool(self._specs)
 
     def load_dir(self, rel_dir: str) -> None:
         """Read the ignore files of directory `rel_dir` (POSIX, "" for the root)."""

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from ..runtime.blobs import write_local_atomic
 from ..runtime.locations import cache_dir, private_dir
@@ -36,9 +37,9 @@ LARGE_FILE_BYTES = 10 * 1024 * 1024
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
-@dataclass(frozen=True)
-class SelectedFile:
-    """A file that will ship: where it goes in the bundle and where its bytes come from."""
+class SelectedFile(NamedTuple):
+    """A file that will ship: where it goes in the bundle and where its bytes come from.
+    Immutable; a named tuple because a big tree makes tens of thousands of them."""
 
     path: str
     """POSIX path relative to root_dir: its name inside the bundle."""
@@ -189,6 +190,8 @@ class _Selector:
         self.graph = ImportGraph(root, self.generated, self.reasons, self.warnings)
         self.sources: dict[str, str] = {}
         """Bundle path -> the content-addressed file on disk holding its bytes."""
+        self.lstats: dict[str, _Stat] = {}
+        """Bundle path -> its lstat, taken by the `all` walk (others are taken by `_stat`)."""
         self.keep_notebook_outputs = False
 
     def add_generated(self, rel: str, text: str, reason: str) -> None:
@@ -212,12 +215,14 @@ class _Selector:
             self._add_includes()
         secrets: list[str] = []
         files: list[SelectedFile] = []
+        excluded = self.exclude_spec.match_file if self.exclude else None
+        secret_pattern = ig.secret_pattern
         for rel in sorted(self.reasons):
-            if self.exclude and self.exclude_spec.match_file(rel):
+            if excluded is not None and excluded(rel):
                 continue
-            pattern = ig.secret_pattern(rel)
+            pattern = secret_pattern(rel)
             selected = None if pattern else self._stat(rel)
-            if selected is not None:
+            if selected is not None and selected.source != self.root_prefix + rel:
                 pattern = self._link_target_secret(selected)
             if pattern and not self._named_in_include(rel):
                 secrets.append(rel)
@@ -260,61 +265,92 @@ class _Selector:
         that cannot be read, paths longer than the OS allows, kernel filesystems (/proc, /sys)
         and names that are not valid UTF-8. Those are skipped rather than shipped because the
         manifest and archive name files in UTF-8, and no module can be imported by such a name.
+        The `all` walk keeps each file's lstat for `_stat`: taken relative to the open folder,
+        it costs less than a second lstat by full path, and most walked files ship.
         """
-        tree = ig.IgnoreTree(self.root)
+        tree = ig.IgnoreTree(self.root) if honour_ignore_files else None
         special = _special_mounts()
         out: list[str] = []
         stack = [""]
         while stack:
             rel_dir = stack.pop()
-            prefix = f"{rel_dir}/" if rel_dir else ""
-            entries = self._list_dir(rel_dir)
-            if entries is None:
+            dir_path = self.root_prefix + rel_dir if rel_dir else str(self.root)
+            try:
+                fd = os.open(dir_path, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError as exc:
+                self._skip_dir(rel_dir, f"cannot read it ({exc.strerror})")
                 continue
-            if honour_ignore_files:
-                try:
-                    tree.load_dir(rel_dir)
-                except OSError as exc:
-                    self._skip_dir(rel_dir, f"cannot read its ignore files ({exc.strerror})")
-                    continue
-            subdirs = []
-            for entry in entries:
-                rel = prefix + entry.name
-                is_dir = _is_dir(entry)
-                if ig.is_standard_name(entry.name, is_dir=is_dir) or (
-                    honour_ignore_files and tree.is_ignored(rel, is_dir=is_dir)
-                ):
-                    continue
-                if not _utf8(entry.name):
-                    self._warn_once(
-                        f"skipped {_shown(rel)}{'/' if is_dir else ''}: its name is not valid "
-                        "UTF-8; rename it to ship it"
-                    )
-                elif len(os.fsencode(entry.path)) + (_NAME_MAX + 1 if is_dir else 0) >= _PATH_MAX:
-                    where = "the paths inside it are" if is_dir else "its path is"
-                    self._warn_once(
-                        f"skipped {_shown(rel)}{'/' if is_dir else ''}: {where} longer than "
-                        f"the OS allows ({_PATH_MAX} bytes)"
-                    )
-                elif not is_dir:
-                    out.append(rel)
-                elif entry.is_symlink():
-                    self._warn_once(f"skipped {rel}/: symlinked directories are not followed")
-                elif entry.path in special:
-                    self._skip_dir(rel, f"{special[entry.path]} is a kernel filesystem, not files")
-                else:
-                    subdirs.append(rel)
-            stack.extend(reversed(subdirs))
+            try:
+                stack.extend(reversed(self._walk_dir(fd, rel_dir, dir_path, tree, special, out)))
+            finally:
+                os.close(fd)
         return out
 
-    def _list_dir(self, rel_dir: str) -> list[os.DirEntry[str]] | None:
-        """A folder's entries sorted by name; None (and a warning) when it cannot be read."""
+    def _walk_dir(
+        self,
+        fd: int,
+        rel_dir: str,
+        dir_path: str,
+        tree: ig.IgnoreTree | None,
+        special: dict[str, str],
+        out: list[str],
+    ) -> list[str]:
+        """Add the shippable files of one open folder to `out`; its subfolders to walk."""
         try:
-            with os.scandir(self.root_prefix + rel_dir if rel_dir else self.root) as it:
-                return sorted(it, key=lambda e: e.name)
+            with os.scandir(fd) as it:
+                entries = sorted(it, key=_entry_name)
         except OSError as exc:
             self._skip_dir(rel_dir, f"cannot read it ({exc.strerror})")
-            return None
+            return []
+        if tree is not None:
+            try:
+                tree.load_dir(rel_dir)
+            except OSError as exc:
+                self._skip_dir(rel_dir, f"cannot read its ignore files ({exc.strerror})")
+                return []
+        prefix = f"{rel_dir}/" if rel_dir else ""
+        dir_sep = dir_path if dir_path.endswith("/") else dir_path + "/"
+        dir_bytes = len(os.fsencode(dir_sep))
+        ignored = tree.is_ignored if tree is not None and tree.active else None
+        standard_file, standard_dir = ig.is_standard_file_name, ig.is_standard_dir_name
+        lstats = self.lstats if tree is not None else None
+        subdirs = []
+        for entry in entries:
+            name = entry.name
+            rel = prefix + name
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if (standard_dir if is_dir else standard_file)(name) or (
+                ignored is not None and ignored(rel, is_dir)
+            ):
+                continue
+            try:
+                name_bytes = len(name.encode("utf-8"))
+            except UnicodeEncodeError:
+                self._warn_once(
+                    f"skipped {_shown(rel)}{'/' if is_dir else ''}: its name is not valid "
+                    "UTF-8; rename it to ship it"
+                )
+                continue
+            if dir_bytes + name_bytes + (_NAME_MAX + 1 if is_dir else 0) >= _PATH_MAX:
+                where = "the paths inside it are" if is_dir else "its path is"
+                self._warn_once(
+                    f"skipped {_shown(rel)}{'/' if is_dir else ''}: {where} longer than "
+                    f"the OS allows ({_PATH_MAX} bytes)"
+                )
+            elif not is_dir:
+                out.append(rel)
+                if lstats is not None and (found := _lstat_in(fd, name)) is not None:
+                    lstats[rel] = found
+            elif entry.is_symlink():
+                self._warn_once(f"skipped {rel}/: symlinked directories are not followed")
+            elif dir_sep + name in special:
+                self._skip_dir(rel, f"{special[dir_sep + name]} is a kernel filesystem, not files")
+            else:
+                subdirs.append(rel)
+        return subdirs
 
     def _skip_dir(self, rel: str, why: str) -> None:
         self._warn_once(f"left out {_shown(rel) or '.'}/: {why}")
@@ -347,6 +383,8 @@ class _Selector:
             with contextlib.suppress(OSError):
                 st = os.stat(self.root_prefix + rel)
                 held.add((st.st_dev, st.st_ino))
+        if not held:
+            return files
         inodes = {ino for _, ino in held}
         kept = []
         for f in files:
@@ -375,13 +413,17 @@ class _Selector:
         return None
 
     def _stat(self, rel: str) -> SelectedFile | None:
-        path = self.sources.get(rel) or self.root_prefix + rel
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return None  # removed while we were looking
+        generated = self.sources.get(rel)
+        path = generated or self.root_prefix + rel
+        found = None if generated else self.lstats.pop(rel, None)
+        if found is None:
+            try:
+                found = _stat_of(os.lstat(path))
+            except FileNotFoundError:
+                return None  # removed while we were looking
+        mode, size, mtime_ns, inode = found
         source = path
-        if stat.S_ISLNK(st.st_mode):
+        if stat.S_ISLNK(mode):
             source = os.path.realpath(path)
             if not os.path.exists(source):
                 self.warnings.append(f"skipped {rel}: {_broken_link(path)}")
@@ -389,41 +431,36 @@ class _Selector:
             if not Path(source).is_relative_to(self.root):
                 self.warnings.append(f"skipped {rel}: symlink points outside root_dir ({source})")
                 return None
-            st = os.stat(source)
-        if not stat.S_ISREG(st.st_mode):
+            mode, size, mtime_ns, inode = _stat_of(os.stat(source))
+        if not stat.S_ISREG(mode):
             self.warnings.append(f"skipped {rel}: not a regular file")
             return None
         reason = self.reasons[rel]
-        notebook = rel.lower().endswith(".ipynb") and rel not in self.sources
+        notebook = rel.lower().endswith(".ipynb") and not generated
         if notebook and not self.keep_notebook_outputs:
-            stripped = self._without_outputs(rel, source, st)
+            stripped = self._without_outputs(rel, source, size, mtime_ns, inode)
             if stripped is not None:
-                source, st = stripped, os.stat(stripped)
+                source = stripped
+                mode, size, mtime_ns, inode = _stat_of(os.stat(stripped))
                 reason += " (outputs stripped)"
-        if st.st_size > LARGE_FILE_BYTES:
+        if size > LARGE_FILE_BYTES:
             self.warnings.append(
-                f"{rel} is {human_size(st.st_size)}: large files slow every upload; "
+                f"{rel} is {human_size(size)}: large files slow every upload; "
                 "consider remote storage or an exclude pattern"
             )
-        return SelectedFile(
-            rel,
-            source,
-            st.st_size,
-            archive_mode(st.st_mode),
-            st.st_mtime_ns,
-            st.st_ino,
-            reason,
-        )
+        return SelectedFile(rel, source, size, archive_mode(mode), mtime_ns, inode, reason)
 
-    def _without_outputs(self, rel: str, source: str, st: os.stat_result) -> str | None:
+    def _without_outputs(
+        self, rel: str, source: str, size: int, mtime_ns: int, inode: int
+    ) -> str | None:
         """A content-addressed copy of notebook `rel` without outputs (None: not a notebook,
         it ships as it is, with a warning)."""
-        key = (source, st.st_size, st.st_mtime_ns, st.st_ino)
+        key = (source, size, mtime_ns, inode)
         path = _STRIPPED.get(key, "")
         if path == "" or (path is not None and not os.path.isfile(path)):
             stripped = strip_outputs(read_bytes(source, rel))
             path = None if stripped is None else str(_content_file(stripped, ".ipynb"))
-            if st.st_mtime_ns < time.time_ns() - _RACY_NS:  # else it may change unseen
+            if mtime_ns < time.time_ns() - _RACY_NS:  # else it may change unseen
                 _STRIPPED[key] = path
         if path is None:
             self.warnings.append(
@@ -431,6 +468,24 @@ class _Selector:
                 "outputs it holds; exclude it if it should not ship"
             )
         return path
+
+
+_Stat = tuple[int, int, int, int]
+"""What selection keeps of a stat: mode, size, mtime_ns, inode."""
+
+
+def _stat_of(st: os.stat_result) -> _Stat:
+    return (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _lstat_in(dir_fd: int, name: str) -> _Stat | None:
+    """lstat of `name` in the open folder; None on failure (`_stat` retries it by path and
+    reports what it finds)."""
+    try:
+        st = os.lstat(name, dir_fd=dir_fd)
+    except OSError:
+        return None
+    return (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 _STRIPPED: dict[tuple[str, int, int, int], str | None] = {}
@@ -503,19 +558,8 @@ def _special_mounts() -> dict[str, str]:
     return out
 
 
-def _is_dir(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_dir()
-    except OSError:
-        return False
-
-
-def _utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+def _entry_name(entry: os.DirEntry[str]) -> str:
+    return entry.name
 
 
 def _shown(rel: str) -> str:

@@ -14,10 +14,11 @@ import cloudpickle
 import pytest
 from kernel import Kernel, Reply
 
+from flyte_jupyter.core import history
 from flyte_jupyter.core.bundle import build_bundle
 from flyte_jupyter.core.errors import RunError
 from flyte_jupyter.core.selection import select_files
-from flyte_jupyter.core.submit import pickle_inputs
+from flyte_jupyter.core.submit import pickle_inputs, submit
 
 MB = 1024 * 1024
 SIZE = 150 * MB
@@ -179,3 +180,16 @@ def test_a_cell_sends_and_gets_a_big_value_without_a_copy_in_the_kernel(tree):
           f"getting it back {got:.0f} MB ({got / mb:.2f}x)")  # fmt: skip
     assert sent < 0.3 * mb  # pickled straight into the store; before: 2x (pickle in a pickle)
     assert got < 1.3 * mb  # the value itself, loaded from the file; before: 2x
+
+
+def test_an_argument_that_cannot_travel_leaves_nothing_in_the_store(tmp_path):
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "app.py").write_text(APP)
+    bundle = build_bundle(select_files(root, entries=[root / "app.py"]))
+    store = tmp_path / "store"
+    with pytest.raises(RunError, match=r"argument 'data' \(generator\) cannot be sent"):
+        submit(bundle, "app:echo", kwargs={"data": (x for x in ())}, store=str(store))
+    left = list((store / "runs").rglob("*")) if (store / "runs").exists() else []
+    print("files or folders left under runs/:", len(left))
+    assert left == [] and history.recent() == []

@@ -319,7 +319,11 @@ def _store_and_record(
 ) -> None:
     """Write the run's inputs (streamed into the store: arguments that cannot be pickled
     leave nothing behind) and spec to the store, and add the run to the history."""
-    store.put_stream(spec.inputs_url, write_inputs)
+    try:
+        store.put_stream(spec.inputs_url, write_inputs)
+    except RunError:
+        store.remove(store.run_url(spec.run_id))  # a file store's new, empty run folder
+        raise
     if input_digests is not None:
         doc = {n: {"size": size, "sha256": sha} for n, (size, sha) in input_digests.items()}
         store.put_bytes(

@@ -1,6 +1,8 @@
-"""Big values through the runtime without a second full copy: inputs are unpickled from the
-file as it is read, results are pickled straight into the output file. Peak memory is read
-from the real runtime process (os.wait4), against the same process moving a tiny value."""
+"""Big values without a second full copy: the runtime unpickles inputs from the file as it is
+read and pickles results straight into the output file (peak memory read from the real
+runtime process with os.wait4, against the same process moving a tiny value); a kernel
+pickles a cell's inputs straight into the store and loads its values straight from the
+outputs file (its peak read from /proc after a reset)."""
 
 from __future__ import annotations
 

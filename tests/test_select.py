@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pathspec
 import pytest
 from conftest import write_tree
 
@@ -476,3 +477,101 @@ def test_selecting_files_reads_no_package_metadata(tree):
     assert done.returncode == 0, done.stderr
     print(f"importlib.metadata loaded by selection: {done.stdout.strip()}")
     assert done.stdout.strip() == "False"
+
+
+GITIGNORE_KINDS = {
+    "app.py": "",
+    ".gitignore": """
+        # every kind of pattern: names, globs, folders, anchored, **, classes, negations
+        *.log
+        !keep.log
+        out/
+        /top.txt
+        docs/_build/
+        a/**/deep.txt
+        *.py[cod]
+        [Tt]emp*
+        \\#hash
+        data/*.csv
+        !data/keep.csv
+        cache
+        """,
+    "run.log": "",
+    "keep.log": "",
+    "out.txt": "",
+    "out/x.txt": "",
+    "top.txt": "",
+    "docs/index.md": "",
+    "docs/_build/index.html": "",
+    "a/deep.txt": "",
+    "a/b/c/deep.txt": "",
+    "b/deep.txt": "",
+    "mod.pyd": "",
+    "Temp1.txt": "",
+    "temp2.txt": "",
+    "xTemp.txt": "",
+    "#hash": "",
+    "data/a.csv": "",
+    "data/keep.csv": "",
+    "data/sub/b.csv": "",
+    "cache/x.py": "",
+    "sub/.gitignore": "!x.log\n*.txt\n!important.txt\n",
+    "sub/x.log": "",
+    "sub/y.log": "",
+    "sub/keep.log": "",
+    "sub/notes.txt": "",
+    "sub/important.txt": "",
+    "sub/top.txt": "",
+    "sub/out/y.py": "",
+    "sub/cache": "",
+    "sub/deep/more.py": "",
+    "sub2/.gitignore": "!out/\n",
+    "sub2/out/x.txt": "",
+}
+
+
+def test_gitignore_patterns_of_every_kind_keep_their_meaning(tree):
+    root = tree(GITIGNORE_KINDS)
+    sel = select_files(root, copy_style="all")
+    print(f"shipped {len(sel.files)} of {len(GITIGNORE_KINDS)} files")
+    assert paths(sel) == {
+        ".gitignore",
+        "app.py",
+        "b/deep.txt",  # a/**/deep.txt is anchored under a/
+        "data/keep.csv",  # negated after data/*.csv
+        "data/sub/b.csv",  # data/*.csv does not cross a folder
+        "docs/index.md",
+        "keep.log",
+        "out.txt",  # out/ names folders only
+        "sub/.gitignore",
+        "sub/deep/more.py",
+        "sub/important.txt",  # the deeper file negates its own *.txt
+        "sub/keep.log",
+        "sub/x.log",  # the deeper file negates the root's *.log
+        "sub2/.gitignore",
+        "sub2/out/x.txt",  # the deeper file re-includes the folder the root left out
+        "xTemp.txt",  # [Tt]emp* names must start with it
+    }
+
+
+def test_gitignore_patterns_are_tried_one_by_one_only_on_paths_they_can_match(tree, monkeypatch):
+    """A 100-line `.gitignore` checked pattern by pattern on each of 20,000 files took 0.45 s;
+    a combined first pass rules out the paths no pattern can match, so pathspec only checks
+    (and decides) the few others."""
+    lines = [f"*.ext{i}" for i in range(40)] + [f"dir{i}/" for i in range(40)] + ["/top.log"]
+    files = {f"pkg{i % 7}/mod_{i}.py": "" for i in range(300)}
+    root = tree({**files, ".gitignore": "\n".join([*lines, "*.log", "!keep.log"]), "top.log": ""})
+    write_tree(root, {"pkg1/a.log": "", "pkg2/keep.log": "", "dir3/x.py": "", "pkg4/y.ext7": ""})
+    checked: list[str] = []
+    real_check = pathspec.GitIgnoreSpec.check_file
+
+    def counting_check(self, file, separators=None):  # the real check, counted
+        checked.append(str(file))
+        return real_check(self, file, separators)
+
+    monkeypatch.setattr(pathspec.GitIgnoreSpec, "check_file", counting_check)
+    sel = select_files(root, copy_style="all")
+    walked = len(files) + 6 + 7  # files + the .gitignore, the extra files and folders
+    print(f"paths walked: ~{walked}; checked pattern by pattern: {len(checked)} {checked}")
+    assert paths(sel) == {".gitignore", "pkg2/keep.log", *files}
+    assert sorted(checked) == ["dir3/", "pkg1/a.log", "pkg2/keep.log", "pkg4/y.ext7", "top.log"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -167,13 +168,107 @@ def is_literal(pattern: str) -> bool:
     return not any(c in pattern for c in "*?[!")
 
 
+_ANY_FOLDER = "^(?:.+/)?"
+"""How pathspec starts the regex of a pattern that may match below any folder."""
+_NAME_ENDS = {"(?:(?P<ps_d>/)|$)": "(?:/|$)", "(?P<ps_d>/)": "/"}
+"""How pathspec ends the regex of a file-or-folder / folder-only pattern -> the same ending
+without its named group (a union may not repeat a group name)."""
+_ONE_NAME = re.compile(
+    r"(?:\\[^0-9A-Za-z/]|[^\\\[\](){}.*+?^$|/]|\[\^/\][*+]?|\[[^\]^\-/\\\[][^\]\-/\\\[]*\])+"
+)
+"""Regex text that can match no "/": escaped punctuation, plain characters, `[^/]`, `[^/]*`,
+`[^/]+` and positive classes without "/", "-" or escapes. What pathspec makes of a name glob."""
+_NAMED_GROUP = re.compile(r"(?<!\\)\(\?P<\w+>")
+_GROUP_REFERENCE = re.compile(r"\\[1-9]|\(\?\(")
+"""A numbered back-reference or conditional: its meaning would change inside a union."""
+
+
+class _Prefilter:
+    """Rules out, cheaply, the paths that no pattern of one ignore file can match (nearly
+    all of them), so only the rest pay for pathspec's pattern-by-pattern check, which then
+    decides exactly as before. A pattern naming one path component anywhere (`*.pyc`,
+    `build/`, `.env`) can only match where a component starts, so it is tried on each folder
+    name once per folder and on each path's last name; any other pattern is tried whole."""
+
+    def __init__(self, names: re.Pattern[str] | None, paths: re.Pattern[str] | None):
+        self.names = names
+        self.paths = paths
+        self.folders: dict[str, bool] = {}
+
+    @classmethod
+    def of(cls, spec: pathspec.GitIgnoreSpec) -> _Prefilter | None:
+        """The prefilter of `spec`; None when its regexes are not in a form this reads (then
+        every path goes to pathspec)."""
+        names, paths = [], []
+        try:
+            for pattern in spec.patterns:
+                if pattern.include is None:
+                    continue
+                regex = pattern.regex
+                if regex.flags != re.UNICODE or _GROUP_REFERENCE.search(regex.pattern):
+                    return None
+                name = _name_regex(regex.pattern)
+                if name is not None:
+                    names.append(name)
+                else:
+                    paths.append(_NAMED_GROUP.sub("(?:", regex.pattern))
+            return cls(_union(names), _union(paths))
+        except (AttributeError, re.error):
+            return None
+
+    def may_match(self, path: str) -> bool:
+        """False only when no pattern matches `path` (as given to `check_file`)."""
+        if path.startswith(("/", "./")):
+            return True  # pathspec matches it with that start removed
+        if self.paths is not None and self.paths.search(path):
+            return True
+        if self.names is None:
+            return False
+        folder, _, name = path.rstrip("/").rpartition("/")
+        if self.names.match(name + "/" if path.endswith("/") else name):
+            return True
+        if not folder:
+            return False
+        hit = self.folders.get(folder)
+        if hit is None:
+            hit = self.folders[folder] = any(
+                self.names.match(part + "/") for part in folder.split("/")
+            )
+        return hit
+
+
+_Spec = tuple[pathspec.GitIgnoreSpec, _Prefilter | None]
+
+
+def _name_regex(text: str) -> str | None:
+    """For the regex of a pattern matching one whole path component anywhere (as pathspec
+    writes it), that match from the component's start, without the named group; else None."""
+    if text.startswith(_ANY_FOLDER):
+        for end, plain_end in _NAME_ENDS.items():
+            if text.endswith(end):
+                name = text[len(_ANY_FOLDER) : -len(end)]
+                return name + plain_end if name and _ONE_NAME.fullmatch(name) else None
+    return None
+
+
+def _union(regexes: list[str]) -> re.Pattern[str] | None:
+    if not regexes:
+        return None
+    with warnings.catch_warnings():  # pathspec already warned about each regex
+        warnings.simplefilter("ignore", FutureWarning)
+        return re.compile("|".join(f"(?:{r})" for r in regexes))
+
+
 @dataclass
 class IgnoreTree:
     """`.gitignore` and `.flyteignore` files found while walking a tree, each applying to the
     directory it sits in and below; deeper files override shallower ones, as in git."""
 
     root: Path
-    _specs: dict[str, pathspec.GitIgnoreSpec] = field(default_factory=dict)
+    _specs: dict[str, _Spec] = field(default_factory=dict)
+    _by_folder: dict[str, list[tuple[int, _Spec]]] = field(default_factory=dict)
+    """Folder -> the ignore files applying to its entries, outermost first, each with the
+    length of the path prefix to cut (paths are matched relative to the ignore file)."""
 
     @property
     def active(self) -> bool:
@@ -188,20 +283,34 @@ class IgnoreTree:
             if path.is_file():
                 lines += path.read_text(encoding="utf-8", errors="replace").splitlines()
         if lines:
-            self._specs[rel_dir] = pathspec.GitIgnoreSpec.from_lines(lines)
+            spec = pathspec.GitIgnoreSpec.from_lines(lines)
+            self._specs[rel_dir] = (spec, _Prefilter.of(spec))
+            self._by_folder.clear()
 
     def is_ignored(self, rel_path: str, is_dir: bool = False) -> bool:
         """Whether the loaded ignore files exclude `rel_path` (POSIX, relative to the root)."""
         if not self._specs:
             return False
+        folder = rel_path.rpartition("/")[0]
+        applying = self._by_folder.get(folder)
+        if applying is None:
+            applying = self._by_folder[folder] = self._applying(folder)
         ignored = False
-        parts = rel_path.split("/")
-        for depth in range(len(parts)):
-            spec = self._specs.get("/".join(parts[:depth]))
-            if spec is None:
-                continue
-            sub = "/".join(parts[depth:]) + ("/" if is_dir else "")
+        for cut, (spec, prefilter) in applying:
+            sub = rel_path[cut:] + "/" if is_dir else rel_path[cut:]
+            if prefilter is not None and not prefilter.may_match(sub):
+                continue  # no pattern matches: the path stays as the outer files left it
             result = spec.check_file(sub)
             if result.include is not None:
                 ignored = result.include
         return ignored
+
+    def _applying(self, folder: str) -> list[tuple[int, _Spec]]:
+        parts = folder.split("/") if folder else []
+        out = []
+        for depth in range(len(parts) + 1):
+            where = "/".join(parts[:depth])
+            found = self._specs.get(where)
+            if found is not None:
+                out.append((len(where) + 1 if where else 0, found))
+        return out

@@ -575,3 +575,26 @@ def test_gitignore_patterns_are_tried_one_by_one_only_on_paths_they_can_match(tr
     print(f"paths walked: ~{walked}; checked pattern by pattern: {len(checked)} {checked}")
     assert paths(sel) == {".gitignore", "pkg2/keep.log", *files}
     assert sorted(checked) == ["dir3/", "pkg1/a.log", "pkg2/keep.log", "pkg4/y.ext7", "top.log"]
+
+
+def test_include_and_exclude_globs_are_checked_only_on_paths_they_can_match(tree, monkeypatch):
+    files = {f"pkg{i % 5}/mod_{i}.py": "" for i in range(200)}
+    root = tree({**files, "data/a.csv": "", "data/b.csv": "", "notes/x.md": "", "app.py": ""})
+    checked: list[str] = []
+    for method in ("check_file", "match_file"):
+        real = getattr(pathspec.GitIgnoreSpec, method)
+
+        def counting(self, file, separators=None, real=real):  # the real check, counted
+            checked.append(str(file))
+            return real(self, file, separators)
+
+        monkeypatch.setattr(pathspec.GitIgnoreSpec, method, counting)
+    sel = select_files(root, copy_style="all", exclude=["*.csv", "notes/"])
+    excluded_checks = sorted(checked)
+    checked.clear()
+    included = select_files(root, copy_style="none", version="v1", include=["data/*.csv"])
+    print(f"files: {len(files) + 4}; exclude checks: {excluded_checks}; include checks: {checked}")
+    assert paths(sel) == {"app.py", *files}
+    assert paths(included) == {"data/a.csv", "data/b.csv"}
+    assert excluded_checks == ["data/a.csv", "data/b.csv", "notes/x.md"]
+    assert sorted(checked) == ["data/a.csv", "data/b.csv"]

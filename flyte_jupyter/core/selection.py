@@ -181,8 +181,10 @@ class _Selector:
         self.style = style
         self.include = include
         self.include_spec = ig.glob_spec(include)
+        self.may_include = ig.may_match(self.include_spec)
         self.exclude = exclude
         self.exclude_spec = ig.glob_spec(exclude)
+        self.may_exclude = ig.may_match(self.exclude_spec)
         self.version = version
         self.warnings: list[str] = []
         self.reasons: dict[str, str] = {}
@@ -215,10 +217,10 @@ class _Selector:
             self._add_includes()
         secrets: list[str] = []
         files: list[SelectedFile] = []
-        excluded = self.exclude_spec.match_file if self.exclude else None
+        exclude, may_exclude = self.exclude_spec if self.exclude else None, self.may_exclude
         secret_pattern = ig.secret_pattern
         for rel in sorted(self.reasons):
-            if excluded is not None and excluded(rel):
+            if exclude is not None and may_exclude(rel) and exclude.match_file(rel):
                 continue
             pattern = secret_pattern(rel)
             selected = None if pattern else self._stat(rel)
@@ -363,6 +365,8 @@ class _Selector:
     def _add_includes(self) -> None:
         matched: set[str] = set()
         for rel in self._walk(honour_ignore_files=False):
+            if not self.may_include(rel):
+                continue
             result = self.include_spec.check_file(rel)
             if result.include:
                 pattern = self.include[result.index]

@@ -462,21 +462,22 @@ def test_all_walk_records_each_file_as_it_is_on_disk(tree):
     assert next(f for f in sel.files if f.path == "link.csv").source == str(root / "data/a.csv")
 
 
-def test_selecting_files_reads_no_package_metadata(tree):
-    """`importlib.metadata` (~15 ms to import) is for runs and exports that pin versions: a
-    bundle's selection never loads it."""
+def test_selection_loads_no_module_it_does_not_use(tree):
+    """`importlib.metadata` (~15 ms to import) is for runs and exports that pin versions, and
+    pathspec (~10 ms) for trees with ignore files or globs: selecting a tree without either
+    loads neither."""
     root = tree(SHOP)
     code = (
         "import sys\n"
         "from flyte_jupyter.core.selection import select_files\n"
         f"select_files({str(root)!r}, copy_style='all')\n"
         f"select_files({str(root)!r}, entries=[{str(root / 'app.py')!r}])\n"
-        "print('importlib.metadata' in sys.modules)\n"
+        "print(sorted({'importlib.metadata', 'pathspec'} & set(sys.modules)))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    print(f"importlib.metadata loaded by selection: {done.stdout.strip()}")
-    assert done.stdout.strip() == "False"
+    print(f"unused modules loaded by selection: {done.stdout.strip()}")
+    assert done.stdout.strip() == "[]"
 
 
 GITIGNORE_KINDS = {

@@ -13,8 +13,11 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pathspec
+if TYPE_CHECKING:
+    import pathspec
+
 
 IGNORE_FILES = (".gitignore", ".flyteignore")
 
@@ -79,11 +82,10 @@ def _names_regex(patterns: list[str]) -> re.Pattern[str]:
 _STANDARD_DIR = _names_regex([p for p in STANDARD_IGNORES if p.endswith("/")])
 _STANDARD_FILE = _names_regex([p for p in STANDARD_IGNORES if not p.endswith("/")])
 _SECRET_DIRS = [(p, _names_regex([p])) for p in SECRET_PATTERNS if p.endswith("/")]
-_SECRET_FILES = [(p, _names_regex([p])) for p in SECRET_PATTERNS if "/" not in p]
+_SECRET_FILES = [p for p in SECRET_PATTERNS if "/" not in p]
 _SECRET_PAIRS = {
     tuple(p.split("/")): p for p in SECRET_PATTERNS if "/" in p and not p.endswith("/")
 }
-_SECRET_FILE_ANY = _names_regex([p for p, _ in _SECRET_FILES])
 _SECRET_PAIR_NAMES = frozenset(name for _, name in _SECRET_PAIRS)
 
 
@@ -93,7 +95,7 @@ def _literal_ends(pattern: str) -> tuple[str, str]:
     return (pattern[: wild[0]], pattern[wild[-1] + 1 :]) if wild else (pattern, pattern)
 
 
-_SECRET_NAME_ENDS = [_literal_ends(p) for p, _ in _SECRET_FILES]
+_SECRET_NAME_ENDS = [_literal_ends(p) for p in _SECRET_FILES]
 _SECRET_PREFIXES = tuple(start for start, _ in _SECRET_NAME_ENDS if start)
 _SECRET_SUFFIXES = tuple(end for start, end in _SECRET_NAME_ENDS if not start)
 """A name can match a secret file pattern only if it starts with one of these prefixes or
@@ -126,12 +128,19 @@ def _secret_dir(rel_dir: str) -> str | None:
     return None
 
 
+@functools.cache
+def _secret_file_regexes() -> tuple[re.Pattern[str], list[tuple[str, re.Pattern[str]]]]:
+    """Compiled on first use: most runs meet no name that passes the prefix and suffix test."""
+    return _names_regex(_SECRET_FILES), [(p, _names_regex([p])) for p in _SECRET_FILES]
+
+
 def _secret_name(name: str) -> str | None:
     if not (name.startswith(_SECRET_PREFIXES) or name.endswith(_SECRET_SUFFIXES)):
         return None
-    if not _SECRET_FILE_ANY.match(name):
+    any_secret, each_secret = _secret_file_regexes()
+    if not any_secret.match(name):
         return None
-    pattern = next(p for p, regex in _SECRET_FILES if regex.match(name))
+    pattern = next(p for p, regex in each_secret if regex.match(name))
     if pattern.startswith("id_") and name.endswith(_PUBLIC_KEY):
         return None
     return pattern
@@ -160,8 +169,20 @@ def secret_pattern_anywhere(rel_path: str) -> str | None:
 
 
 def glob_spec(patterns: list[str] | tuple[str, ...]) -> pathspec.GitIgnoreSpec:
-    """Compile user globs (`--include`/`--exclude`) with gitignore syntax."""
+    """Compile user globs (`--include`/`--exclude`) or an ignore file's lines with gitignore
+    syntax."""
+    import pathspec  # ~10 ms: loaded only when there are globs or ignore files to match
+
     return pathspec.GitIgnoreSpec.from_lines(patterns)
+
+
+def matcher(spec: pathspec.GitIgnoreSpec | None) -> Callable[[str], bool] | None:
+    """`spec.match_file`, asked only about the paths `may_match` lets through; None without
+    a spec."""
+    if spec is None:
+        return None
+    quick = may_match(spec)
+    return lambda path: quick(path) and spec.match_file(path)
 
 
 def may_match(spec: pathspec.GitIgnoreSpec) -> Callable[[str], bool]:
@@ -249,7 +270,8 @@ class _Prefilter:
         return hit
 
 
-_Spec = tuple[pathspec.GitIgnoreSpec, _Prefilter | None]
+if TYPE_CHECKING:
+    _Spec = tuple[pathspec.GitIgnoreSpec, _Prefilter | None]
 
 
 def _name_regex(text: str) -> str | None:
@@ -295,7 +317,7 @@ class IgnoreTree:
             if path.is_file():
                 lines += path.read_text(encoding="utf-8", errors="replace").splitlines()
         if lines:
-            spec = pathspec.GitIgnoreSpec.from_lines(lines)
+            spec = glob_spec(lines)
             self._specs[rel_dir] = (spec, _Prefilter.of(spec))
             self._by_folder.clear()
 

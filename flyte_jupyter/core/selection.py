@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..runtime.blobs import write_local_atomic
 from ..runtime.locations import cache_dir, private_dir
@@ -29,12 +29,14 @@ from .import_graph import ImportGraph
 from .notebook_outputs import strip_outputs
 from .sizes import human_size
 
+if TYPE_CHECKING:
+    import pathspec
+
 COPY_STYLES = ("auto", "all", "none")
 _STYLE_ALIASES = {"loaded_modules": "auto"}
 ROOT_MARKERS = ("pyproject.toml", "setup.cfg", ".git", ".flyte")
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 LARGE_FILE_BYTES = 10 * 1024 * 1024
-_PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
 class SelectedFile(NamedTuple):
@@ -180,11 +182,9 @@ class _Selector:
         self.root_prefix = str(root) + os.sep
         self.style = style
         self.include = include
-        self.include_spec = ig.glob_spec(include)
-        self.may_include = ig.may_match(self.include_spec)
+        self.include_spec = ig.glob_spec(include) if include else None
         self.exclude = exclude
-        self.exclude_spec = ig.glob_spec(exclude)
-        self.may_exclude = ig.may_match(self.exclude_spec)
+        self.excluded = ig.matcher(ig.glob_spec(exclude) if exclude else None)
         self.version = version
         self.warnings: list[str] = []
         self.reasons: dict[str, str] = {}
@@ -213,14 +213,14 @@ class _Selector:
             for entry in entries:
                 self.reasons.setdefault(self._rel(entry), "entry")
             self.graph.follow([*entries, *self.generated], loaded, lazy_imports)
-        if self.include:
-            self._add_includes()
+        if self.include_spec is not None:
+            self._add_includes(self.include_spec)
         secrets: list[str] = []
         files: list[SelectedFile] = []
-        exclude, may_exclude = self.exclude_spec if self.exclude else None, self.may_exclude
+        excluded = self.excluded
         secret_pattern = ig.secret_pattern
         for rel in sorted(self.reasons):
-            if exclude is not None and may_exclude(rel) and exclude.match_file(rel):
+            if excluded is not None and excluded(rel):
                 continue
             pattern = secret_pattern(rel)
             selected = None if pattern else self._stat(rel)
@@ -362,12 +362,13 @@ class _Selector:
         if message not in self.warnings:
             self.warnings.append(message)
 
-    def _add_includes(self) -> None:
+    def _add_includes(self, spec: pathspec.GitIgnoreSpec) -> None:
         matched: set[str] = set()
+        may_match = ig.may_match(spec)
         for rel in self._walk(honour_ignore_files=False):
-            if not self.may_include(rel):
+            if not may_match(rel):
                 continue
-            result = self.include_spec.check_file(rel)
+            result = spec.check_file(rel)
             if result.include:
                 pattern = self.include[result.index]
                 matched.add(pattern)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import operator
 import os
 import re
 import stat
@@ -300,7 +301,7 @@ class _Selector:
         """Add the shippable files of one open folder to `out`; its subfolders to walk."""
         try:
             with os.scandir(fd) as it:
-                entries = sorted(it, key=_entry_name)
+                entries = sorted(it, key=_BY_NAME)
         except OSError as exc:
             self._skip_dir(rel_dir, f"cannot read it ({exc.strerror})")
             return []
@@ -518,6 +519,7 @@ def _content_file(data: bytes, suffix: str) -> Path:
     return path
 
 
+_BY_NAME = operator.attrgetter("name")
 _PATH_MAX = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 4096
 _NAME_MAX = 255
 _KERNEL_FILESYSTEMS = frozenset(
@@ -561,10 +563,6 @@ def _special_mounts() -> dict[str, str]:
             point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[1])
             out[point] = parts[2]
     return out
-
-
-def _entry_name(entry: os.DirEntry[str]) -> str:
-    return entry.name
 
 
 def _shown(rel: str) -> str:

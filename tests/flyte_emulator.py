@@ -59,6 +59,9 @@ P = phase_pb2.ActionPhase
 TERMINAL = {P.ACTION_PHASE_SUCCEEDED, P.ACTION_PHASE_FAILED, P.ACTION_PHASE_ABORTED}
 ACTION = "a0"  # the root action's name, as in Flyte
 POD_ORG = "emulator"  # a0 requires a non-empty org; used when the client sends none
+INLINE_LIMIT = 10 << 20
+"""Bytes of inline inputs or outputs (serialized protos) a run may carry, as a cluster's default
+cap: bigger data must travel as files (blobs) in the data plane."""
 _TEMPLATE = re.compile(r"\{\{\s*\.(\w+)\s*\}\}")
 
 
@@ -134,6 +137,8 @@ class FlyteEmulator:
         self.create_run_requests: list[rs.CreateRunRequest] = []
         self.uploads: list[dict] = []
         self.calls: list[str] = []
+        self.inline_input_sizes: list[int] = []
+        """Bytes of each inputs proto received inline (UploadInputs or CreateRun.inputs)."""
         self._runs: dict[str, _Run] = {}
         self._threads: list[threading.Thread] = []
         self._names: set[str] = set()
@@ -207,6 +212,7 @@ class FlyteEmulator:
             self.create_run_requests.clear()
             self.uploads.clear()
             self.calls.clear()
+            self.inline_input_sizes.clear()
         self._new_client_env()
 
     def _new_client_env(self) -> None:
@@ -326,6 +332,13 @@ class FlyteEmulator:
             method, Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires
         )
 
+    def _outputs_size(self, run: _Run) -> int:
+        bucket, key = _split_s3(f"{run.output_prefix}/outputs.pb")
+        try:
+            return self._s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
+        except botocore.exceptions.ClientError:
+            return 0
+
     def _exists(self, uri: str) -> bool:
         bucket, key = _split_s3(uri)
         try:
@@ -354,7 +367,7 @@ class FlyteEmulator:
         if req.HasField("offloaded_input_data"):
             inputs_uri = req.offloaded_input_data.uri
         else:
-            data = req.inputs.SerializeToString()
+            data = self._inline_inputs(req.inputs)
             inputs_uri = self._put(f"inputs/{run_id.name}/inputs.pb", data)
         base = req.run_spec.run_base_dir or (
             f"s3://{self.bucket}/metadata/{run_id.org or POD_ORG}/{run_id.project}"
@@ -420,6 +433,19 @@ class FlyteEmulator:
         self._threads.append(run.thread)
         return rs.CreateRunResponse(run=rd.Run(action=self._action(run)))
 
+    def _inline_inputs(self, inputs: task_common_pb2.Inputs) -> bytes:
+        """The serialized inputs, recorded; refused above the inline cap like a cluster's."""
+        data = inputs.SerializeToString(deterministic=True)
+        with self._cond:
+            self.inline_input_sizes.append(len(data))
+        if len(data) > INLINE_LIMIT:
+            raise ConnectError(
+                Code.RESOURCE_EXHAUSTED,
+                f"inline inputs are {len(data)} bytes, over the {INLINE_LIMIT} byte limit: "
+                "pass big values as files",
+            )
+        return data
+
     def _set_phase(self, run: _Run, phase: int, **result: Any) -> bool:
         """Move `run` to `phase` unless it already ended; wakes every watcher."""
         with self._cond:
@@ -454,6 +480,11 @@ class FlyteEmulator:
             }.get(doc.error.origin, rd.ErrorInfo.KIND_UNSPECIFIED)
             info = rd.ErrorInfo(message=doc.error.message, kind=kind, code=doc.error.code)
             self._set_phase(run, P.ACTION_PHASE_FAILED, error=info)
+        elif code == 0 and self._outputs_size(run) > INLINE_LIMIT:
+            size = self._outputs_size(run)
+            message = f"outputs.pb is {size} bytes, over the {INLINE_LIMIT} byte inline limit"
+            error = _system_error("OutputsTooBig", message)
+            self._set_phase(run, P.ACTION_PHASE_FAILED, error=error)
         elif code == 0:
             self._set_phase(run, P.ACTION_PHASE_SUCCEEDED)
         else:
@@ -728,7 +759,7 @@ class _DataProxyService(DataProxyServiceSync):
         )
 
     def upload_inputs(self, request, ctx) -> dp.UploadInputsResponse:
-        data = request.inputs.SerializeToString(deterministic=True)
+        data = self.emu._inline_inputs(request.inputs)
         digest = hashlib.sha256(data).hexdigest()
         base = request.base_dir.rstrip("/") if request.base_dir else None
         if base:

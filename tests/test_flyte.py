@@ -419,3 +419,62 @@ def test_an_s3_store_works_beside_flyte_and_detached_runs_are_followed(
     assert cancel.returncode == 0, cancel.stderr
     print(f"after runs cancel: {cancel.stdout.strip()}, Flyte says {emulator.run_phase(run_name)}")
     assert "cancelled" in cancel.stdout and emulator.run_phase(run_name) == "ABORTED"
+
+
+def _hwm_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
+
+
+def test_big_values_travel_as_files_not_inline(tmp_path, emulator):
+    """A 24 MB value goes into a Flyte cell and comes back: as `flyte.io.File`s through the
+    data plane (the emulator, like a cluster, refuses inline data over 10 MiB), intact, while
+    small values stay inline."""
+    from conftest import write_tree
+    from flyteidl2.task import common_pb2
+    from kernel import Kernel
+
+    project = write_tree(tmp_path / "nb", NOTEBOOK_PROJECT)
+    kernel = Kernel(project, emulator.client_env)
+    try:
+        kernel.ok("%load_ext flyte_jupyter")
+        kernel.ok(f"%flyte_config flyte_config={emulator.config_path} executor=flyte")
+        kernel.ok("import hashlib, os\nblob = os.urandom(24 << 20)\n")
+        kernel.ok("sent = hashlib.sha256(blob).hexdigest()")
+        assert kernel.ok("%%flyte_run\nlen(sent)").result == "64"  # small: inline both ways
+        small_run = emulator.run_names[-1]
+        small_out = _outputs(emulator, small_run, common_pb2)
+        assert small_out["o1"].scalar.union.value.scalar.HasField("none_type")
+        assert [u for u in emulator.uploads if u["filename"] == "inputs.pkl"] == []
+        pid = kernel.manager.provisioner.process.pid
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # peak RSS := current RSS
+        before = _hwm_mb(pid)
+        cell = "%%flyte_run\nimport hashlib\nseen = hashlib.sha256(blob).hexdigest()\n"
+        cell += "back = blob[::-1]"
+        kernel.ok(cell, timeout=300)
+        growth = _hwm_mb(pid) - before
+        check = "hashlib.sha256(back[::-1]).hexdigest() == sent == seen"
+        assert kernel.ok(check).result == "True"
+        name = emulator.run_names[-1]
+        inline = emulator.inline_input_sizes[-1]
+        (upload,) = [u for u in emulator.uploads if u["filename"] == "inputs.pkl"]
+        uploaded = len(emulator.read_object(upload["native_url"]))
+        outputs_pb = emulator.read_object(f"{emulator._runs[name].output_prefix}/outputs.pb")
+        out = _outputs(emulator, name, common_pb2)
+        blob_uri = out["o1"].scalar.union.value.scalar.blob.uri
+        returned = len(emulator.read_object(blob_uri))
+        print(f"inline inputs {inline} B, inputs file {uploaded} B; outputs.pb {len(outputs_pb)} B,"
+              f" outputs file {returned} B at {blob_uri}; kernel peak growth {growth:.0f} MB "
+              f"for a 24 MB value in and a 24 MB value back")  # fmt: skip
+        assert inline < 64 << 10 and len(outputs_pb) < 64 << 10
+        assert uploaded > 24 << 20 and returned > 24 << 20
+        assert blob_uri.startswith(f"s3://{emulator.bucket}/raw/{name}/")
+        assert emulator.run_phase(name) == "SUCCEEDED"
+        assert growth < 3 * 24  # the value itself + unpickling; inline it was ~5 copies
+    finally:
+        kernel.shutdown()
+
+
+def _outputs(emulator: FlyteEmulator, run_name: str, common_pb2) -> dict:
+    raw = emulator.read_object(f"{emulator._runs[run_name].output_prefix}/outputs.pb")
+    return {lit.name: lit.value for lit in common_pb2.Outputs.FromString(raw).literals}

@@ -8,17 +8,25 @@ own `a0` without `--tgz`. Both expected hashes come from the control plane, neve
 archive. `a0` loads `run` below through Flyte's default resolver; `run` calls our runtime
 exactly as the local executor does, in a private run directory, and returns what the runtime
 wrote. A failed run raises, so the Flyte action fails with the remote exception.
+
+Pickled inputs and outputs up to `INLINE_LIMIT` travel inline (base64 in the task's string
+input and output); bigger ones as a `flyte.io.File` in the run's data plane, streamed between
+disk and storage: a cluster caps inline data, and a big value inline is held several times over.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 import flyte
+from flyte.io import File
+from flyte.io._hashing_io import HashlibAccumulator
 
 BUNDLE_ENV = "FLYTE_JUPYTER_FLYTE_BUNDLE"
 """Local path of the verified bundle archive, set by BOOT."""
@@ -29,6 +37,10 @@ REFUSED_ENV = "FLYTE_JUPYTER_FLYTE_REFUSED"
 ERROR_MARK = "[flyte-jupyter-error]"
 """Brackets the runtime's error.json in the exception message, for the client to read back."""
 ENV_NAME = "flyte-jupyter"
+INLINE_LIMIT = 1 << 20
+"""Pickled inputs or outputs above this many bytes travel as a File, not inline."""
+CHUNK = 8 << 20
+"""Bytes read from storage at a time: a big value is never held whole in memory."""
 
 BOOT = f"""\
 import asyncio, hashlib, os, sys, tarfile, tempfile
@@ -71,9 +83,12 @@ class BundleRefused(Exception):
 
 
 @env.task
-def run(entry: str, inputs: str, spec: str) -> str:
-    """Run `entry` of the verified bundle on base64 pickled `inputs`; the run's outputs,
-    status and logs as JSON (pickled outputs base64)."""
+def run(
+    entry: str, inputs: str, spec: str, inputs_file: File | None = None
+) -> tuple[str, File | None]:
+    """Run `entry` of the verified bundle on the pickled inputs (base64 `inputs`, or
+    `inputs_file` when big); the run's status and logs as JSON, with the pickled outputs
+    inline (base64) when small, else in the returned File (size and sha256 in the JSON)."""
     from .execute import main
 
     refused = os.environ.get(REFUSED_ENV)
@@ -82,7 +97,11 @@ def run(entry: str, inputs: str, spec: str) -> str:
     with tempfile.TemporaryDirectory(prefix="flyte-jupyter-run-") as tmp:
         run_dir = Path(tmp)
         (run_dir / "spec.json").write_text(spec)
-        (run_dir / "inputs.pkl").write_bytes(base64.b64decode(inputs))
+        if inputs_file is not None:
+            with open(run_dir / "inputs.pkl", "wb") as f:
+                fetch(inputs_file.path, f)
+        else:
+            (run_dir / "inputs.pkl").write_bytes(base64.b64decode(inputs))
         argv = ["--entry", entry, "--inputs", str(run_dir / "inputs.pkl")]
         argv += ["--outputs", str(run_dir / "outputs.pkl"), "--run-dir", str(run_dir)]
         if os.environ.get(BUNDLE_ENV):
@@ -95,9 +114,48 @@ def run(entry: str, inputs: str, spec: str) -> str:
             doc = json.loads(error)
             summary = f"{doc.get('type', 'Error')}: {doc.get('message', '')}"
             raise RunFailed(f"{summary}\n{ERROR_MARK}{json.dumps({**result, 'error': error})}")
-        outputs = (run_dir / "outputs.pkl").read_bytes()
-        result["outputs"] = base64.b64encode(outputs).decode()
-    return json.dumps(result)
+        outputs = run_dir / "outputs.pkl"
+        size = outputs.stat().st_size
+        if size <= INLINE_LIMIT:
+            result["outputs"] = base64.b64encode(outputs.read_bytes()).decode()
+            return json.dumps(result), None
+        # uploaded to the run's raw data now (the folder goes), hashed in the same pass
+        out = File.from_local_sync(outputs, hash_method=HashlibAccumulator.from_hash_name("sha256"))
+        result["outputs_file"] = {"size": size, "sha256": out.hash}
+        return json.dumps(result), out
+
+
+def fetch(uri: str, f: BinaryIO) -> tuple[int, str]:
+    """Copy the object at `uri` into `f` in bounded chunks with flyte's storage layer (the
+    credentials `File.download()` uses); its size and sha256. (`File.download_sync` reads the
+    whole object into memory first.)"""
+    import flyte.storage as storage
+    from flyte.syncify import syncify
+
+    digest = hashlib.sha256()
+    if not storage.is_remote(uri):  # a local raw-data path (a cluster's is never local)
+        with open(uri, "rb") as src:
+            while chunk := src.read(CHUNK):
+                f.write(chunk)
+                digest.update(chunk)
+        return os.path.getsize(uri), digest.hexdigest()
+
+    @syncify
+    async def copy() -> int:
+        size = 0
+        fh = await storage.open(uri, "rb", buffer_size=CHUNK)
+        try:
+            while chunk := await fh.read(CHUNK):
+                f.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+        finally:
+            closed = fh.close()
+            if closed is not None:
+                await closed
+        return size
+
+    return copy(), digest.hexdigest()
 
 
 def _read(path: Path) -> str | None:

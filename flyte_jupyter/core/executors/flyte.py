@@ -14,6 +14,7 @@ what came back into the run directory of the local store, so `Run` reads it as f
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -24,6 +25,7 @@ import re
 import socket
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 import warnings
@@ -31,13 +33,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 from ...runtime import blobs, protocol
 from ...runtime.locations import cache_dir
 from .. import config, history
-from ..errors import UsageError
+from ..errors import StorageError, UsageError
 from ..runtime_files import runtime_files
 from ..storage import Store
 from ..submit import RunSpec
@@ -425,6 +427,7 @@ def _submit(
 ) -> Any:
     from flyte._internal.runtime.convert import convert_from_native_to_inputs
     from flyte._run import _Runner
+    from flyte.io import File
     from flyte.syncify import syncify
 
     sent = 0
@@ -464,26 +467,54 @@ def _submit(
         domain=target.domain,
         env_vars=dict(spec.env),
     )
-    payload = base64.b64encode(store.get_bytes(spec.inputs_url)).decode()
     spec_json = json.dumps(spec.to_json())
+    with _inputs_file(spec, store) as big:
+        payload = "" if big else base64.b64encode(store.get_bytes(spec.inputs_url)).decode()
+        # a big File is uploaded while converting, by flyte's lazy uploader: the data proxy's
+        # signed URL (no bucket credentials here), streamed from disk, Content-MD5 checked
+        inputs_file = File.from_local_sync(big) if big else None
 
-    @syncify
-    async def go() -> Any:
-        inputs = await convert_from_native_to_inputs(
-            task.native_interface, entry=spec.entry, inputs=payload, spec=spec_json
-        )
-        run_id, project_id = runner._resolve_run_target(target.project, target.domain, target.org)
-        run_spec = runner._apply_overrides(None, task=task, task_spec=task_spec)
-        return await runner._submit_remote(
-            task_spec=task_spec,
-            task_id=None,
-            proto_inputs=inputs.proto_inputs,
-            run_spec=run_spec,
-            run_id=run_id,
-            project_id=project_id,
-        )
+        @syncify
+        async def go() -> Any:
+            inputs = await convert_from_native_to_inputs(
+                task.native_interface,
+                entry=spec.entry,
+                inputs=payload,
+                spec=spec_json,
+                inputs_file=inputs_file,
+            )
+            run_id, project_id = runner._resolve_run_target(
+                target.project, target.domain, target.org
+            )
+            run_spec = runner._apply_overrides(None, task=task, task_spec=task_spec)
+            return await runner._submit_remote(
+                task_spec=task_spec,
+                task_id=None,
+                proto_inputs=inputs.proto_inputs,
+                run_spec=run_spec,
+                run_id=run_id,
+                project_id=project_id,
+            )
 
-    return go()
+        return go()
+
+
+@contextlib.contextmanager
+def _inputs_file(spec: RunSpec, store: Store) -> Iterator[Path | None]:
+    """The local path of the run's pickled inputs when they are too big to travel inline
+    (the store's own file, or a download of it kept for the submit); None when small."""
+    from ...runtime.flyte_task import INLINE_LIMIT
+
+    if store.size(spec.inputs_url) <= INLINE_LIMIT:
+        yield None
+    elif store.local:
+        yield Path(blobs.local_path(spec.inputs_url))
+    else:
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="flyte-inputs-", dir=cache_dir()) as tmp:
+            path = Path(tmp) / "inputs.pkl"
+            store.get_file(spec.inputs_url, str(path))
+            yield path
 
 
 # --- following a run -------------------------------------------------------------------
@@ -594,8 +625,13 @@ class FlyteExecution:
             if self._code is not None:
                 return self._code
             if phase == "SUCCEEDED":
-                result = json.loads(_string_output(self.remote))
-                self._put(protocol.OUTPUTS, base64.b64decode(result["outputs"]))
+                literals = self.remote.output_literals()
+                result = json.loads(literals["o0"].scalar.primitive.string_value)
+                if "outputs" in result:  # inline (also every run of an older runtime)
+                    self._put(protocol.OUTPUTS, base64.b64decode(result["outputs"]))
+                else:
+                    uri = literals["o1"].scalar.union.value.scalar.blob.uri
+                    self._fetch_outputs(uri, result["outputs_file"])
                 code = 0
             else:
                 result = _error_result(self.remote, phase)
@@ -611,6 +647,33 @@ class FlyteExecution:
             self._put(protocol.STATUS, json.dumps(status).encode())
             self._code = code
             return code
+
+    def _fetch_outputs(self, uri: str, expected: dict[str, Any]) -> None:
+        """Stream the pod's pickled outputs (a File in the run's raw data) into the run
+        directory, checked against the size and sha256 the pod reported; nothing is written
+        when the copy fails or differs, so `%flyte_result` can try again."""
+        from ...runtime.flyte_task import fetch
+        from ..sizes import human_size
+
+        def write(f: BinaryIO) -> None:
+            try:
+                size, sha = fetch(uri, f)
+            except Exception as exc:
+                raise StorageError(
+                    f"the outputs of run {self.spec.run_id} ({human_size(expected['size'])}) "
+                    f"are in Flyte's storage at {uri}, which this machine cannot read "
+                    f"({_one_line(exc)}): give it read access to that bucket (the credentials "
+                    f"flyte's File.download() uses, e.g. FLYTE_AWS_* or an AWS profile), then "
+                    f"`%flyte_result {self.spec.run_id}`"
+                ) from None
+            if (size, sha) != (expected["size"], expected["sha256"]):
+                raise StorageError(
+                    f"the outputs of run {self.spec.run_id} at {uri} are {size} bytes with "
+                    f"sha256 {sha}, not the {expected['size']} bytes with sha256 "
+                    f"{expected['sha256']} the run wrote: changed in storage, not loaded"
+                )
+
+        self.store.put_stream(self.store.run_url(self.spec.run_id, protocol.OUTPUTS), write)
 
     def _put(self, name: str, data: bytes) -> None:
         self.store.put_bytes(self.store.run_url(self.spec.run_id, name), data)
@@ -628,10 +691,9 @@ def _phase_name(remote: Any) -> str:
     return phase_pb2.ActionPhase.Name(remote.raw_phase).removeprefix("ACTION_PHASE_")
 
 
-def _string_output(remote: Any) -> str:
-    literals = remote.output_literals()
-    (literal,) = literals.values()
-    return literal.scalar.primitive.string_value
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
 def _error_result(remote: Any, phase: str) -> dict[str, Any]:

@@ -6,9 +6,11 @@ temporary directory, and the manifest digest is recomputed from what was written
 verified tree is renamed into the cache.
 
 The extraction is shared by every run of the digest and is what runs (`__file__`, sys.path),
-so a stat snapshot of it is kept beside it (`<hex>.files`: path, mode, size, mtime, ctime,
-inode of every entry). Before and after each run the tree is compared with its snapshot; a
-tree that changed is discarded and fetched again, so no run changes what a later run executes.
+so a stat snapshot of it is kept beside it (`<hex>.files`: mode, size, mtime, ctime, inode of
+every entry, per directory). Before and after each run the tree is compared with its snapshot;
+a tree that changed is discarded and fetched again, so no run changes what a later run executes.
+The comparison is one scandir and one dict comparison per directory: its cost is the stat of
+each entry, which no check that catches a file rewritten in place can skip.
 """
 
 from __future__ import annotations
@@ -17,14 +19,17 @@ import compileall
 import contextlib
 import hashlib
 import json
+import marshal
+import operator
 import os
 import re
 import shutil
+import stat
 import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 
 from . import blobs
@@ -45,6 +50,11 @@ _MAX_HEADER_BYTES = 1 << 20
 STALE_SECONDS = 600
 """Leftovers of a crashed extraction older than this, whose digest is not locked, are removed."""
 SNAPSHOT_SUFFIX = ".files"
+_SNAPSHOT_MAGIC = b"flyte-jupyter snapshot 2\n"
+"""Then marshal (version 4, read by every Python 3) of {folder: {name: entry}}. A snapshot
+starting with "{" is the JSON {path: entry} of earlier versions, still read."""
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
+_BY_FD = os.scandir in os.supports_fd and os.open in os.supports_dir_fd
 _LEFTOVER_RE = re.compile(r"^\.([0-9a-f]{64})\.(tmp|download|discarded|snapshot)-")
 
 
@@ -114,54 +124,157 @@ def discard_if_changed(target: Path) -> list[str]:
     return changed
 
 
+Entry = tuple[int, int, int, int, int]
+"""mode, size, mtime_ns, ctime_ns and inode of one entry. ctime cannot be set back by a
+process, so a file rewritten in place shows even if its size and mtime are restored."""
+
+stat_entry: Callable[[os.stat_result], Entry] = operator.attrgetter(
+    "st_mode", "st_size", "st_mtime_ns", "st_ctime_ns", "st_ino"
+)
+"""One snapshot entry from a stat result (links not followed)."""
+
+
+class Snapshot(Mapping[str, Entry]):
+    """The entries of an extraction per folder (`dirs`: folder, "" for the top -> name ->
+    entry); read as a mapping, path ("pkg/mod.py") -> entry."""
+
+    def __init__(self, dirs: dict[str, dict[str, Entry]]):
+        self.dirs = dirs
+
+    def __getitem__(self, path: str) -> Entry:
+        folder, _, name = path.rpartition("/")
+        return self.dirs[folder][name]
+
+    def __iter__(self) -> Iterator[str]:
+        for folder, entries in self.dirs.items():
+            prefix = folder + "/" if folder else ""
+            yield from (prefix + name for name in entries)
+
+    def __len__(self) -> int:
+        return sum(map(len, self.dirs.values()))
+
+
 def changes(target: Path) -> list[str]:
     """What differs between the extraction `target` and its snapshot: changed, added or
     removed paths, ["(no snapshot)"] when it was never completed, [] when unchanged."""
-    try:
-        recorded = _snapshot_path(target).read_text()
-    except FileNotFoundError:
+    recorded = recorded_snapshot(target)
+    if recorded is None:
         return ["(no snapshot)"]
     try:
-        current = scan(target)
+        if _matches(target, recorded):
+            return []
+        current = Snapshot(scan(target))
     except FileNotFoundError:
         return ["(tree removed)"]
-    if _dumps(current) == recorded:
-        return []
-    before = json.loads(recorded)
-    return sorted(p for p in before.keys() | current.keys() if before.get(p) != current.get(p))
+    except OSError:
+        return ["(tree replaced)"]  # by a link or a file
+    before, after = dict(recorded), dict(current)
+    changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+    return changed or ["(changed while it was checked)"]
 
 
-def scan(tree: Path) -> dict[str, list[int]]:
-    """path -> [mode, size, mtime_ns, ctime_ns, inode] of every entry under `tree`, links not
-    followed. ctime cannot be set back by a process, so a rewrite shows even if mtime is."""
-    found: dict[str, list[int]] = {}
-    pending = [("", os.fspath(tree))]
-    while pending:
-        prefix, directory = pending.pop()
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                rel = prefix + entry.name
-                found[rel] = stat_entry(entry.stat(follow_symlinks=False))
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append((rel + "/", entry.path))
+def _matches(tree: Path, recorded: Snapshot) -> bool:
+    """Whether every folder of `tree` holds exactly the entries `recorded` has for it. An
+    added or removed folder shows as an entry of its parent, so walking the recorded folders
+    covers the tree."""
+    with _lister(tree) as listing:
+        for folder, entries in recorded.dirs.items():
+            try:
+                if listing(folder) != entries:
+                    return False
+            except OSError:  # removed, or replaced by a link or a file
+                return False
+    return True
+
+
+def scan(tree: Path) -> dict[str, dict[str, Entry]]:
+    """folder -> name -> entry of everything under `tree`, links not followed. A folder that
+    cannot be listed is left out (its own entry, in its parent, shows what changed)."""
+    found: dict[str, dict[str, Entry]] = {}
+    with _lister(tree) as listing:
+        pending = [""]
+        while pending:
+            folder = pending.pop()
+            try:
+                entries = found[folder] = listing(folder)
+            except OSError:
+                if not folder:
+                    raise
+                continue
+            prefix = folder + "/" if folder else ""
+            pending.extend(prefix + n for n, e in entries.items() if stat.S_ISDIR(e[0]))
     return found
 
 
-def stat_entry(st: os.stat_result) -> list[int]:
-    """One snapshot entry: mode, size, mtime, ctime and inode."""
-    return [st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+@contextlib.contextmanager
+def _lister(tree: Path) -> Iterator[Callable[[str], dict[str, Entry]]]:
+    """A function listing one folder of `tree` (name -> entry). Through directory descriptors
+    where the platform has them: each stat then resolves one name, not the whole path, and no
+    link in the tree is followed, the top included."""
+    if not _BY_FD:  # pragma: no cover - Windows
+        yield lambda folder: _entries(os.path.join(tree, folder))
+        return
+    top = os.open(tree, _DIR_FLAGS)
 
+    def listing(folder: str) -> dict[str, Entry]:
+        fd = os.open(folder or ".", _DIR_FLAGS, dir_fd=top)
+        try:
+            return _entries(fd)
+        finally:
+            os.close(fd)
 
-def recorded_snapshot(target: Path) -> dict[str, list[int]] | None:
-    """The snapshot taken when the extraction `target` was verified (None: there is none)."""
     try:
-        return json.loads(_snapshot_path(target).read_text())
+        yield listing
+    finally:
+        os.close(top)
+
+
+def _entries(directory: int | str) -> dict[str, Entry]:
+    with os.scandir(directory) as entries:
+        return {e.name: stat_entry(e.stat(follow_symlinks=False)) for e in entries}
+
+
+_loaded: dict[str, tuple[Entry, Snapshot]] = {}
+"""Snapshots read by this process, by file, with the stat of the file they were read from:
+a run's pre-run check, its import checks and its post-run check read the file once."""
+
+
+def recorded_snapshot(target: Path) -> Snapshot | None:
+    """The snapshot taken when the extraction `target` was verified (None: there is none, or
+    it cannot be read, which counts as an unfinished extraction)."""
+    path = os.fspath(_snapshot_path(target))
+    try:
+        with open(path, "rb") as f:
+            key = stat_entry(os.fstat(f.fileno()))
+            cached = _loaded.get(path)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            data = f.read()
     except FileNotFoundError:
         return None
+    try:
+        if data.startswith(_SNAPSHOT_MAGIC):
+            dirs = marshal.loads(memoryview(data)[len(_SNAPSHOT_MAGIC) :])
+        else:
+            dirs = _from_paths(json.loads(data))
+    except (ValueError, TypeError, EOFError, AttributeError, IndexError):
+        return None
+    if not isinstance(dirs, dict):
+        return None
+    snapshot = Snapshot(dirs)
+    _loaded[path] = key, snapshot
+    return snapshot
 
 
-def _dumps(snapshot: dict[str, list[int]]) -> str:
-    return json.dumps(snapshot, sort_keys=True, separators=(",", ":"))
+def _from_paths(paths: dict[str, list[int]]) -> dict[str, dict[str, Entry]]:
+    """The per-folder form of an earlier version's {path: entry} snapshot."""
+    dirs: dict[str, dict[str, Entry]] = {"": {}}
+    for path, entry in paths.items():
+        folder, _, name = path.rpartition("/")
+        dirs.setdefault(folder, {})[name] = tuple(entry)  # type: ignore[assignment]
+        if stat.S_ISDIR(entry[0]):
+            dirs.setdefault(path, {})
+    return dirs
 
 
 def _snapshot_path(target: Path) -> Path:
@@ -176,7 +289,7 @@ def _write_snapshot(target: Path) -> None:
     """Written last, atomically: a tree without a snapshot is an unfinished extraction."""
     snapshot = _snapshot_path(target)
     partial = snapshot.with_name(f".{target.name}.snapshot-{os.getpid()}")
-    partial.write_text(_dumps(scan(target)))
+    partial.write_bytes(_SNAPSHOT_MAGIC + marshal.dumps(scan(target), 4))
     os.replace(partial, snapshot)
 
 

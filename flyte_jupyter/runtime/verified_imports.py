@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .extract import recorded_snapshot, stat_entry
+from .extract import Snapshot, recorded_snapshot, stat_entry
 
 
 class ChangedSinceVerified(ImportError):
@@ -30,7 +30,7 @@ class VerifiedImports(importlib.abc.MetaPathFinder):
     """Finds modules as the path finder does, and refuses one under `root` whose file no
     longer matches the snapshot."""
 
-    def __init__(self, root: Path, snapshot: dict[str, list[int]]):
+    def __init__(self, root: Path, snapshot: Snapshot):
         self.root = str(root.resolve()) + os.sep
         self.snapshot = snapshot
 

@@ -203,9 +203,15 @@ def is_literal(pattern: str) -> bool:
 
 _ANY_FOLDER = "^(?:.+/)?"
 """How pathspec starts the regex of a pattern that may match below any folder."""
-_NAME_ENDS = {"(?:(?P<ps_d>/)|$)": "(?:/|$)", "(?P<ps_d>/)": "/"}
-"""How pathspec ends the regex of a file-or-folder / folder-only pattern -> the same ending
-without its named group (a union may not repeat a group name)."""
+_NAME_ENDS = {
+    "(?:(?P<ps_d>/)|$)": "(?:/|$)",
+    "(?P<ps_d>/)": "/",
+    "(?:(?P<ps_d>/).*)?$": "(?:/|$)",
+    "(?P<ps_d>/).*$": "/",
+}
+"""How pathspec (1.x, then 0.12) ends the regex of a file-or-folder / folder-only pattern ->
+an ending without the named group (a union may not repeat a group name) that accepts at
+least the same names."""
 _ONE_NAME = re.compile(
     r"(?:\\[^0-9A-Za-z/]|[^\\\[\](){}.*+?^$|/]|\[\^/\][*+]?|\[[^\]^\-/\\\[][^\]\-/\\\[]*\])+"
 )

@@ -4,6 +4,7 @@ symlinks, root_dir detection and the guards."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pathspec
 import pytest
 from conftest import write_tree
 
+from flyte_jupyter.core import ignore as ig
 from flyte_jupyter.core.errors import BundleError, UsageError
 from flyte_jupyter.core.selection import Selection, detect_root_dir, select_files
 
@@ -599,3 +601,46 @@ def test_include_and_exclude_globs_are_checked_only_on_paths_they_can_match(tree
     assert paths(included) == {"data/a.csv", "data/b.csv"}
     assert excluded_checks == ["data/a.csv", "data/b.csv", "notes/x.md"]
     assert sorted(checked) == ["data/a.csv", "data/b.csv"]
+
+
+IGNORE_LINES = [
+    *("*.pyc", "*.log", "!keep.log", "out/", "/out", "out", "doc/*.txt", "doc/_build/", "**/x.py"),
+    *("a/**/b", "a/**", "**/a", "*", "!*", "!*/", "*/", "lib", "!lib/", "/q", "!b/", "b", "!a"),
+    *("a/", "*.txt", "!c.txt", "!/out", "node/", "!node/x.py", "**/", "**", "a/*", "*/b", "[ab]*"),
+    *("[!a]b", "[a-c].py", "x?y", "\\#x", "\\!x", "a\\ b", "*~", ".*", "*.*", "ä*", "a[]]b", "#c"),
+]
+IGNORE_NAMES = ["a", "b", "out", "x.py", "x.pyc", "keep.log", "doc", "_build", "lib", "c.txt"]
+IGNORE_NAMES += ["node", "q", "xay", "#x", "!x", "a b", "x~", ".hid", "ä", "[a]", "ab", "x\ny"]
+
+
+def test_ignore_files_decide_every_path_as_pathspec_does(tmp_path):
+    """The first pass that rules paths out is only a shortcut: over many ignore files (names,
+    globs, classes, anchors, **, negations, odd characters) at several depths, every path is
+    decided exactly as checking each ignore file above it with pathspec, deepest last."""
+    rng = random.Random(13)
+    checks = differing = 0
+    for trial in range(150):
+        root = tmp_path / str(trial)
+        specs = {}
+        for folder in ("", "a", "a/b", rng.choice(IGNORE_NAMES)):
+            lines = rng.sample(IGNORE_LINES, rng.randint(1, 8))
+            write_tree(root, {f"{folder}/.gitignore".lstrip("/"): "\n".join(lines) + "\n"})
+            specs[folder] = pathspec.GitIgnoreSpec.from_lines(
+                (root / folder / ".gitignore").read_text().splitlines()
+            )
+        tree = ig.IgnoreTree(root)
+        for folder in specs:
+            tree.load_dir(folder)
+        for _ in range(60):
+            parts = [rng.choice(IGNORE_NAMES) for _ in range(rng.randint(1, 5))]
+            for is_dir in (False, True):
+                expected = False
+                for depth in range(len(parts)):
+                    spec = specs.get("/".join(parts[:depth]))
+                    sub = "/".join(parts[depth:]) + ("/" if is_dir else "")
+                    if spec is not None and spec.check_file(sub).include is not None:
+                        expected = spec.check_file(sub).include
+                checks += 1
+                differing += tree.is_ignored("/".join(parts), is_dir) != expected
+    print(f"paths decided: {checks}; decided differently from pathspec: {differing}")
+    assert checks == 150 * 60 * 2 and differing == 0

@@ -313,7 +313,7 @@ class _Selector:
                 return []
         prefix = f"{rel_dir}/" if rel_dir else ""
         dir_sep = dir_path if dir_path.endswith("/") else dir_path + "/"
-        dir_bytes = len(os.fsencode(dir_sep))
+        room = _PATH_MAX - len(os.fsencode(dir_sep))  # bytes left for a name in this folder
         ignored = tree.is_ignored if tree is not None and tree.active else None
         standard_file, standard_dir = ig.is_standard_file_name, ig.is_standard_dir_name
         lstats = self.lstats if tree is not None else None
@@ -337,7 +337,7 @@ class _Selector:
                     "UTF-8; rename it to ship it"
                 )
                 continue
-            if dir_bytes + name_bytes + (_NAME_MAX + 1 if is_dir else 0) >= _PATH_MAX:
+            if name_bytes + (_NAME_MAX + 1 if is_dir else 0) >= room:
                 where = "the paths inside it are" if is_dir else "its path is"
                 self._warn_once(
                     f"skipped {_shown(rel)}{'/' if is_dir else ''}: {where} longer than "
@@ -345,8 +345,12 @@ class _Selector:
                 )
             elif not is_dir:
                 out.append(rel)
-                if lstats is not None and (found := _lstat_in(fd, name)) is not None:
-                    lstats[rel] = found
+                if lstats is not None:
+                    try:
+                        st = os.lstat(name, dir_fd=fd)
+                    except OSError:
+                        continue  # _stat tries again by path, and reports what it finds
+                    lstats[rel] = (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino)
             elif entry.is_symlink():
                 self._warn_once(f"skipped {rel}/: symlinked directories are not followed")
             elif dir_sep + name in special:
@@ -481,16 +485,6 @@ _Stat = tuple[int, int, int, int]
 
 
 def _stat_of(st: os.stat_result) -> _Stat:
-    return (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino)
-
-
-def _lstat_in(dir_fd: int, name: str) -> _Stat | None:
-    """lstat of `name` in the open folder; None on failure (`_stat` retries it by path and
-    reports what it finds)."""
-    try:
-        st = os.lstat(name, dir_fd=dir_fd)
-    except OSError:
-        return None
     return (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino)
 
 

@@ -430,6 +430,16 @@ def test_big_values_travel_as_files_not_inline(tmp_path, emulator):
     """A 24 MB value goes into a Flyte cell and comes back: as `flyte.io.File`s through the
     data plane (the emulator, like a cluster, refuses inline data over 10 MiB), intact, while
     small values stay inline."""
+    _big_values_round_trip(tmp_path, emulator)
+
+
+@pytest.mark.slow
+def test_big_values_in_a_container_pod_with_only_flyte(tmp_path, flyte_emulator_docker):
+    """The same in a pod image holding only flyte: the pod's side needs nothing of ours."""
+    _big_values_round_trip(tmp_path, flyte_emulator_docker)
+
+
+def _big_values_round_trip(tmp_path: Path, emulator: FlyteEmulator) -> None:
     from conftest import write_tree
     from flyteidl2.task import common_pb2
     from kernel import Kernel

@@ -184,7 +184,6 @@ class _Selector:
         self.style = style
         self.include = include
         self.include_spec = ig.glob_spec(include) if include else None
-        self.exclude = exclude
         self.excluded = ig.matcher(ig.glob_spec(exclude) if exclude else None)
         self.version = version
         self.warnings: list[str] = []

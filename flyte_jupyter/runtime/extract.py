@@ -7,10 +7,10 @@ verified tree is renamed into the cache.
 
 The extraction is shared by every run of the digest and is what runs (`__file__`, sys.path),
 so a stat snapshot of it is kept beside it (`<hex>.files`: mode, size, mtime, ctime, inode of
-every entry, per directory). Before and after each run the tree is compared with its snapshot;
-a tree that changed is discarded and fetched again, so no run changes what a later run executes.
-The comparison is one scandir and one dict comparison per directory: its cost is the stat of
-each entry, which no check that catches a file rewritten in place can skip.
+every entry, per folder). Before and after each run the tree is compared with its snapshot; a
+tree that changed is discarded and fetched again, so no run changes what a later run executes.
+The check costs one stat per entry, which no check that catches a file rewritten in place can
+skip, and little else: see `_matches`.
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ STALE_SECONDS = 600
 """Leftovers of a crashed extraction older than this, whose digest is not locked, are removed."""
 SNAPSHOT_SUFFIX = ".files"
 _SNAPSHOT_MAGIC = b"flyte-jupyter snapshot 2\n"
-"""Then marshal (version 4, read by every Python 3) of {folder: {name: entry}}. A snapshot
-starting with "{" is the JSON {path: entry} of earlier versions, still read."""
+"""Then marshal (version 4, read by every Python 3) of (taken_ns, {folder: {name: entry}}). A
+snapshot starting with "{" is the JSON {path: entry} of earlier versions, still read."""
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
-_BY_FD = os.scandir in os.supports_fd and os.open in os.supports_dir_fd
+_BY_FD = os.stat in os.supports_dir_fd and os.open in os.supports_dir_fd
 _LEFTOVER_RE = re.compile(r"^\.([0-9a-f]{64})\.(tmp|download|discarded|snapshot)-")
 
 
@@ -136,10 +136,12 @@ stat_entry: Callable[[os.stat_result], Entry] = operator.attrgetter(
 
 class Snapshot(Mapping[str, Entry]):
     """The entries of an extraction per folder (`dirs`: folder, "" for the top -> name ->
-    entry); read as a mapping, path ("pkg/mod.py") -> entry."""
+    entry); read as a mapping, path ("pkg/mod.py") -> entry. `taken_ns` is a file time taken
+    on the extraction's file system before it was scanned (0: unknown)."""
 
-    def __init__(self, dirs: dict[str, dict[str, Entry]]):
+    def __init__(self, dirs: dict[str, dict[str, Entry]], taken_ns: int = 0):
         self.dirs = dirs
+        self.taken_ns = taken_ns
 
     def __getitem__(self, path: str) -> Entry:
         folder, _, name = path.rpartition("/")
@@ -152,6 +154,14 @@ class Snapshot(Mapping[str, Entry]):
 
     def __len__(self) -> int:
         return sum(map(len, self.dirs.values()))
+
+    def settled(self, folder: str) -> bool:
+        """Whether `folder` last changed before the scan began. Adding, removing or renaming
+        an entry sets a folder's mtime and ctime to the present, so a settled folder whose own
+        entry (checked in its parent) is unchanged holds the same names as when scanned."""
+        parent, _, name = folder.rpartition("/")
+        entry = self.dirs.get(parent, {}).get(name) if folder else None
+        return entry is not None and entry[3] < self.taken_ns
 
 
 def changes(target: Path) -> list[str]:
@@ -174,16 +184,34 @@ def changes(target: Path) -> list[str]:
 
 
 def _matches(tree: Path, recorded: Snapshot) -> bool:
-    """Whether every folder of `tree` holds exactly the entries `recorded` has for it. An
-    added or removed folder shows as an entry of its parent, so walking the recorded folders
-    covers the tree."""
-    with _lister(tree) as listing:
+    """Whether `tree` holds exactly the entries `recorded`, each with the same stat. Every
+    recorded folder is opened by descriptor, without following links, and each of its
+    entries is stat-ed by name, one short lookup each. Only a folder that is not settled (the
+    top, and any that changed while the snapshot was taken) is also listed: the unchanged
+    entry of a settled folder shows that nothing was added to it or removed from it."""
+    if not _BY_FD:  # pragma: no cover - Windows
+        return scan(tree) == recorded.dirs
+    top = os.open(tree, _DIR_FLAGS)
+    try:
         for folder, entries in recorded.dirs.items():
             try:
-                if listing(folder) != entries:
-                    return False
+                fd = os.open(folder or ".", _DIR_FLAGS, dir_fd=top)
             except OSError:  # removed, or replaced by a link or a file
                 return False
+            try:
+                if not recorded.settled(folder) and len(os.listdir(fd)) != len(entries):
+                    return False  # the names are then the recorded ones, or a stat fails
+                current = [
+                    stat_entry(os.stat(n, dir_fd=fd, follow_symlinks=False)) for n in entries
+                ]
+            except OSError:  # an entry removed
+                return False
+            finally:
+                os.close(fd)
+            if current != list(entries.values()):
+                return False
+    finally:
+        os.close(top)
     return True
 
 
@@ -191,47 +219,20 @@ def scan(tree: Path) -> dict[str, dict[str, Entry]]:
     """folder -> name -> entry of everything under `tree`, links not followed. A folder that
     cannot be listed is left out (its own entry, in its parent, shows what changed)."""
     found: dict[str, dict[str, Entry]] = {}
-    with _lister(tree) as listing:
-        pending = [""]
-        while pending:
-            folder = pending.pop()
-            try:
-                entries = found[folder] = listing(folder)
-            except OSError:
-                if not folder:
-                    raise
-                continue
-            prefix = folder + "/" if folder else ""
-            pending.extend(prefix + n for n, e in entries.items() if stat.S_ISDIR(e[0]))
-    return found
-
-
-@contextlib.contextmanager
-def _lister(tree: Path) -> Iterator[Callable[[str], dict[str, Entry]]]:
-    """A function listing one folder of `tree` (name -> entry). Through directory descriptors
-    where the platform has them: each stat then resolves one name, not the whole path, and no
-    link in the tree is followed, the top included."""
-    if not _BY_FD:  # pragma: no cover - Windows
-        yield lambda folder: _entries(os.path.join(tree, folder))
-        return
-    top = os.open(tree, _DIR_FLAGS)
-
-    def listing(folder: str) -> dict[str, Entry]:
-        fd = os.open(folder or ".", _DIR_FLAGS, dir_fd=top)
+    pending = [""]
+    while pending:
+        folder = pending.pop()
         try:
-            return _entries(fd)
-        finally:
-            os.close(fd)
-
-    try:
-        yield listing
-    finally:
-        os.close(top)
-
-
-def _entries(directory: int | str) -> dict[str, Entry]:
-    with os.scandir(directory) as entries:
-        return {e.name: stat_entry(e.stat(follow_symlinks=False)) for e in entries}
+            with os.scandir(os.path.join(tree, folder)) as listing:
+                entries = {e.name: stat_entry(e.stat(follow_symlinks=False)) for e in listing}
+        except OSError:
+            if not folder:
+                raise
+            continue
+        found[folder] = entries
+        prefix = folder + "/" if folder else ""
+        pending.extend(prefix + n for n, e in entries.items() if stat.S_ISDIR(e[0]))
+    return found
 
 
 _loaded: dict[str, tuple[Entry, Snapshot]] = {}
@@ -254,14 +255,14 @@ def recorded_snapshot(target: Path) -> Snapshot | None:
         return None
     try:
         if data.startswith(_SNAPSHOT_MAGIC):
-            dirs = marshal.loads(memoryview(data)[len(_SNAPSHOT_MAGIC) :])
+            taken_ns, dirs = marshal.loads(memoryview(data)[len(_SNAPSHOT_MAGIC) :])
         else:
-            dirs = _from_paths(json.loads(data))
+            taken_ns, dirs = 0, _from_paths(json.loads(data))
     except (ValueError, TypeError, EOFError, AttributeError, IndexError):
         return None
-    if not isinstance(dirs, dict):
+    if not isinstance(dirs, dict) or not isinstance(taken_ns, int):
         return None
-    snapshot = Snapshot(dirs)
+    snapshot = Snapshot(dirs, taken_ns)
     _loaded[path] = key, snapshot
     return snapshot
 
@@ -289,7 +290,9 @@ def _write_snapshot(target: Path) -> None:
     """Written last, atomically: a tree without a snapshot is an unfinished extraction."""
     snapshot = _snapshot_path(target)
     partial = snapshot.with_name(f".{target.name}.snapshot-{os.getpid()}")
-    partial.write_bytes(_SNAPSHOT_MAGIC + marshal.dumps(scan(target), 4))
+    with open(partial, "wb") as f:
+        taken_ns = os.fstat(f.fileno()).st_ctime_ns  # the file system's clock, before the scan
+        f.write(_SNAPSHOT_MAGIC + marshal.dumps((taken_ns, scan(target)), 4))
     os.replace(partial, snapshot)
 
 

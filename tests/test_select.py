@@ -644,3 +644,21 @@ def test_ignore_files_decide_every_path_as_pathspec_does(tmp_path):
                 differing += tree.is_ignored("/".join(parts), is_dir) != expected
     print(f"paths decided: {checks}; decided differently from pathspec: {differing}")
     assert checks == 150 * 60 * 2 and differing == 0
+
+
+def test_a_pattern_pathspec_cannot_read_is_one_clear_line_not_a_traceback(tree):
+    """An ignore file's unreadable line is left out with a warning (git never fails on one);
+    an unreadable --include/--exclude glob is a usage error naming it."""
+    root = tree({"app.py": "X = 1\n", "a/b": "x", "skip.log": "x", ".gitignore": "a\\/b\n*.log\n"})
+    sel = select_files(root, copy_style="all")
+    print("warnings:", sel.warnings)
+    assert "skip.log" not in paths(sel)  # the readable lines still apply
+    assert "app.py" in paths(sel)
+    assert sel.warnings == ["ignored a line that is not a valid pattern in .gitignore: 'a\\\\/b'"]
+    for option in ("include", "exclude"):
+        with pytest.raises(UsageError) as caught:
+            select_files(root, copy_style="all", **{option: ["x\\/y"]})
+        print(caught.value)
+        assert str(caught.value) == (
+            f"--{option} 'x\\\\/y' is not a valid glob (gitignore syntax): fix or drop it"
+        )

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .errors import UsageError
+
 if TYPE_CHECKING:
     import pathspec
 
@@ -168,12 +170,33 @@ def secret_pattern_anywhere(rel_path: str) -> str | None:
     return None
 
 
-def glob_spec(patterns: list[str] | tuple[str, ...]) -> pathspec.GitIgnoreSpec:
-    """Compile user globs (`--include`/`--exclude`) or an ignore file's lines with gitignore
-    syntax."""
+def glob_spec(patterns: list[str] | tuple[str, ...], option: str) -> pathspec.GitIgnoreSpec:
+    """Compile user globs (`--include`/`--exclude`, named by `option`) with gitignore syntax;
+    one that pathspec cannot read is one UsageError naming it."""
+    spec, bad = _compile(patterns)
+    if bad:
+        raise UsageError(
+            f"{option} {bad[0]!r} is not a valid glob (gitignore syntax): fix or drop it"
+        )
+    return spec
+
+
+def _compile(lines: list[str] | tuple[str, ...]) -> tuple[pathspec.GitIgnoreSpec, list[str]]:
+    """The spec of the lines pathspec can read, and the ones it cannot."""
     import pathspec  # ~10 ms: loaded only when there are globs or ignore files to match
 
-    return pathspec.GitIgnoreSpec.from_lines(patterns)
+    try:
+        return pathspec.GitIgnoreSpec.from_lines(lines), []
+    except ValueError:  # pathspec's pattern errors are ValueErrors, in every version
+        good, bad = [], []
+        for line in lines:
+            try:
+                pathspec.GitIgnoreSpec.from_lines([line])
+            except ValueError:
+                bad.append(line)
+            else:
+                good.append(line)
+        return pathspec.GitIgnoreSpec.from_lines(good), bad
 
 
 def matcher(spec: pathspec.GitIgnoreSpec | None) -> Callable[[str], bool] | None:
@@ -305,6 +328,8 @@ class IgnoreTree:
     directory it sits in and below; deeper files override shallower ones, as in git."""
 
     root: Path
+    skipped: list[str] = field(default_factory=list)
+    """Ignore-file lines that are not valid patterns: left out (git never fails on them)."""
     _specs: dict[str, _Spec] = field(default_factory=dict)
     _by_folder: dict[str, list[tuple[int, _Spec]]] = field(default_factory=dict)
     """Folder -> the ignore files applying to its entries, outermost first, each with the
@@ -321,9 +346,12 @@ class IgnoreTree:
         for name in IGNORE_FILES:
             path = self.root / rel_dir / name
             if path.is_file():
-                lines += path.read_text(encoding="utf-8", errors="replace").splitlines()
+                own = path.read_text(encoding="utf-8", errors="replace").splitlines()
+                shown = f"{rel_dir}/{name}" if rel_dir else name
+                self.skipped += [f"{shown}: {line!r}" for line in _compile(own)[1]]
+                lines += own
         if lines:
-            spec = glob_spec(lines)
+            spec = _compile(lines)[0]
             self._specs[rel_dir] = (spec, _Prefilter.of(spec))
             self._by_folder.clear()
 

@@ -183,8 +183,8 @@ class _Selector:
         self.root_prefix = str(root) + os.sep
         self.style = style
         self.include = include
-        self.include_spec = ig.glob_spec(include) if include else None
-        self.excluded = ig.matcher(ig.glob_spec(exclude) if exclude else None)
+        self.include_spec = ig.glob_spec(include, "--include") if include else None
+        self.excluded = ig.matcher(ig.glob_spec(exclude, "--exclude") if exclude else None)
         self.version = version
         self.warnings: list[str] = []
         self.reasons: dict[str, str] = {}
@@ -286,6 +286,8 @@ class _Selector:
                 stack.extend(reversed(self._walk_dir(fd, rel_dir, dir_path, tree, special, out)))
             finally:
                 os.close(fd)
+        for line in tree.skipped if tree else []:
+            self.warnings.append(f"ignored a line that is not a valid pattern in {line}")
         return out
 
     def _walk_dir(

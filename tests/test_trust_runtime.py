@@ -9,6 +9,7 @@ import gzip
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -22,13 +23,16 @@ from conftest import process_alive, write_tree
 from kernel import Kernel
 
 from flyte_jupyter.core import history
-from flyte_jupyter.core.bundle import build_bundle
+from flyte_jupyter.core.bundle import Bundle, build_bundle
 from flyte_jupyter.core.selection import select_files
 from flyte_jupyter.core.submit import submit
+from flyte_jupyter.runtime import extract
 from flyte_jupyter.runtime.extract import (
     BundleVerificationError,
+    changes,
     extract_verified,
     fetch_bundle,
+    recorded_snapshot,
 )
 
 DIGEST = "sha256:" + "0" * 64
@@ -233,6 +237,219 @@ def test_writes_to_the_code_directory_never_persist_and_relative_paths_work(tmp_
     assert code_dir == built.hex  # the code runs from the shared extraction, not a copy
     cache = Path(os.environ["FLYTE_JUPYTER_CACHE_DIR"]) / "bundles" / built.hex
     assert sorted(p.name for p in (cache / "data").iterdir()) == ["values.txt"]
+
+
+NESTED = {
+    "app.py": "import pkg.mod\n\ndef read():\n    return pkg.mod.VALUE\n",
+    "pkg/__init__.py": "",
+    "pkg/mod.py": "VALUE = 1\n",
+    "pkg/sub/deep.py": "DEEP = 1\n",
+    "data/values.txt": "original",
+}
+
+
+def nested_bundle(tree) -> Bundle:
+    root = tree(NESTED)
+    return build_bundle(select_files(root, entries=[root / "app.py"], include=["data/*", "pkg/**"]))
+
+
+def settle(tree: Path) -> None:
+    """Snapshot the extraction again a moment after its folders last changed, as the snapshot
+    of all but the last few folders compiled is: their unchanged stat then stands for their
+    listing, the path a check takes for nearly every folder."""
+    time.sleep(0.05)
+    extract._write_snapshot(tree)
+    recorded = recorded_snapshot(tree)
+    assert all(recorded.settled(folder) for folder in recorded.dirs if folder)
+
+
+def rewrite_keeping_size_and_mtime(path: Path) -> None:
+    before = path.stat()
+    data = path.read_bytes()
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def add_keeping_folder_mtime(folder: Path) -> None:
+    before = folder.stat()
+    (folder / "evil.py").write_text("VALUE = 666\n")
+    os.utime(folder, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def swap_folder_for_a_copy(folder: Path) -> None:
+    copy = folder.with_name("copy")
+    shutil.copytree(folder, copy, copy_function=shutil.copy2)  # same names, sizes, mtimes
+    shutil.rmtree(folder)
+    copy.rename(folder)
+
+
+def replace_by_rename(path: Path) -> None:
+    other = path.with_name("other")
+    other.write_bytes(path.read_bytes())
+    os.replace(other, path)
+
+
+def swap_for_a_link(path: Path, to: str) -> None:
+    path.rename(path.with_name(path.name + ".away"))
+    path.symlink_to(to)
+
+
+def swap_top_for_a_link(tree: Path) -> None:
+    away = tree.with_name("elsewhere")
+    shutil.copytree(tree, away, symlinks=True, copy_function=shutil.copy2)
+    shutil.rmtree(tree)
+    tree.symlink_to(away)
+
+
+def pyc(tree: Path) -> Path:
+    return next((tree / "pkg" / "__pycache__").glob("mod.*.pyc"))
+
+
+TAMPERINGS = {
+    "source rewritten, same size, mtime restored": (
+        lambda t: rewrite_keeping_size_and_mtime(t / "pkg/mod.py"), "pkg/mod.py"),
+    "bytecode rewritten, same size, mtime restored": (
+        lambda t: rewrite_keeping_size_and_mtime(pyc(t)), "pkg/__pycache__/"),
+    "file added, folder mtime restored": (
+        lambda t: add_keeping_folder_mtime(t / "pkg/sub"), "pkg/sub/evil.py"),
+    "file added at the top": (lambda t: (t / "evil.py").write_text(""), "evil.py"),
+    "folder added": (lambda t: (t / "pkg/new").mkdir(), "pkg/new"),
+    "file removed": (lambda t: (t / "data/values.txt").unlink(), "data/values.txt"),
+    "folder removed": (lambda t: shutil.rmtree(t / "pkg/sub"), "pkg/sub"),
+    "file replaced by a rename": (lambda t: replace_by_rename(t / "pkg/mod.py"), "pkg/mod.py"),
+    "folder replaced by a copy": (lambda t: swap_folder_for_a_copy(t / "pkg/sub"), "pkg/sub"),
+    "file mode changed": (lambda t: (t / "pkg/mod.py").chmod(0o777), "pkg/mod.py"),
+    "folder mode changed": (lambda t: (t / "data").chmod(0o700), "data"),
+    "folder made unreadable": (lambda t: (t / "pkg/sub").chmod(0), "pkg/sub"),
+    "file swapped for a link": (
+        lambda t: swap_for_a_link(t / "pkg/mod.py", "../app.py"), "pkg/mod.py"),
+    "folder swapped for a link": (lambda t: swap_for_a_link(t / "data", "pkg"), "data"),
+    "file hard-linked from outside": (
+        lambda t: os.link(t / "pkg/mod.py", t.parent / "outside"), "pkg/mod.py"),
+    "top swapped for a link to a copy": (swap_top_for_a_link, "(tree replaced)"),
+    "top removed": (shutil.rmtree, "(tree removed)"),
+}  # fmt: skip
+
+
+def test_every_kind_of_change_to_a_settled_extraction_is_caught_and_undone(tmp_path, tree):
+    built = nested_bundle(tree)
+    url = built.archive.as_uri()
+    missed = []
+    for kind, (tamper, expected) in TAMPERINGS.items():
+        extracted = fetch_bundle(url, built.digest)
+        settle(extracted)
+        assert changes(extracted) == []
+        tamper(extracted)
+        found = changes(extracted)
+        if not any(path.startswith(expected) for path in found):
+            missed.append(f"{kind}: {found}")
+        again = fetch_bundle(url, built.digest)  # discarded and fetched again
+        assert changes(again) == [], kind
+        assert (again / "pkg/mod.py").read_text() == "VALUE = 1\n", kind
+        assert not (again / "pkg/sub/evil.py").exists() and not (again / "evil.py").exists()
+        (tmp_path / "outside").unlink(missing_ok=True)
+    print(f"kinds of change tried: {len(TAMPERINGS)}; missed: {len(missed)} {missed}")
+    assert missed == []
+
+
+AUDITED = """
+import json, sys
+from collections import Counter
+from pathlib import Path
+seen = Counter()
+tree, counts, argv = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
+
+def hook(event, args):
+    path = str(args[0]) if args else ""
+    if event == "open" and path == tree + ".files":
+        seen["snapshot reads"] += 1
+    elif event in ("os.listdir", "os.scandir") and (path == tree or path.isdigit()):
+        seen["top listings"] += 1
+    elif event in ("os.listdir", "os.scandir") and path.startswith(tree + "/"):
+        seen["listings below the top"] += 1
+
+sys.addaudithook(hook)
+try:
+    if argv:  # a whole run, as an executor starts it
+        import runpy
+        sys.argv = ["flyte_jupyter.runtime", *argv]
+        runpy.run_module("flyte_jupyter.runtime", run_name="__main__", alter_sys=True)
+    else:  # one check
+        from flyte_jupyter.runtime.extract import changes
+        assert changes(Path(tree)) == []
+finally:
+    counts.write_text(json.dumps(seen))
+"""
+
+
+def audited(tree: Path, counts: Path, *run_args: str) -> dict[str, int]:
+    """What a check (or a whole run) of the extraction `tree` read and listed, counted by an
+    audit hook in a fresh process."""
+    done = subprocess.run(
+        [sys.executable, "-c", AUDITED, str(tree), str(counts), *run_args],
+        capture_output=True, text=True, cwd=counts.parent, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(counts.read_text())
+
+
+def test_a_check_lists_only_the_top_folder_and_a_run_reads_the_snapshot_once(tmp_path, tree):
+    built = nested_bundle(tree)
+    extracted = fetch_bundle(built.archive.as_uri(), built.digest)
+    settle(extracted)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    check = audited(extracted, tmp_path / "check.json")
+    run = audited(
+        extracted, tmp_path / "run.json",
+        "--bundle", built.archive.as_uri(), "--digest", built.digest, "--entry", "app:read",
+        "--outputs", (run_dir / "outputs.pkl").as_uri(), "--run-dir", run_dir.as_uri(),
+    )  # fmt: skip
+    assert output(run_dir) == 1
+    folders = len(recorded_snapshot(extracted).dirs)
+    print(f"one check of {folders} folders: {check}; one run: {run}")
+    assert check == {"snapshot reads": 1, "top listings": 1}
+    # the pre-run check, the import checks and the post-run check share one read
+    assert run["snapshot reads"] == 1
+
+
+def extracted_at(tree: Path) -> int:
+    """When the file app.py of an extraction was written (inode numbers are reused at once)."""
+    return (tree / "app.py").stat().st_ctime_ns
+
+
+def test_a_snapshot_written_by_an_earlier_version_is_still_used(tree):
+    built = nested_bundle(tree)
+    extracted = fetch_bundle(built.archive.as_uri(), built.digest)
+    paths = {}  # the JSON {path: [mode, size, mtime_ns, ctime_ns, inode]} earlier versions wrote
+    for folder, dirs, files in os.walk(extracted):
+        for name in dirs + files:
+            st = os.lstat(os.path.join(folder, name))
+            rel = os.path.relpath(os.path.join(folder, name), extracted).replace(os.sep, "/")
+            paths[rel] = [st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    snapshot = extracted.with_name(extracted.name + ".files")
+    snapshot.write_text(json.dumps(paths, sort_keys=True, separators=(",", ":")))
+    when = extracted_at(extracted)
+    assert changes(extracted) == []
+    assert fetch_bundle(built.archive.as_uri(), built.digest) == extracted
+    assert extracted_at(extracted) == when  # used as it is, not extracted again
+    rewrite_keeping_size_and_mtime(extracted / "pkg/sub/deep.py")
+    (extracted / "data/new.txt").write_text("")
+    print("changes against the earlier snapshot:", changes(extracted))
+    assert changes(extracted) == ["data", "data/new.txt", "pkg/sub/deep.py"]
+
+
+def test_an_unreadable_snapshot_means_the_bundle_is_extracted_again(tree):
+    built = nested_bundle(tree)
+    extracted = fetch_bundle(built.archive.as_uri(), built.digest)
+    when = extracted_at(extracted)
+    snapshot = extracted.with_name(extracted.name + ".files")
+    for garbage in (b"", b"\x00\xff", snapshot.read_bytes()[:-7], b'{"app.py": 5}'):
+        snapshot.write_bytes(garbage)
+        assert changes(extracted) == ["(no snapshot)"]
+        again = fetch_bundle(built.archive.as_uri(), built.digest)
+        assert changes(again) == [] and extracted_at(again) != when
+        when = extracted_at(again)
 
 
 # --- extraction limits ------------------------------------------------------------------------

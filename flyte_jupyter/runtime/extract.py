@@ -245,11 +245,11 @@ def recorded_snapshot(target: Path) -> Snapshot | None:
     it cannot be read, which counts as an unfinished extraction)."""
     path = os.fspath(_snapshot_path(target))
     try:
-        with open(path, "rb") as f:
-            key = stat_entry(os.fstat(f.fileno()))
-            cached = _loaded.get(path)
-            if cached is not None and cached[0] == key:
-                return cached[1]
+        key = stat_entry(os.stat(path))
+        cached = _loaded.get(path)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        with open(path, "rb") as f:  # replaced meanwhile: the next call reads it again
             data = f.read()
     except FileNotFoundError:
         return None

@@ -639,3 +639,39 @@ def test_a_history_from_an_older_version_gains_the_identity_column():
     db.close()
     record = history.get("old-run")
     assert (record.pid, record.pid_start) == (1, None)
+
+
+WRITER = """
+import os, sys, time
+target, folders = sys.argv[1], int(sys.argv[2])
+deadline = time.monotonic() + 60
+while not os.path.isdir(target) and time.monotonic() < deadline:
+    pass
+for i in range(folders):
+    try:
+        with open(os.path.join(target, f"pkg{i}", "evil.py"), "w") as f:
+            f.write("VALUE = 666\\n")
+    except OSError:
+        pass
+"""
+
+
+def test_writes_under_the_digest_name_while_it_is_extracted_are_never_recorded(tmp_path, tree):
+    folders = 60
+    files = {f"pkg{i}/mod{j}.py": f"VALUE = {j}\n" for i in range(folders) for j in range(20)}
+    root = tree({"app.py": "", **files})
+    built = build_bundle(select_files(root, entries=[root / "app.py"], include=["pkg*/*"]))
+    target = Path(os.environ["FLYTE_JUPYTER_CACHE_DIR"]) / "bundles" / built.hex
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(target), str(folders)])
+    try:
+        extracted = fetch_bundle(built.archive.as_uri(), built.digest)
+    finally:
+        writer.wait(60)
+    written = sorted(p.relative_to(extracted).as_posix() for p in extracted.glob("pkg*/evil.py"))
+    found = changes(extracted)
+    recorded = [path for path in written if path not in found]
+    print(f"files a process wrote while the bundle was extracted: {len(written)}; "
+          f"recorded as verified: {len(recorded)}")  # fmt: skip
+    assert written and recorded == []
+    assert (fetch_bundle(built.archive.as_uri(), built.digest) / "pkg0/mod1.py").exists()
+    assert list(extracted.glob("pkg*/evil.py")) == []

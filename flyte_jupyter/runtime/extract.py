@@ -102,8 +102,7 @@ def fetch_bundle(url: str, digest: str, cache: Path | None = None) -> Path:
                 )
             with contextlib.redirect_stdout(sys.stderr):
                 compileall.compile_dir(staging, quiet=2, workers=1)
-            os.rename(staging, target)
-            _write_snapshot(target)
+            _write_snapshot(target, Path(staging))
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(download)
@@ -286,13 +285,19 @@ def _lock_path(target: Path) -> Path:
     return target.with_name(target.name + ".lock")
 
 
-def _write_snapshot(target: Path) -> None:
-    """Written last, atomically: a tree without a snapshot is an unfinished extraction."""
+def _write_snapshot(target: Path, staging: Path | None = None) -> None:
+    """Written last, atomically: a tree without a snapshot is an unfinished extraction. Given
+    `staging`, the tree is scanned there and only then renamed to `target`: what a process
+    writes under the digest's name (one an earlier run left behind) shows as a change instead
+    of being recorded as verified."""
     snapshot = _snapshot_path(target)
     partial = snapshot.with_name(f".{target.name}.snapshot-{os.getpid()}")
     with open(partial, "wb") as f:
         taken_ns = os.fstat(f.fileno()).st_ctime_ns  # the file system's clock, before the scan
-        f.write(_SNAPSHOT_MAGIC + marshal.dumps((taken_ns, scan(target)), 4))
+        data = marshal.dumps((taken_ns, scan(staging or target)), 4)
+        if staging is not None:
+            os.rename(staging, target)
+        f.write(_SNAPSHOT_MAGIC + data)
     os.replace(partial, snapshot)
 
 

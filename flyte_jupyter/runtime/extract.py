@@ -51,10 +51,10 @@ STALE_SECONDS = 600
 """Leftovers of a crashed extraction older than this, whose digest is not locked, are removed."""
 SNAPSHOT_SUFFIX = ".files"
 _SNAPSHOT_MAGIC = b"flyte-jupyter snapshot 2\n"
-"""Then marshal (version 4, read by every Python 3) of (taken_ns, {folder: {name: entry}}). A
-snapshot starting with "{" is the JSON {path: entry} of earlier versions, still read."""
+"""Then marshal (version 4: Python 3.4 and later read it) of (taken_ns, {folder: {name: entry}}).
+A snapshot starting with "{" is the JSON {path: entry} of earlier versions, still read."""
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
-_BY_FD = os.stat in os.supports_dir_fd and os.open in os.supports_dir_fd
+_BY_FD = os.listdir in os.supports_fd and {os.stat, os.open} <= os.supports_dir_fd
 _LEFTOVER_RE = re.compile(r"^\.([0-9a-f]{64})\.(tmp|download|discarded|snapshot)-")
 
 

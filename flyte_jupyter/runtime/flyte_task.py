@@ -22,11 +22,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import flyte
 from flyte.io import File
-from flyte.io._hashing_io import HashlibAccumulator
 
 BUNDLE_ENV = "FLYTE_JUPYTER_FLYTE_BUNDLE"
 """Local path of the verified bundle archive, set by BOOT."""
@@ -119,43 +118,61 @@ def run(
         if size <= INLINE_LIMIT:
             result["outputs"] = base64.b64encode(outputs.read_bytes()).decode()
             return json.dumps(result), None
-        # uploaded to the run's raw data now (the folder goes), hashed in the same pass
-        out = File.from_local_sync(outputs, hash_method=HashlibAccumulator.from_hash_name("sha256"))
-        result["outputs_file"] = {"size": size, "sha256": out.hash}
-        return json.dumps(result), out
+        # uploaded to the run's raw data now (the folder goes). Hashed apart: flyte's hashing
+        # upload (`hash_method=`) is ~50x slower than its plain one (52 s vs 1.1 s for 100 MB).
+        digest = hashlib.sha256()
+        with open(outputs, "rb") as f:
+            while chunk := f.read(CHUNK):
+                digest.update(chunk)
+        result["outputs_file"] = {"size": size, "sha256": digest.hexdigest()}
+        return json.dumps(result), File.from_local_sync(outputs)
 
 
 def fetch(uri: str, f: BinaryIO) -> tuple[int, str]:
     """Copy the object at `uri` into `f` in bounded chunks with flyte's storage layer (the
-    credentials `File.download()` uses); its size and sha256. (`File.download_sync` reads the
-    whole object into memory first.)"""
+    credentials `File.download()` uses); its size and sha256. One streamed GET where flyte's
+    store is obstore's (s3, gs, abfs): `File.download_sync` reads the whole object into
+    memory first, and ranged reads cost an object store emulator (moto) the whole object each."""
     import flyte.storage as storage
     from flyte.syncify import syncify
 
     digest = hashlib.sha256()
+    size = 0
+
+    def write(chunk: Any) -> None:
+        nonlocal size
+        f.write(chunk)
+        digest.update(chunk)
+        size += len(chunk)
+
     if not storage.is_remote(uri):  # a local raw-data path (a cluster's is never local)
         with open(uri, "rb") as src:
             while chunk := src.read(CHUNK):
-                f.write(chunk)
-                digest.update(chunk)
-        return os.path.getsize(uri), digest.hexdigest()
+                write(chunk)
+        return size, digest.hexdigest()
 
     @syncify
-    async def copy() -> int:
-        size = 0
-        fh = await storage.open(uri, "rb", buffer_size=CHUNK)
+    async def copy() -> None:
+        fs: Any = storage.get_underlying_filesystem(path=uri)
+        if hasattr(fs, "_split_path") and hasattr(fs, "_construct_store"):  # as flyte's get()
+            import obstore
+
+            bucket, key = fs._split_path(uri)
+            result = await obstore.get_async(fs._construct_store(bucket), key)
+            async for chunk in result.stream(min_chunk_size=CHUNK):
+                write(chunk)
+            return
+        fh = await storage.open(uri, "rb")
         try:
             while chunk := await fh.read(CHUNK):
-                f.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
+                write(chunk)
         finally:
             closed = fh.close()
             if closed is not None:
                 await closed
-        return size
 
-    return copy(), digest.hexdigest()
+    copy()
+    return size, digest.hexdigest()
 
 
 def _read(path: Path) -> str | None:

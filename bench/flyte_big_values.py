@@ -1,0 +1,112 @@
+"""A big value into and out of a `--executor flyte` run, through the local Flyte control-plane
+emulator of tests/ (moto for storage, pods as local `a0` processes).
+
+    python bench/flyte_big_values.py [--mb 200] [--mb 1024]
+
+For each size: `submit()` of `echo(value)` (returns its argument) with a `bytes` value of that
+size, then `result()`. Prints the submit seconds (pickling into the store + the inputs File's
+upload), the seconds until the value is back in this process, this process's peak RSS growth
+after the value existed (Linux VmHWM, reset first) and the pod's peak RSS, each also as a
+multiple of the value's size (1.0x is the value itself). Values over 1 MiB travel as Flyte
+Files, streamed; inline (base64 in the task's inputs/outputs) they were held ~5 times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+
+def _status_mb(pid: int | str, key: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {key}")
+
+
+class _PodPeak:
+    """Largest VmHWM of any pod process (`flyte._bin.runtime` in its command line), sampled
+    every 20 ms."""
+
+    def __init__(self) -> None:
+        self.peak = 0.0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> None:
+        while not self.stop.wait(0.02):
+            for proc in Path("/proc").iterdir():
+                if not proc.name.isdigit():
+                    continue
+                try:
+                    if b"flyte._bin.runtime" in (proc / "cmdline").read_bytes():
+                        self.peak = max(self.peak, _status_mb(proc.name, "VmHWM"))
+                except (OSError, RuntimeError):
+                    continue
+
+    def close(self) -> float:
+        self.stop.set()
+        self.thread.join()
+        return self.peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mb", type=int, action="append")
+    args = parser.parse_args()
+    sizes = args.mb or [200]
+    work = Path(tempfile.mkdtemp(prefix="flyte-big-bench-"))
+    os.environ["FLYTE_JUPYTER_CACHE_DIR"] = str(work / "cache")
+    os.environ["FLYTE_JUPYTER_DATA_DIR"] = str(work / "data")
+    import servers
+
+    servers.setup_env()
+    from flyte_emulator import FlyteEmulator
+
+    from flyte_jupyter.core.bundle import build_bundle
+    from flyte_jupyter.core.selection import select_files
+    from flyte_jupyter.core.submit import submit
+
+    project = work / "project"
+    project.mkdir()
+    (project / "echo.py").write_text("def echo(value):\n    return value\n")
+    (work / "moto").mkdir()
+    with servers.moto_server(work / "moto") as s3, FlyteEmulator(work / "emu", s3) as emu:
+        os.environ.update(emu.client_env)
+        os.environ["FLYTE_JUPYTER_FLYTE_CONFIG"] = str(emu.config_path)
+        bundle = build_bundle(select_files(project, entries=[project / "echo.py"]))
+        submit(bundle, "echo:echo", [b"warm-up"], executor="flyte").result(timeout=300)
+        print(f"{'value':>8s} {'submit':>7s} {'back':>7s} {'client +MB':>16s} {'pod MB':>16s}")
+        for mb in sizes:
+            value = os.urandom(1 << 20) * mb  # cheap to make; compresses no better than random
+            pid = os.getpid()
+            Path(f"/proc/{pid}/clear_refs").write_text("5")  # peak RSS := current RSS
+            before = _status_mb(pid, "VmHWM")
+            pod = _PodPeak()
+            started = time.perf_counter()
+            run = submit(bundle, "echo:echo", [value], executor="flyte")
+            submitted = time.perf_counter() - started
+            back = run.result(timeout=3600)
+            took = time.perf_counter() - started
+            growth = _status_mb(pid, "VmHWM") - before
+            pod_peak = pod.close()
+            assert back == value, "the value came back changed"
+            del back
+            print(
+                f"{mb:>5d} MB {submitted:>6.1f}s {took:>6.1f}s "
+                f"{growth:>7.0f} ({growth / mb:.1f}x) {pod_peak:>7.0f} ({pod_peak / mb:.1f}x)"
+            )
+            del value
+
+
+if __name__ == "__main__":
+    main()

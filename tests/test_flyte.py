@@ -5,6 +5,7 @@ pods that are real `a0` processes. Nothing leaves the machine."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -488,3 +489,44 @@ def _big_values_round_trip(tmp_path: Path, emulator: FlyteEmulator) -> None:
 def _outputs(emulator: FlyteEmulator, run_name: str, common_pb2) -> dict:
     raw = emulator.read_object(f"{emulator._runs[run_name].output_prefix}/outputs.pb")
     return {lit.name: lit.value for lit in common_pb2.Outputs.FromString(raw).literals}
+
+
+def test_big_outputs_changed_or_missing_in_storage_are_not_loaded(tree, emulator, tmp_path):
+    """A big output is checked (size, sha256) before anything could load it: changed or gone in
+    storage, the run says so in one line and writes nothing; restored, the same run reads it."""
+    big = "\n\ndef big():\n    return b'v' * (3 << 20)\n"
+    root = tree({**PROJECT, "app.py": PROJECT["app.py"] + big})
+    env = cli_env(emulator)
+    detached = cli(env, tmp_path, "run", f"{root}/app.py:big", "--executor=flyte", "--detach")
+    assert detached.returncode == 0, detached.stderr
+    run_id = detached.stdout.strip()
+    name = detached.stderr.split("Flyte run ", 1)[1].split(":", 1)[0]
+    assert emulator.wait_terminal(name, 120) == "SUCCEEDED"
+    from flyteidl2.task import common_pb2
+
+    uri = _outputs(emulator, name, common_pb2)["o1"].scalar.union.value.scalar.blob.uri
+    original = emulator.read_object(uri)
+    bucket, key = uri.removeprefix("s3://").split("/", 1)
+    from flyte_jupyter.core import history
+    from flyte_jupyter.core.storage import Store
+
+    store = Store(history.get(run_id).spec_json()["store"])
+    outputs_pkl = store.run_url(run_id, "outputs.pkl")
+    emulator.write_object(uri, original[:-1] + b"X")  # same size, one byte changed
+    changed = cli(env, tmp_path, "runs", "show", run_id)
+    emulator._s3.delete_object(Bucket=bucket, Key=key)
+    gone = cli(env, tmp_path, "runs", "show", run_id)
+    written = int(store.exists(outputs_pkl))
+    print(f"changed: exit {changed.returncode}: {changed.stderr.strip()}")
+    print(f"gone: exit {gone.returncode}: {gone.stderr.strip()}")
+    print(f"outputs files written from changed or missing objects: {written}")
+    assert changed.returncode != 0 and "changed in storage, not loaded" in changed.stderr
+    assert gone.returncode != 0 and "cannot be read from here (FileNotFoundError" in gone.stderr
+    assert f"%flyte_result {run_id} or flyte-jupyter runs show {run_id}" in gone.stderr
+    assert changed.stderr.strip().count("\n") == gone.stderr.strip().count("\n") == 0
+    assert written == 0
+    emulator.write_object(uri, original)
+    restored = cli(env, tmp_path, "runs", "show", run_id)
+    assert restored.returncode == 0, restored.stderr
+    assert json.loads(restored.stdout)["status"] == "succeeded"
+    assert store.get_bytes(outputs_pkl) == original

@@ -687,12 +687,13 @@ class FlyteExecution:
             try:
                 size, sha = fetch(uri, f)
             except Exception as exc:
+                run_id = self.spec.run_id
                 raise StorageError(
-                    f"the outputs of run {self.spec.run_id} ({human_size(expected['size'])}) "
-                    f"are in Flyte's storage at {uri}, which this machine cannot read "
-                    f"({_one_line(exc)}): give it read access to that bucket (the credentials "
+                    f"the outputs of run {run_id} ({human_size(expected['size'])}) are a file "
+                    f"in Flyte's storage that cannot be read from here ({_one_line(exc)}): "
+                    f"{uri}. Give this machine read access to that bucket (the credentials "
                     f"flyte's File.download() uses, e.g. FLYTE_AWS_* or an AWS profile), then "
-                    f"`%flyte_result {self.spec.run_id}`"
+                    f"ask again: %flyte_result {run_id} or flyte-jupyter runs show {run_id}"
                 ) from None
             if (size, sha) != (expected["size"], expected["sha256"]):
                 raise StorageError(
@@ -721,7 +722,7 @@ def _phase_name(remote: Any) -> str:
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
 
 
 def _error_result(remote: Any, phase: str) -> dict[str, Any]:

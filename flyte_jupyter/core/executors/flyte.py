@@ -5,8 +5,9 @@ data plane (signed URLs from the data proxy, as the flyte SDK does), once per en
 domain and digest. The task spec is serialized by flyte's own serializer for the task in
 `runtime/flyte_task.py`, with a code bundle flyte did not build; its container runs our short
 bootstrap first, which re-verifies the bundle against the digest the task spec names before
-`a0` starts. Inputs and outputs travel as the task's Flyte inputs and outputs; the client writes
-what came back into the run directory of the local store, so `Run` reads it as for any executor.
+`a0` starts. Inputs and outputs travel as the task's Flyte inputs and outputs, inline when small
+and as `flyte.io.File`s above `flyte_task.INLINE_LIMIT`; the client writes what came back into
+the run directory of the local store, so `Run` reads it as for any executor.
 
 `flyte` is imported only when this executor is used (see `INSTALL_HINTS` in registry.py).
 """

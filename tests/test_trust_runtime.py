@@ -260,7 +260,7 @@ def settle(tree: Path) -> None:
     time.sleep(0.05)
     extract._write_snapshot(tree)
     recorded = recorded_snapshot(tree)
-    assert all(recorded.settled(folder) for folder in recorded.dirs if folder)
+    assert all(recorded.settled(folder) for folder in recorded.folders if folder)
 
 
 def rewrite_keeping_size_and_mtime(path: Path) -> None:
@@ -406,7 +406,7 @@ def test_a_check_lists_only_the_top_folder_and_a_run_reads_the_snapshot_once(tmp
         "--outputs", (run_dir / "outputs.pkl").as_uri(), "--run-dir", run_dir.as_uri(),
     )  # fmt: skip
     assert output(run_dir) == 1
-    folders = len(recorded_snapshot(extracted).dirs)
+    folders = len(recorded_snapshot(extracted).folders)
     print(f"one check of {folders} folders: {check}; one run: {run}")
     assert check == {"snapshot reads": 1, "top listings": 1}
     # the pre-run check, the import checks and the post-run check share one read

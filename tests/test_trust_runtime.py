@@ -319,6 +319,8 @@ TAMPERINGS = {
     "file replaced by a rename": (lambda t: replace_by_rename(t / "pkg/mod.py"), "pkg/mod.py"),
     "folder replaced by a copy": (lambda t: swap_folder_for_a_copy(t / "pkg/sub"), "pkg/sub"),
     "file mode changed": (lambda t: (t / "pkg/mod.py").chmod(0o777), "pkg/mod.py"),
+    "mtime set past what 64 bits of nanoseconds hold": (
+        lambda t: os.utime(t / "pkg/mod.py", (1e11, 1e11)), "pkg/mod.py"),
     "folder mode changed": (lambda t: (t / "data").chmod(0o700), "data"),
     "folder made unreadable": (lambda t: (t / "pkg/sub").chmod(0), "pkg/sub"),
     "file swapped for a link": (

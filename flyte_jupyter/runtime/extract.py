@@ -197,12 +197,13 @@ def changes(target: Path) -> list[str]:
     try:
         if _matches(target, recorded):
             return []
-        current = Snapshot.of(scan(target), 0)
+        current = scan(target)
     except FileNotFoundError:
         return ["(tree removed)"]
     except OSError:
         return ["(tree replaced)"]  # by a link or a file
-    before, after = dict(recorded), dict(current)
+    before = dict(recorded)
+    after = {f"{f}/{n}" if f else n: entry for f, ns in current.items() for n, entry in ns.items()}
     changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
     return changed or ["(changed while it was checked)"]
 

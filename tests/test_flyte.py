@@ -530,3 +530,46 @@ def test_big_outputs_changed_or_missing_in_storage_are_not_loaded(tree, emulator
     assert restored.returncode == 0, restored.stderr
     assert json.loads(restored.stdout)["status"] == "succeeded"
     assert store.get_bytes(outputs_pkl) == original
+
+
+def test_a_long_log_travels_as_a_file(tree, emulator, tmp_path):
+    """12 MB of output: over the inline cap, so the log comes back as a File (whole, in the
+    run's logs.txt); a failing run's error carries only the log's end."""
+    noisy = (
+        "\n\ndef noisy(fail: str = ''):\n"
+        "    for i in range(120_000):\n"
+        "        print(f'line {i:06d} ' + 'x' * 88)\n"
+        "    if fail:\n"
+        "        raise ValueError('after the noise')\n"
+        "    return 'quiet now'\n"
+    )
+    root = tree({**PROJECT, "app.py": PROJECT["app.py"] + noisy})
+    env = cli_env(emulator)
+    from flyteidl2.task import common_pb2
+
+    from flyte_jupyter.core import history
+    from flyte_jupyter.core.storage import Store
+
+    ok = cli(env, tmp_path, "run", f"{root}/app.py:noisy", "--executor=flyte")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert ok.stdout.splitlines()[-1] == '"quiet now"'
+    run_id = history.recent()[0].id
+    name = emulator.run_names[-1]
+    out = _outputs(emulator, name, common_pb2)
+    store = Store(history.get(run_id).spec_json()["store"])
+    log = store.get_bytes(store.run_url(run_id, "logs.txt")).decode()
+    lines = [line for line in log.splitlines() if line.startswith("line ")]
+    outputs_pb = emulator.read_object(f"{emulator._runs[name].output_prefix}/outputs.pb")
+    print(f"log {len(log)} B, {len(lines)} lines; outputs.pb {len(outputs_pb)} B")
+    assert out["o2"].scalar.union.value.scalar.HasField("blob")
+    assert len(outputs_pb) < 64 << 10
+    assert lines[0] == "line 000000 " + "x" * 88 and len(lines) == 120_000
+    bad = cli(env, tmp_path, "run", f"{root}/app.py:noisy", "--executor=flyte", "--arg", "fail=1")
+    assert bad.returncode == 1 and "ValueError: after the noise" in bad.stderr
+    failed = emulator._runs[emulator.run_names[-1]].error.message
+    run_id = history.recent()[0].id
+    log = store.get_bytes(store.run_url(run_id, "logs.txt")).decode()
+    print(f"failed run: error message {len(failed)} B, log kept {len(log)} B")
+    assert len(failed) < 1 << 20 and log.startswith("[the first ")
+    print("log ends:", log.rstrip().splitlines()[-3:])
+    assert "line 119999 " in log and log.rstrip().endswith("ValueError: after the noise")

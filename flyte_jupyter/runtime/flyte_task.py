@@ -84,10 +84,11 @@ class BundleRefused(Exception):
 @env.task
 def run(
     entry: str, inputs: str, spec: str, inputs_file: File | None = None
-) -> tuple[str, File | None]:
+) -> tuple[str, File | None, File | None]:
     """Run `entry` of the verified bundle on the pickled inputs (base64 `inputs`, or
-    `inputs_file` when big); the run's status and logs as JSON, with the pickled outputs
-    inline (base64) when small, else in the returned File (size and sha256 in the JSON)."""
+    `inputs_file` when big); the run's status as JSON with its pickled outputs (base64) and
+    its log inline when small, else in the returned Files (outputs, log), their sizes and
+    sha256 in the JSON."""
     from .execute import main
 
     refused = os.environ.get(REFUSED_ENV)
@@ -107,25 +108,51 @@ def run(
             argv += ["--bundle", "file://" + os.environ[BUNDLE_ENV]]
             argv += ["--digest", os.environ[DIGEST_ENV]]
         code = main(argv)
-        result = {"status": _read(run_dir / "status.json"), "logs": _read(run_dir / "logs.txt")}
+        result: dict[str, Any] = {"status": _read(run_dir / "status.json")}
+        logs = run_dir / "logs.txt"
         if code != 0:
             error = _read(run_dir / "error.json") or "{}"
             doc = json.loads(error)
             summary = f"{doc.get('type', 'Error')}: {doc.get('message', '')}"
-            raise RunFailed(f"{summary}\n{ERROR_MARK}{json.dumps({**result, 'error': error})}")
+            failed = {**result, "logs": _tail(logs), "error": error}
+            raise RunFailed(f"{summary}\n{ERROR_MARK}{json.dumps(failed)}")
+        log_file = outputs_file = None
+        if logs.exists() and logs.stat().st_size > INLINE_LIMIT:
+            log_file, result["logs_file"] = _upload(logs)
+        else:
+            result["logs"] = _read(logs)
         outputs = run_dir / "outputs.pkl"
-        size = outputs.stat().st_size
-        if size <= INLINE_LIMIT:
+        if outputs.stat().st_size > INLINE_LIMIT:
+            outputs_file, result["outputs_file"] = _upload(outputs)
+        else:
             result["outputs"] = base64.b64encode(outputs.read_bytes()).decode()
-            return json.dumps(result), None
-        # uploaded to the run's raw data now (the folder goes). Hashed apart: flyte's hashing
-        # upload (`hash_method=`) is ~50x slower than its plain one (52 s vs 1.1 s for 100 MB).
-        digest = hashlib.sha256()
-        with open(outputs, "rb") as f:
-            while chunk := f.read(CHUNK):
-                digest.update(chunk)
-        result["outputs_file"] = {"size": size, "sha256": digest.hexdigest()}
-        return json.dumps(result), File.from_local_sync(outputs)
+        return json.dumps(result), outputs_file, log_file
+
+
+def _upload(path: Path) -> tuple[File, dict[str, Any]]:
+    """`path` uploaded to the run's raw data now (its folder goes), with its size and sha256.
+    Hashed apart: flyte's hashing upload (`hash_method=`) is ~50x slower than its plain one
+    (52 s vs 1.1 s for 100 MB here)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    doc = {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+    return File.from_local_sync(path), doc
+
+
+def _tail(path: Path) -> str | None:
+    """The log, or its end when long: it rides inline in the error message (the whole log is
+    in Flyte's log service)."""
+    if not path.exists():
+        return None
+    size, keep = path.stat().st_size, INLINE_LIMIT // 2
+    if size <= keep:
+        return path.read_text(errors="replace")
+    with open(path, "rb") as f:
+        f.seek(size - keep)
+        end = f.read().decode(errors="replace")
+    return f"[the first {size - keep} bytes are cut here: Flyte's log service has them]\n{end}"
 
 
 def fetch(uri: str, f: BinaryIO) -> tuple[int, str]:

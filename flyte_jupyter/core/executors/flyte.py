@@ -659,8 +659,9 @@ class FlyteExecution:
                 if "outputs" in result:  # inline (also every run of an older runtime)
                     self._put(protocol.OUTPUTS, base64.b64decode(result["outputs"]))
                 else:
-                    uri = literals["o1"].scalar.union.value.scalar.blob.uri
-                    self._fetch_outputs(uri, result["outputs_file"])
+                    self._fetch(protocol.OUTPUTS, literals["o1"], result["outputs_file"])
+                if "logs_file" in result:
+                    self._fetch(protocol.LOGS, literals["o2"], result["logs_file"])
                 code = 0
             else:
                 result = _error_result(self.remote, phase)
@@ -677,33 +678,36 @@ class FlyteExecution:
             self._code = code
             return code
 
-    def _fetch_outputs(self, uri: str, expected: dict[str, Any]) -> None:
-        """Stream the pod's pickled outputs (a File in the run's raw data) into the run
-        directory, checked against the size and sha256 the pod reported; nothing is written
-        when the copy fails or differs, so `%flyte_result` can try again."""
+    def _fetch(self, name: str, literal: Any, expected: dict[str, Any]) -> None:
+        """Stream a File the pod returned (pickled outputs, or a long log) from the run's raw
+        data into the run directory as `name`, checked against the size and sha256 the pod
+        reported; nothing is written when the copy fails or differs, so asking again works."""
         from ...runtime.flyte_task import fetch
         from ..sizes import human_size
+
+        uri = literal.scalar.union.value.scalar.blob.uri
+        what = "outputs" if name == protocol.OUTPUTS else "log"
+        run_id = self.spec.run_id
 
         def write(f: BinaryIO) -> None:
             try:
                 size, sha = fetch(uri, f)
             except Exception as exc:
-                run_id = self.spec.run_id
                 raise StorageError(
-                    f"the outputs of run {run_id} ({human_size(expected['size'])}) are a file "
-                    f"in Flyte's storage that cannot be read from here ({_one_line(exc)}): "
+                    f"the {what} file of run {run_id} ({human_size(expected['size'])}) is in "
+                    f"Flyte's storage but cannot be read from here ({_one_line(exc)}): "
                     f"{uri}. Give this machine read access to that bucket (the credentials "
                     f"flyte's File.download() uses, e.g. FLYTE_AWS_* or an AWS profile), then "
                     f"ask again: %flyte_result {run_id} or flyte-jupyter runs show {run_id}"
                 ) from None
             if (size, sha) != (expected["size"], expected["sha256"]):
                 raise StorageError(
-                    f"the outputs of run {self.spec.run_id} at {uri} are {size} bytes with "
-                    f"sha256 {sha}, not the {expected['size']} bytes with sha256 "
-                    f"{expected['sha256']} the run wrote: changed in storage, not loaded"
+                    f"the {what} file of run {run_id} at {uri} is {size} bytes, sha256 {sha}, "
+                    f"not the {expected['size']} bytes, sha256 {expected['sha256']}, the "
+                    "run wrote: changed in storage, not loaded"
                 )
 
-        self.store.put_stream(self.store.run_url(self.spec.run_id, protocol.OUTPUTS), write)
+        self.store.put_stream(self.store.run_url(run_id, name), write)
 
     def _put(self, name: str, data: bytes) -> None:
         self.store.put_bytes(self.store.run_url(self.spec.run_id, name), data)

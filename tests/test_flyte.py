@@ -482,6 +482,20 @@ def _big_values_round_trip(tmp_path: Path, emulator: FlyteEmulator) -> None:
         assert blob_uri.startswith(f"s3://{emulator.bucket}/raw/{name}/")
         assert emulator.run_phase(name) == "SUCCEEDED"
         assert growth < 3 * 24  # the value itself + unpickling; inline it was ~5 copies
+        uploads = len(emulator.uploads)
+        kernel.ok(cell, timeout=300)  # the same value again: the data plane has it
+        print(f"uploads for the re-run on the same value: {len(emulator.uploads) - uploads}")
+        assert len(emulator.uploads) == uploads
+        assert kernel.ok(check).result == "True"
+        bucket, key = upload["native_url"].removeprefix("s3://").split("/", 1)
+        emulator._s3.delete_object(Bucket=bucket, Key=key)  # the cluster's storage was cleaned
+        missing = kernel.execute(cell, timeout=300)
+        text = re.sub(r"\x1b\[[0-9;]*m", "", missing.error_text if missing.error else "")
+        print("inputs gone from the data plane:", text.strip().splitlines()[-1:])
+        assert "is not in Flyte's storage" in text and "delete flyte-uploads.json" in text
+        (Path(os.environ["FLYTE_JUPYTER_CACHE_DIR"]) / "flyte-uploads.json").unlink()
+        kernel.ok(cell, timeout=300)  # uploaded again
+        assert kernel.ok(check).result == "True"
     finally:
         kernel.shutdown()
 

@@ -81,6 +81,10 @@ class BundleRefused(Exception):
     """The bundle in the data plane is not the one the task spec names: nothing ran."""
 
 
+class InputsMissing(Exception):
+    """The inputs file the task names is gone from the data plane: nothing ran."""
+
+
 @env.task
 def run(
     entry: str, inputs: str, spec: str, inputs_file: File | None = None
@@ -99,7 +103,14 @@ def run(
         (run_dir / "spec.json").write_text(spec)
         if inputs_file is not None:
             with open(run_dir / "inputs.pkl", "wb") as f:
-                fetch(inputs_file.path, f)
+                try:
+                    fetch(inputs_file.path, f)
+                except FileNotFoundError:
+                    raise InputsMissing(
+                        f"the run's inputs file {inputs_file.path} is not in Flyte's storage: "
+                        "if the cluster's storage was cleaned, delete flyte-uploads.json in "
+                        "flyte-jupyter's cache dir and run again"
+                    ) from None
         else:
             (run_dir / "inputs.pkl").write_bytes(base64.b64decode(inputs))
         argv = ["--entry", entry, "--inputs", str(run_dir / "inputs.pkl")]

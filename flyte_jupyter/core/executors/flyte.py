@@ -456,7 +456,6 @@ def _submit(
 ) -> Any:
     from flyte._internal.runtime.convert import convert_from_native_to_inputs
     from flyte._run import _Runner
-    from flyte.io import File
     from flyte.syncify import syncify
 
     sent = 0
@@ -497,11 +496,9 @@ def _submit(
         env_vars=dict(spec.env),
     )
     spec_json = json.dumps(spec.to_json())
-    with _inputs_file(spec, store) as big, chunked_uploads():
+    with _inputs_file(spec, store) as big:
         payload = "" if big else base64.b64encode(store.get_bytes(spec.inputs_url)).decode()
-        # a big File is uploaded while converting, by flyte's lazy uploader: the data proxy's
-        # signed URL (no bucket credentials here), streamed from disk, Content-MD5 checked
-        inputs_file = File.from_local_sync(big) if big else None
+        inputs_file = _big_inputs(big, target) if big else None
 
         @syncify
         async def go() -> Any:
@@ -526,6 +523,22 @@ def _submit(
             )
 
         return go()
+
+
+def _big_inputs(path: Path, target: Target) -> Any:
+    """The run's pickled inputs as a Flyte File, uploaded with the data proxy's signed URL (no
+    bucket credentials here; streamed from disk; Content-MD5 checked by the store) unless this
+    endpoint/project/domain already has the same bytes: re-running a cell on the same big
+    value sends nothing again."""
+    from flyte.io import File
+
+    md5 = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            md5.update(chunk)
+    key = _upload_key(target, f"inputs:{md5.hexdigest()}")
+    url, _sent = _upload_once(path, key, "inputs.pkl")
+    return File.from_existing_remote(url, file_cache_key=md5.hexdigest())
 
 
 @contextlib.contextmanager

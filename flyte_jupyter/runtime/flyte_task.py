@@ -7,7 +7,10 @@ BOOT downloads this runtime (checked against the sha256 in the task spec) and ou
 own `a0` without `--tgz`. Both expected hashes come from the control plane, never from inside an
 archive. `a0` loads `run` below through Flyte's default resolver; `run` calls our runtime
 exactly as the local executor does, in a private run directory, and returns what the runtime
-wrote. A failed run raises, so the Flyte action fails with the remote exception.
+wrote. A failed run raises, so the Flyte action fails with the remote exception. When `a0` is
+done, BOOT runs the exit handlers and ends the process without finalizing the interpreter: while
+it finalizes, a native thread sometimes aborts the pod after its outputs were written ("Fatal
+Python error: Aborted", exit -6, about 1 pod in 50 on this machine), failing a finished run.
 
 Pickled inputs and outputs up to `INLINE_LIMIT` travel inline (base64 in the task's string
 input and output); bigger ones as a `flyte.io.File` in the run's data plane, streamed between
@@ -67,7 +70,18 @@ if tgz != "-":
     except BundleVerificationError as exc:
         os.environ[{REFUSED_ENV!r}] = str(exc)
 from flyte._bin.runtime import main
-main(sys.argv[6:], prog_name="a0")
+try:
+    main(sys.argv[6:], prog_name="a0")
+    code = 0
+except SystemExit as exc:
+    code = exc.code
+if isinstance(code, str):
+    print(code, file=sys.stderr)
+import atexit
+atexit._run_exitfuncs()
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(code if isinstance(code, int) else int(code is not None))
 """
 
 env = flyte.TaskEnvironment(name=ENV_NAME)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+import servers
 from kernel import Kernel, Reply
 
 from flyte_jupyter.core import history
@@ -120,9 +121,12 @@ def status(key):
         if line.startswith(key):
             return int(line.split()[1]) / 1024
 
+from flyte_jupyter.core.storage import Store
+
 root = Path(sys.argv[1])
 bundle = build_bundle(select_files(root, entries=[root / "app.py"]))
-run = submit(bundle, "app:make", kwargs={"n": int(sys.argv[2])})
+store = Store(sys.argv[3], json.loads(sys.argv[4])) if len(sys.argv) > 3 else None
+run = submit(bundle, "app:make", kwargs={"n": int(sys.argv[2])}, store=store)
 run.wait(120)
 base = status("VmRSS:")
 Path("/proc/self/clear_refs").write_text("5")  # the peak from now on
@@ -132,18 +136,24 @@ print(json.dumps({"growth": status("VmHWM:") - base, "size": len(value)}))
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux peak RSS reset")
-def test_a_big_result_is_loaded_once_by_the_client(tmp_path):
+@pytest.mark.parametrize("store", ["file", "s3"], indirect=True)
+def test_a_big_result_is_loaded_once_by_the_client(tmp_path, store, request):
+    """From a file store the pickle is read as it is unpickled; from S3 it is downloaded to a
+    private temporary file first, never held as bytes beside the value."""
     root = tmp_path / "project"
     root.mkdir()
     (root / "app.py").write_text(APP)
-    done = subprocess.run(
-        [sys.executable, "-c", CLIENT, str(root), str(SIZE)], capture_output=True, text=True
-    )
+    argv = [sys.executable, "-c", CLIENT, str(root), str(SIZE)]
+    if not store.local:
+        s3_url = request.getfixturevalue("s3_server").url
+        argv += [store.url, json.dumps(servers.s3_options(s3_url))]
+    done = subprocess.run(argv, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"client peak grew {doc['growth']:.0f} MB loading a 150 MB result")
+    scheme = store.url.split(":")[0]
+    print(f"{scheme}: client peak grew {doc['growth']:.0f} MB loading a 150 MB result")
     assert doc["size"] == SIZE
-    assert doc["growth"] < 1.4 * SIZE / MB  # before: the file's bytes beside the value (2x)
+    assert doc["growth"] < 1.4 * SIZE / MB  # before: the object's bytes beside the value (2x)
 
 
 def _status_mb(pid: int, key: str) -> float:

@@ -9,7 +9,6 @@ registry; re-exported here for older imports).
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import math
 import os
@@ -679,8 +678,8 @@ class Run:
     def _load_output(self, unpickle: Callable[[BinaryIO], Any]) -> Any:
         """Unpickle the result with `unpickle`. Instances of the project's own classes need
         the project importable here; when it is not yet, the run's root_dir is appended to
-        sys.path. From a file store the pickle is read as it is unpickled: a big result is
-        held once."""
+        sys.path. The pickle is read from a file as it is unpickled (a remote store's object
+        is downloaded to a private temporary file first): a big result is held once."""
         url = self.spec.outputs_url
 
         def from_file() -> Any:
@@ -690,7 +689,11 @@ class Run:
         def load() -> Any:
             if self.store.local:
                 return self.store._local("read", url, from_file)
-            return unpickle(io.BytesIO(self.store.get_bytes(url)))
+            with tempfile.TemporaryDirectory(prefix="flyte-jupyter-result-") as tmp:
+                local = os.path.join(tmp, protocol.OUTPUTS)
+                self.store.get_file(url, local)
+                with open(local, "rb") as f:
+                    return unpickle(f)
 
         try:
             return load()

@@ -26,39 +26,35 @@ sys.path.insert(0, str(Path(__file__).parent))
 from interactive import _cell
 
 
-def _hwm_mb(pid: int) -> float:
+def status_mb(pid: int | str, key: str) -> float:
+    """A /proc/PID/status memory field (VmHWM, VmRSS) in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
+    raise RuntimeError(f"no {key}")
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+class PeakSampler:
+    """Largest VmHWM seen of any process with `marker` in its command line, sampled every
+    `interval` seconds: runs and pods are not waited-for children whose rusage could be
+    read."""
 
-
-class _RemotePeak:
-    """Largest VmHWM seen of any runtime process (`flyte_jupyter.runtime` in its command
-    line), sampled every 10 ms: the local executor's runs are not waited-for children whose
-    rusage could be read."""
-
-    def __init__(self) -> None:
+    def __init__(self, marker: bytes, interval: float) -> None:
+        self.marker = marker
+        self.interval = interval
         self.peak = 0.0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
         self.thread.start()
 
     def _sample(self) -> None:
-        while not self.stop.wait(0.01):
+        while not self.stop.wait(self.interval):
             for proc in Path("/proc").iterdir():
                 if not proc.name.isdigit():
                     continue
                 try:
-                    if b"flyte_jupyter.runtime" in (proc / "cmdline").read_bytes():
-                        self.peak = max(self.peak, _hwm_mb(int(proc.name)))
+                    if self.marker in (proc / "cmdline").read_bytes():
+                        self.peak = max(self.peak, status_mb(proc.name, "VmHWM"))
                 except (OSError, RuntimeError):
                     continue
 
@@ -95,14 +91,14 @@ def measure(work: Path, mb: int, direction: str) -> tuple[float, float, float]:
             code = "%%flyte_run\nn = len(data)"
         else:
             code = f"%%flyte_run\ndata = bytes(range(256)) * {size // 256}"
-        base = _rss_mb(pid)
+        base = status_mb(pid, "VmRSS")
         _reset_hwm(pid)
-        sampler = _RemotePeak()
+        sampler = PeakSampler(b"flyte_jupyter.runtime", 0.01)
         try:
             seconds = _cell(client, code)
         finally:
             remote_peak = sampler.close()
-        kernel_peak = _hwm_mb(pid) - base
+        kernel_peak = status_mb(pid, "VmHWM") - base
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)

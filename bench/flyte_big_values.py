@@ -17,46 +17,12 @@ import argparse
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-
-
-def _status_mb(pid: int | str, key: str) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {key}")
-
-
-class _PodPeak:
-    """Largest VmHWM of any pod process (`flyte._bin.runtime` in its command line), sampled
-    every 20 ms."""
-
-    def __init__(self) -> None:
-        self.peak = 0.0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-        self.thread.start()
-
-    def _sample(self) -> None:
-        while not self.stop.wait(0.02):
-            for proc in Path("/proc").iterdir():
-                if not proc.name.isdigit():
-                    continue
-                try:
-                    if b"flyte._bin.runtime" in (proc / "cmdline").read_bytes():
-                        self.peak = max(self.peak, _status_mb(proc.name, "VmHWM"))
-                except (OSError, RuntimeError):
-                    continue
-
-    def close(self) -> float:
-        self.stop.set()
-        self.thread.join()
-        return self.peak
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from big_values import PeakSampler, status_mb  # a sibling script, not a package
 
 
 def main() -> None:
@@ -90,14 +56,14 @@ def main() -> None:
             value = os.urandom(1 << 20) * mb  # cheap to make; compresses no better than random
             pid = os.getpid()
             Path(f"/proc/{pid}/clear_refs").write_text("5")  # peak RSS := current RSS
-            before = _status_mb(pid, "VmHWM")
-            pod = _PodPeak()
+            before = status_mb(pid, "VmHWM")
+            pod = PeakSampler(b"flyte._bin.runtime", 0.02)
             started = time.perf_counter()
             run = submit(bundle, "echo:echo", [value], executor="flyte")
             submitted = time.perf_counter() - started
             back = run.result(timeout=3600)
             took = time.perf_counter() - started
-            growth = _status_mb(pid, "VmHWM") - before
+            growth = status_mb(pid, "VmHWM") - before
             pod_peak = pod.close()
             assert back == value, "the value came back changed"
             del back

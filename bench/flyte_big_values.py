@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from big_values import PeakSampler, status_mb  # a sibling script, not a package
+from big_values import PeakSampler, status_mb  # sibling scripts, not a package
+from flyte_submit import emulated_flyte
 
 
 def main() -> None:
@@ -31,25 +32,10 @@ def main() -> None:
     args = parser.parse_args()
     sizes = args.mb or [200]
     work = Path(tempfile.mkdtemp(prefix="flyte-big-bench-"))
-    os.environ["FLYTE_JUPYTER_CACHE_DIR"] = str(work / "cache")
-    os.environ["FLYTE_JUPYTER_DATA_DIR"] = str(work / "data")
-    import servers
+    source = "def echo(value):\n    return value\n"
+    with emulated_flyte(work, "echo.py", source) as (_, bundle):
+        from flyte_jupyter.core.submit import submit  # after the dirs are set
 
-    servers.setup_env()
-    from flyte_emulator import FlyteEmulator
-
-    from flyte_jupyter.core.bundle import build_bundle
-    from flyte_jupyter.core.selection import select_files
-    from flyte_jupyter.core.submit import submit
-
-    project = work / "project"
-    project.mkdir()
-    (project / "echo.py").write_text("def echo(value):\n    return value\n")
-    (work / "moto").mkdir()
-    with servers.moto_server(work / "moto") as s3, FlyteEmulator(work / "emu", s3) as emu:
-        os.environ.update(emu.client_env)
-        os.environ["FLYTE_JUPYTER_FLYTE_CONFIG"] = str(emu.config_path)
-        bundle = build_bundle(select_files(project, entries=[project / "echo.py"]))
         submit(bundle, "echo:echo", [b"warm-up"], executor="flyte").result(timeout=300)
         print(f"{'value':>8s} {'submit':>7s} {'back':>7s} {'client +MB':>16s} {'pod MB':>16s}")
         for mb in sizes:

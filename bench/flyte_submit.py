@@ -13,22 +13,25 @@ the ratio (target <= 2x) and the code bytes the warm flyte submits uploaded (tar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="flyte-submit-bench-"))
+@contextlib.contextmanager
+def emulated_flyte(work: Path, filename: str, source: str) -> Iterator[tuple[Any, Any]]:
+    """The Flyte control-plane emulator of tests/ on a moto S3 server, this process's
+    flyte-jupyter dirs and Flyte config pointed into `work`, and the bundle of a one-file
+    project: yields (emulator, bundle)."""
     os.environ["FLYTE_JUPYTER_CACHE_DIR"] = str(work / "cache")
     os.environ["FLYTE_JUPYTER_DATA_DIR"] = str(work / "data")
     import servers
@@ -38,16 +41,25 @@ def main() -> None:
 
     from flyte_jupyter.core.bundle import build_bundle
     from flyte_jupyter.core.selection import select_files
-    from flyte_jupyter.core.submit import submit
 
     project = work / "project"
     project.mkdir()
-    (project / "cell.py").write_text("def run():\n    return 41 + 1\n")
+    (project / filename).write_text(source)
     (work / "moto").mkdir()
     with servers.moto_server(work / "moto") as s3, FlyteEmulator(work / "emu", s3) as emu:
         os.environ.update(emu.client_env)
         os.environ["FLYTE_JUPYTER_FLYTE_CONFIG"] = str(emu.config_path)
-        bundle = build_bundle(select_files(project, entries=[project / "cell.py"]))
+        yield emu, build_bundle(select_files(project, entries=[project / filename]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="flyte-submit-bench-"))
+    with emulated_flyte(work, "cell.py", "def run():\n    return 41 + 1\n") as (emu, bundle):
+        from flyte_jupyter.core.submit import submit  # after the dirs are set
+
         times: dict[str, list[float]] = {"local": [], "flyte": []}
         for executor in ("local", "flyte"):
             for i in range(args.repeat + 1):  # the first is the warm-up

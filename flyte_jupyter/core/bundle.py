@@ -239,7 +239,7 @@ class _Builder:
                     if batch is None:
                         return
                     size = sum(f.size for f in batch)
-                    work = [(f.path, f.source, f.mode, f.size, known.get(f.path)) for f in batch]
+                    work = [(f, known.get(f.path)) for f in batch]
                     ahead.append((size, pool.submit(_compress_batch, work, level)))
                     in_flight += size
 
@@ -303,16 +303,16 @@ def _compressing_pool(workers: int, todo_bytes: int) -> Executor:
 
 
 def _compress_batch(
-    batch: list[tuple[str, str, int, int, str | None]], level: int
+    batch: list[tuple[SelectedFile, str | None]], level: int
 ) -> list[tuple[str, bytes]]:
-    """(sha256, gzip member) of each (path, source, mode, size, expected sha256 or None)."""
+    """(sha256, gzip member) of each (file, expected sha256 or None)."""
     members = []
-    for path, source, mode, size, expected in batch:
-        data = read_bytes(source, path)
+    for f, expected in batch:
+        data = _read(f)
         sha = hashlib.sha256(data).hexdigest()
-        if len(data) != size or expected not in (None, sha):
-            raise BundleError(f"{path} changed while it was being bundled: run again")
-        members.append((sha, gzip_member(tar_entry(path, mode, data), level)))
+        if expected not in (None, sha):
+            raise BundleError(f"{f.path} changed while it was being bundled: run again")
+        members.append((sha, gzip_member(tar_entry(f.path, f.mode, data), level)))
     return members
 
 

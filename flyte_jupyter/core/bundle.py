@@ -22,10 +22,9 @@ import threading
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from ..runtime.locations import cache_dir, private_dir
 from ..runtime.manifest import ManifestEntry, compute_digest
@@ -33,6 +32,9 @@ from .errors import BundleError
 from .files import read_bytes
 from .hashcache import HashCache
 from .selection import SelectedFile, Selection
+
+if TYPE_CHECKING:  # concurrent.futures imports logging: 5 ms a warm build never needs
+    from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 ARCHIVE_MTIME = 347155200
 """1981-01-01T00:00:00Z, the fixed mtime Flyte's own bundles use."""
@@ -195,6 +197,10 @@ class _Builder:
         def hash_batch(batch: list[SelectedFile]) -> list[tuple[str, str]]:
             return [read_and_hash(f) for f in batch]
 
+        if not files:  # a fully cached tree: no pool, no concurrent.futures import
+            return {}
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(self.workers) as pool:
             done = _ordered_map(pool, hash_batch, list(_batches(files)), self.workers * 4)
             return {path: sha for batch in done for path, sha in batch}
@@ -289,6 +295,8 @@ def _compressing_pool(workers: int, todo_bytes: int) -> Executor:
     Forking is only safe while this process runs one thread (the CLI, a script): a kernel or
     a server, which run several, keep to threads, as does macOS, where forking is unsafe once
     system frameworks are loaded. Fork, unlike spawn, re-imports nothing."""
+    from concurrent.futures import ThreadPoolExecutor
+
     if (
         workers > 1
         and todo_bytes >= PROCESS_BYTES

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -37,19 +37,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser. Given `only`, the command on the line, the other commands get their name
+    and help line but no options: every command's options cost a warm `bundle` ~8 ms."""
     parser = _Parser(
         prog="flyte-jupyter",
         description="Package notebook and project code into content-hashed bundles and run "
         "them in clean interpreters or containers.",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, (help_text, description, add) in _COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=description)
+        if only in (None, name):
+            add(command)
+    return parser
 
-    bundle = sub.add_parser(
-        "bundle",
-        help="build a deterministic code bundle and show what it ships",
-        description="Build a deterministic, content-hashed code bundle and show what it ships.",
-    )
+
+def _add_bundle(bundle: argparse.ArgumentParser) -> None:
     bundle.add_argument(
         "root",
         nargs="?",
@@ -74,12 +78,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     bundle.set_defaults(func=_cmd_bundle)
 
-    run = sub.add_parser(
-        "run",
-        help="run a function from a project file in a clean interpreter, code shipped as a bundle",
-        description="Bundle FILE's project, upload it to the store once, run FUNCTION with the "
-        "given arguments on an executor, stream its output and print its result.",
-    )
+
+def _add_run(run: argparse.ArgumentParser) -> None:
     run.add_argument("target", metavar="FILE.py:FUNCTION", help="what to run")
     run.add_argument(
         "--arg",
@@ -94,7 +94,8 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, metavar="SECONDS", help="give up waiting after this")
     run.set_defaults(func=_cmd_run)
 
-    runs = sub.add_parser("runs", help="the run history", description="List and inspect runs.")
+
+def _add_runs(runs: argparse.ArgumentParser) -> None:
     runs.add_argument("--limit", type=_positive, default=20, help="how many runs to list")
     runs_sub = runs.add_subparsers(dest="runs_command", parser_class=_Parser)
     for name, help_text in [
@@ -110,13 +111,8 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_diff(runs_sub)
     runs.set_defaults(func=_cmd_runs)
 
-    export = sub.add_parser(
-        "export",
-        help="build a container image that runs a notebook as a job",
-        description="Export a notebook into a container image: its code becomes a job module, "
-        "the local modules it imports and --include files are copied in, %%pip lines and "
-        "third-party imports become requirements. `docker run IMAGE` runs the notebook.",
-    )
+
+def _add_export(export: argparse.ArgumentParser) -> None:
     export.add_argument("notebook", metavar="NOTEBOOK.ipynb")
     add_options(export, ["selection"], "cli", names=EXPORT_SETTINGS)
     export.add_argument("--image-name", help="image repository name (default: flyte-jupyter-<nb>)")
@@ -136,8 +132,6 @@ def _build_parser() -> argparse.ArgumentParser:
         help="download wheels here and build with no network",
     )  # fmt: skip
     export.set_defaults(func=_cmd_export)
-    _add_workers(sub)
-    return parser
 
 
 def _positive(text: str) -> int:
@@ -219,9 +213,24 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     if args.root_dir is None and not entries:
         args.root_dir = str(Path.cwd())  # no entry to detect the project from
     settings = _settings(args, entries[0] if entries else None)
-    bundle = build_bundle(
-        _select(args, settings, entries), output=args.output, dry_run=args.dry_run
-    )
+    if not entries and settings.copy_style == "all":  # a pure function of the tree
+        from .core.warm import bundle_tree
+
+        bundle = bundle_tree(
+            settings.root_dir,
+            include=settings.include,
+            exclude=settings.exclude,
+            version=settings.version,
+            max_bytes=int(settings.max_size_mb * 1024**2),
+            force_root=args.force_root,
+            keep_notebook_outputs=args.keep_notebook_outputs,
+            output=args.output,
+            dry_run=args.dry_run,
+        )
+    else:
+        bundle = build_bundle(
+            _select(args, settings, entries), output=args.output, dry_run=args.dry_run
+        )
     _print_bundle(bundle, args)
     return 0
 
@@ -497,13 +506,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_workers(sub: Any) -> None:
-    workers = sub.add_parser(
-        "workers",
-        help="list or stop warm workers",
-        description="Warm workers start local runs from a prepared interpreter (docs/runs.md). "
-        "List the ones of this cache dir, or stop them (runs in progress go on).",
-    )
+def _add_workers(workers: argparse.ArgumentParser) -> None:
     workers.add_argument("action", nargs="?", choices=["list", "stop"], default="list")
     workers.set_defaults(func=_cmd_workers)
 
@@ -535,8 +538,40 @@ def _cmd_workers(args: argparse.Namespace) -> int:
     return 0
 
 
+_COMMANDS: dict[str, tuple[str, str | None, Callable[[argparse.ArgumentParser], None]]] = {
+    "bundle": (
+        "build a deterministic code bundle and show what it ships",
+        "Build a deterministic, content-hashed code bundle and show what it ships.",
+        _add_bundle,
+    ),
+    "run": (
+        "run a function from a project file in a clean interpreter, code shipped as a bundle",
+        "Bundle FILE's project, upload it to the store once, run FUNCTION with the given "
+        "arguments on an executor, stream its output and print its result.",
+        _add_run,
+    ),
+    "runs": ("the run history", "List and inspect runs.", _add_runs),
+    "export": (
+        "build a container image that runs a notebook as a job",
+        "Export a notebook into a container image: its code becomes a job module, the local "
+        "modules it imports and --include files are copied in, %%pip lines and third-party "
+        "imports become requirements. `docker run IMAGE` runs the notebook.",
+        _add_export,
+    ),
+    "workers": (
+        "list or stop warm workers",
+        "Warm workers start local runs from a prepared interpreter (docs/runs.md). List the "
+        "ones of this cache dir, or stop them (runs in progress go on).",
+        _add_workers,
+    ),
+}
+"""Each command: its help line, its description, and what adds its options."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    only = argv[0] if argv and argv[0] in _COMMANDS else None
+    args = _build_parser(only).parse_args(argv)
     try:
         code = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below

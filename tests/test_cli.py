@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import tarfile
 from pathlib import Path
@@ -129,3 +131,52 @@ def test_a_big_bundle_is_listed_by_top_level_folder_unless_asked(tree):
     assert full.returncode == 0, full.stderr
     assert "m239.py" in full.stdout and len(full.stdout.splitlines()) > 240
     assert short.stdout.splitlines()[-1] == full.stdout.splitlines()[-1]  # same digest line
+
+
+def _printed(parser_for: str | None, argv: list[str]) -> tuple[object, str, str]:
+    """Exit status, stdout and stderr of parsing `argv` with `_build_parser(parser_for)`."""
+    from flyte_jupyter.cli import _build_parser
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            _build_parser(parser_for).parse_args(argv)
+            code: object = 0
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+COMMAND_LINES = [
+    ["--help"],
+    ["frobnicate"],
+    ["bundle", "--help"],
+    ["bundle", "--bogus"],
+    ["bundle", "--copy-style"],
+    ["run", "--help"],
+    ["run"],
+    ["runs", "--help"],
+    ["runs", "--limit", "0"],
+    *(["runs", sub, "--help"] for sub in ("show", "logs", "cancel", "code", "prune", "diff")),
+    ["runs", "nope"],
+    ["export", "--help"],
+    ["workers", "--help"],
+    ["workers", "nope"],
+]
+
+
+@pytest.mark.parametrize("argv", COMMAND_LINES, ids=" ".join)
+def test_a_command_line_reads_the_same_with_only_its_command_built(argv):
+    """The CLI builds the options of the command on the line only; help and errors must be
+    what the parser with every command prints."""
+    full = _printed(None, argv)
+    only = _printed(argv[0], argv)
+    assert only == full
+    assert full[1] or full[2]  # something was printed: the comparison compared something
+
+
+def test_whole_process_help_is_the_full_parsers_help():
+    for argv in (["--help"], ["bundle", "--help"], ["runs", "prune", "--help"]):
+        result = cli(*argv)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == _printed(None, argv)[1]

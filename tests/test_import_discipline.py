@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from kernel import Kernel
@@ -123,3 +124,45 @@ def test_server_extension_load_adds_no_heavy_module(tmp_path):
     print("heavy modules the server extension adds:", added, "; /runs served by", handler)
     assert added == []
     assert handler == "RunsHandler"
+
+
+def _added_modules(code: str, cwd: Path, env: dict[str, str]) -> set[str]:
+    """Modules (full names) that running `code` in a fresh interpreter adds to those the
+    interpreter's start-up (site, .pth files) already loaded."""
+    wrapped = (
+        "import json, sys\n_before = set(sys.modules)\n"
+        + code
+        + "\nprint(json.dumps(sorted(set(sys.modules) - _before)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", wrapped],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **env},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+WARM_BUNDLE_LAZY = ("concurrent.futures", "logging", "multiprocessing")
+"""Thread pools (and the logging they import) serve files that must be read; an unchanged
+tree reads none."""
+
+
+def test_a_warm_bundle_of_an_unchanged_tree_imports_no_pool_and_no_logging(tmp_path, tree):
+    root = tree({f"pkg/m{i}.py": f"X = {i}\n" for i in range(50)})
+    for path in root.rglob("*.py"):  # older than the hash cache's 2 s racy window
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+    env = {"FLYTE_JUPYTER_CACHE_DIR": str(tmp_path / "cache")}
+    code = (
+        "from flyte_jupyter.cli import main\n"
+        f"assert main(['bundle', {str(root)!r}, '--copy-style', 'all']) == 0\n"
+    )
+    cold = _added_modules(code, tmp_path, env)
+    warm = _added_modules(code, tmp_path, env)
+    print("cold build imports of", WARM_BUNDLE_LAZY, ":", sorted(cold & set(WARM_BUNDLE_LAZY)))
+    print("warm build imports of", WARM_BUNDLE_LAZY, ":", sorted(warm & set(WARM_BUNDLE_LAZY)))
+    assert "concurrent.futures" in cold  # the cold build did compress on a pool
+    assert warm & set(WARM_BUNDLE_LAZY) == set()

@@ -8,7 +8,6 @@ failure to read or write it is ignored and the work is simply done.
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import time
@@ -17,7 +16,13 @@ from pathlib import Path
 
 from .private import private_sqlite
 
-log = logging.getLogger(__name__)
+
+def _debug(message: str, *args: object) -> None:
+    """Log a cache failure; logging is imported only then (it costs a warm build 3 ms)."""
+    import logging
+
+    logging.getLogger(__name__).debug(message, *args)
+
 
 _RACY_NS = 2_000_000_000
 """A file modified this recently may change again within the same mtime tick: don't cache it."""
@@ -50,7 +55,7 @@ class HashCache:
             db.executescript(_SCHEMA)
             self._db = db
         except (sqlite3.Error, OSError) as exc:
-            log.debug("hash cache %s unavailable: %s", path, exc)
+            _debug("hash cache %s unavailable: %s", path, exc)
 
     def close(self) -> None:
         if self._db is not None:
@@ -73,7 +78,7 @@ class HashCache:
                 marks = ",".join("?" * len(chunk))
                 rows += self._db.execute(sql.format(marks=marks), chunk).fetchall()
         except sqlite3.Error as exc:
-            log.debug("hash cache read failed: %s", exc)
+            _debug("hash cache read failed: %s", exc)
         return rows
 
     def _write(self, sql: str, rows: list[tuple]) -> None:
@@ -84,7 +89,7 @@ class HashCache:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany(sql, rows)
         except sqlite3.Error as exc:
-            log.debug("hash cache write failed: %s", exc)
+            _debug("hash cache write failed: %s", exc)
 
     def file_hashes(self, keys: Iterable[StatKey]) -> dict[str, str]:
         """sha256 hex of each file whose cached stat still matches, by path. The files of a
@@ -102,7 +107,7 @@ class HashCache:
                 (folder, folder[:-1] + chr(ord("/") + 1)),
             ).fetchall()
         except (sqlite3.Error, ValueError) as exc:
-            log.debug("hash cache read failed: %s", exc)
+            _debug("hash cache read failed: %s", exc)
             return {}
         return {row[0]: row[4] for row in rows if wanted.get(row[0]) == row[:4]}
 

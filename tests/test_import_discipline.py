@@ -58,6 +58,28 @@ def test_cli_import_loads_no_heavy_module(tmp_path):
     assert loaded == []
 
 
+CLI_LAZY = (
+    "concurrent.futures",
+    "logging",
+    "sqlite3",
+    "tarfile",
+    "hashlib",
+    "tomllib",
+    "dataclasses",
+    "inspect",
+    "ast",
+    "platform",
+)
+"""Standard modules the CLI's start-up need not pay for (each 1-6 ms): the command that uses
+one imports it."""
+
+
+def test_cli_import_leaves_the_standard_modules_commands_use_to_them(tmp_path):
+    added = _added_modules("import flyte_jupyter.cli", tmp_path, {})
+    print("lazy modules imported by `import flyte_jupyter.cli`:", sorted(added & set(CLI_LAZY)))
+    assert added & set(CLI_LAZY) == set()
+
+
 def test_cli_help_loads_no_heavy_module(tmp_path):
     code = (
         "from flyte_jupyter.cli import main\n"
@@ -146,9 +168,18 @@ def _added_modules(code: str, cwd: Path, env: dict[str, str]) -> set[str]:
     return set(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-WARM_BUNDLE_LAZY = ("concurrent.futures", "logging", "multiprocessing")
-"""Thread pools (and the logging they import) serve files that must be read; an unchanged
-tree reads none."""
+WARM_BUNDLE_LAZY = (
+    "concurrent.futures",
+    "logging",
+    "multiprocessing",
+    "platform",
+    "sysconfig",
+    "tomllib",
+)
+"""Thread pools (and the logging they import) serve files that must be read: an unchanged
+tree reads none. Where installed code lives (sysconfig) matters to imports followed from an
+entry, the Python version (platform) to a warning, tomllib to a project with settings files:
+a copy-style-all tree without them needs none."""
 
 
 def test_a_warm_bundle_of_an_unchanged_tree_imports_no_pool_and_no_logging(tmp_path, tree):

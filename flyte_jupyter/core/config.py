@@ -12,22 +12,24 @@ defaults.
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any
+from types import MappingProxyType, ModuleType
+from typing import Any, NamedTuple
 
 from .errors import UsageError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10
-    import tomli as tomllib
+
+def tomllib_module() -> ModuleType:
+    """tomllib (tomli before 3.11), imported when a TOML file is read: ~3.5 ms otherwise."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python 3.10
+        import tomli as tomllib
+    return tomllib
 
 
 def _executors() -> Sequence[str]:
@@ -37,8 +39,9 @@ def _executors() -> Sequence[str]:
     return available_executors()
 
 
-@dataclass(frozen=True)
-class Field:
+# Named tuples and a plain class, not dataclasses: every command imports this module, and
+# dataclasses (with inspect) plus building the classes cost ~6 ms.
+class Field(NamedTuple):
     """One setting, as every front door shows it."""
 
     name: str
@@ -167,21 +170,31 @@ PROJECT_FILES = ("pyproject.toml", ".flyte-jupyter.toml")
 """Read in this order: .flyte-jupyter.toml (which the sidebar writes) wins key by key."""
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):
     value: Any
     source: str
     """option, session, project (with its file, e.g. "project (pyproject.toml)"),
     environment, default; or "detected" for a root_dir found from the notebook's folder."""
 
 
-@dataclass(frozen=True)
 class Settings(Mapping[str, Setting]):
     """Every setting's effective value and its source. Values read as attributes
-    (`settings.copy_style`), `settings["copy_style"]` is the Setting with its source."""
+    (`settings.copy_style`), `settings["copy_style"]` is the Setting with its source.
+    Read-only; equality is a mapping's: key by key."""
 
+    __slots__ = ("raw", "sources")
     raw: Mapping[str, Any]
     sources: Mapping[str, str]
+
+    def __init__(self, raw: Mapping[str, Any], sources: Mapping[str, str]):
+        object.__setattr__(self, "raw", raw)
+        object.__setattr__(self, "sources", sources)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"settings are read-only: with_value() gives a copy with {name}")
+
+    def __repr__(self) -> str:
+        return f"Settings(raw={self.raw!r}, sources={self.sources!r})"
 
     def __getattr__(self, name: str) -> Any:
         if name in FIELDS:
@@ -298,6 +311,8 @@ def _json(key: str, text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
+        import ast  # only for this fallback: 1 ms at import otherwise
+
         try:
             return ast.literal_eval(text)
         except (ValueError, SyntaxError):
@@ -326,6 +341,7 @@ def from_project(root: Path) -> dict[str, tuple[Any, str]]:
         path = root / name
         if not path.is_file():
             continue
+        tomllib = tomllib_module()
         try:
             doc = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:

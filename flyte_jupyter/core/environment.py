@@ -4,10 +4,8 @@ needs. The selection, the missing-module advice, run specs and exports all ask h
 
 from __future__ import annotations
 
-import platform
 import site
 import sys
-import sysconfig
 from collections.abc import Sequence
 from functools import lru_cache
 from importlib.machinery import PathFinder
@@ -21,6 +19,8 @@ def foreign_dirs(root: Path) -> list[Path]:
     """Directories whose modules are installed code, never project code: site-packages, the
     interpreter's own trees, this package. A directory that contains root_dir itself (a project
     kept under /usr, say) is not counted."""
+    import sysconfig  # here, as `platform` below: a copy-style-all bundle needs neither
+
     candidates = [*site.getsitepackages(), site.getusersitepackages(), _PACKAGE_DIR]
     paths = sysconfig.get_paths()
     candidates += [paths["stdlib"], paths["platstdlib"], sys.prefix, sys.base_prefix]
@@ -79,6 +79,8 @@ def distributions(third_party: Sequence[str]) -> dict[str, str]:
 def client_environment(third_party: Sequence[str]) -> dict[str, Any]:
     """What the runtime checks before unpickling inputs: the Python version and the installed
     distributions providing the third-party modules the shipped code imports."""
+    import platform
+
     return {"python": platform.python_version(), "distributions": distributions(third_party)}
 
 

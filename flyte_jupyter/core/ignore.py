@@ -11,7 +11,6 @@ import functools
 import re
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -235,14 +234,17 @@ _NAME_ENDS = {
 """How pathspec (1.x, then 0.12) ends the regex of a file-or-folder / folder-only pattern ->
 an ending without the named group (a union may not repeat a group name) that accepts at
 least the same names."""
-_ONE_NAME = re.compile(
+_ONE_NAME = (
     r"(?:\\[^0-9A-Za-z/]|[^\\\[\](){}.*+?^$|/]|\[\^/\][*+]?|\[[^\]^\-/\\\[][^\]\-/\\\[]*\])+"
 )
 """Regex text that can match no "/": escaped punctuation, plain characters, `[^/]`, `[^/]*`,
 `[^/]+` and positive classes without "/", "-" or escapes. What pathspec makes of a name glob."""
-_NAMED_GROUP = re.compile(r"(?<!\\)\(\?P<\w+>")
-_GROUP_REFERENCE = re.compile(r"\\[1-9]|\(\?\(")
+_NAMED_GROUP = r"(?<!\\)\(\?P<\w+>"
+_GROUP_REFERENCE = r"\\[1-9]|\(\?\("
 """A numbered back-reference or conditional: its meaning would change inside a union."""
+_compiled = functools.cache(re.compile)
+"""The three above, compiled on first use: only ignore files and --include/--exclude globs
+need them, not every bundle."""
 
 
 class _Prefilter:
@@ -267,13 +269,13 @@ class _Prefilter:
                 if pattern.include is None:
                     continue
                 regex = pattern.regex
-                if regex.flags != re.UNICODE or _GROUP_REFERENCE.search(regex.pattern):
+                if regex.flags != re.UNICODE or _compiled(_GROUP_REFERENCE).search(regex.pattern):
                     return None
                 name = _name_regex(regex.pattern)
                 if name is not None:
                     names.append(name)
                 else:
-                    paths.append(_NAMED_GROUP.sub("(?:", regex.pattern))
+                    paths.append(_compiled(_NAMED_GROUP).sub("(?:", regex.pattern))
             return cls(_union(names), _union(paths))
         except (AttributeError, re.error):
             return None
@@ -310,7 +312,7 @@ def _name_regex(text: str) -> str | None:
         for end, plain_end in _NAME_ENDS.items():
             if text.endswith(end):
                 name = text[len(_ANY_FOLDER) : -len(end)]
-                return name + plain_end if name and _ONE_NAME.fullmatch(name) else None
+                return name + plain_end if name and _compiled(_ONE_NAME).fullmatch(name) else None
     return None
 
 
@@ -322,18 +324,18 @@ def _union(regexes: list[str]) -> re.Pattern[str] | None:
         return re.compile("|".join(f"(?:{r})" for r in regexes))
 
 
-@dataclass
 class IgnoreTree:
     """`.gitignore` and `.flyteignore` files found while walking a tree, each applying to the
     directory it sits in and below; deeper files override shallower ones, as in git."""
 
-    root: Path
-    skipped: list[str] = field(default_factory=list)
-    """Ignore-file lines that are not valid patterns: left out (git never fails on them)."""
-    _specs: dict[str, _Spec] = field(default_factory=dict)
-    _by_folder: dict[str, list[tuple[int, _Spec]]] = field(default_factory=dict)
-    """Folder -> the ignore files applying to its entries, outermost first, each with the
-    length of the path prefix to cut (paths are matched relative to the ignore file)."""
+    def __init__(self, root: Path):
+        self.root = root
+        self.skipped: list[str] = []
+        """Ignore-file lines that are not valid patterns: left out (git never fails on them)."""
+        self._specs: dict[str, _Spec] = {}
+        self._by_folder: dict[str, list[tuple[int, _Spec]]] = {}
+        """Folder -> the ignore files applying to its entries, outermost first, each with the
+        length of the path prefix to cut (paths are matched relative to the ignore file)."""
 
     @property
     def active(self) -> bool:

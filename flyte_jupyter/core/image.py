@@ -111,10 +111,10 @@ class Image:
 
     def with_uv_project(self, pyproject_file: str | os.PathLike[str]) -> Image:
         """The dependencies of a pyproject.toml's [project] table."""
-        from .config import tomllib
+        from .config import tomllib_module
 
         path = Path(pyproject_file)
-        deps = tomllib.loads(path.read_text()).get("project", {}).get("dependencies", [])
+        deps = tomllib_module().loads(path.read_text()).get("project", {}).get("dependencies", [])
         return self.with_pip_packages(*deps)
 
     def with_apt_packages(self, *packages: str) -> Image:

@@ -6,9 +6,9 @@ Built on imports.py's scanner and resolver; nothing is imported or executed."""
 from __future__ import annotations
 
 import os
-import platform
 from collections import deque
 from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
 
 from . import ignore as ig
@@ -51,8 +51,13 @@ class ImportGraph:
         self.used_roots: set[Path] = {root}
         self.third_party: set[str] = set()
         """Installed top-level modules the code imports (their distributions are pinned)."""
-        self.foreign_dirs = foreign_dirs(root)
         self._installed: dict[str, bool] = {}
+
+    @cached_property
+    def foreign_dirs(self) -> list[Path]:
+        """Installed code's folders, found only once an import needs them (copy style all
+        with no entry never does)."""
+        return foreign_dirs(self.root)
 
     def rel(self, path: Path) -> str:
         if path in self.generated:
@@ -141,6 +146,8 @@ class ImportGraph:
         try:
             refs, declared = scan(source, rel)
         except SyntaxError as exc:  # newer syntax than this Python: the tokenizer still reads it
+            import platform
+
             refs, declared = scan_tokens(source), []
             self.warnings.append(
                 f"could not parse {rel} (line {exc.lineno}: {exc.msg}) with Python "

@@ -213,9 +213,24 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     if args.root_dir is None and not entries:
         args.root_dir = str(Path.cwd())  # no entry to detect the project from
     settings = _settings(args, entries[0] if entries else None)
-    bundle = build_bundle(
-        _select(args, settings, entries), output=args.output, dry_run=args.dry_run
-    )
+    if not entries and settings.copy_style == "all":  # a pure function of the tree
+        from .core.warm import bundle_tree
+
+        bundle = bundle_tree(
+            settings.root_dir,
+            include=settings.include,
+            exclude=settings.exclude,
+            version=settings.version,
+            max_bytes=int(settings.max_size_mb * 1024**2),
+            force_root=args.force_root,
+            keep_notebook_outputs=args.keep_notebook_outputs,
+            output=args.output,
+            dry_run=args.dry_run,
+        )
+    else:
+        bundle = build_bundle(
+            _select(args, settings, entries), output=args.output, dry_run=args.dry_run
+        )
     _print_bundle(bundle, args)
     return 0
 

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple, TypeVar
 
 from ..runtime.locations import cache_dir, private_dir
 from ..runtime.manifest import ManifestEntry, compute_digest
@@ -70,6 +70,8 @@ class Bundle:
     digest: str
     archive: Path | None
     """The .tar.gz on disk; None for a dry run or an empty (copy_style 'none') bundle."""
+    members: list[tuple[int, int]] | None = None
+    """(offset, length) of each file's gzip member in `archive`, when this build wrote it."""
 
     @property
     def hex(self) -> str:
@@ -108,19 +110,45 @@ def build_bundle(
     dry_run: bool = False,
     level: int = DEFAULT_LEVEL,
     cache: HashCache | None = None,
+    prior: Prior | None = None,
 ) -> Bundle:
     """Hash the selected files and, unless `dry_run`, write the archive.
 
     Archives are kept under the cache dir by digest, so an unchanged tree is not re-read or
-    re-compressed; `output` receives a copy.
+    re-compressed; `output` receives a copy. `prior` stands in for the hash cache's lookups.
     """
     own_cache = cache is None
     cache = cache or HashCache(cache_dir() / "index.sqlite3")
     try:
-        return _Builder(selection, level, cache).build(output, dry_run)
+        return _Builder(selection, level, cache, prior).build(output, dry_run)
     finally:
         if own_cache:
             cache.close()
+
+
+def archive_path(digest_hex: str) -> Path:
+    """Where the archive of a bundle is kept in the local cache."""
+    return cache_dir() / "archives" / f"{digest_hex}.tar.gz"
+
+
+def copy_archive(bundle: Bundle, output: str | os.PathLike[str]) -> None:
+    """Copy a built bundle's archive to `output`, which it then names (dry runs have none)."""
+    if bundle.archive is None:
+        return
+    out_path = Path(output)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(bundle.archive, out_path)
+    bundle.archive = out_path
+
+
+class Prior(NamedTuple):
+    """What an earlier build of the same files already established, so that a rebuild need
+    not consult the hash cache: the sha256 of each file unchanged since (same path, mode and
+    content) and where that file's gzip member sits, as (archive, offset, length); None when
+    unknown (the hash cache is asked)."""
+
+    hashes: dict[str, str]
+    members: dict[str, tuple[str, int, int]] | None
 
 
 class _Builder:
@@ -128,63 +156,85 @@ class _Builder:
     cold build costs one read, one sha256 and one deflate per file; a file whose stat matches
     the hash cache is not read at all unless its member must be compressed afresh."""
 
-    def __init__(self, selection: Selection, level: int, cache: HashCache):
+    def __init__(
+        self, selection: Selection, level: int, cache: HashCache, prior: Prior | None = None
+    ):
         self.selection = selection
         self.files = selection.files
         self.level = level
         self.cache = cache
+        self.prior = prior
         self.workers = min(8, os.cpu_count() or 1)
 
     def build(self, output: str | os.PathLike[str] | None, dry_run: bool) -> Bundle:
-        stat_keys = {f.path: _stat_key(f) for f in self.files}
-        cached = self.cache.file_hashes(stat_keys.values())
-        known = {path: cached[key[0]] for path, key in stat_keys.items() if key[0] in cached}
+        known = self._known_hashes()
         archives = cache_dir() / "archives"
-        partial: tuple[Path, list[tuple[str, int, int]]] | None = None
+        partial: _Partial | None = None
         if dry_run or len(known) == len(self.files):
             hashes = {**known, **self._hash([f for f in self.files if f.path not in known])}
         else:  # something must be read: hash it while writing the archive, in one pass
-            hashes, *partial = self._write_partial(archives, known)
+            hashes, partial = self._write_partial(archives, known)
         self.cache.store_file_hashes(
-            (stat_keys[p], sha) for p, sha in hashes.items() if p not in known
+            (_stat_key(f), hashes[f.path]) for f in self.files if f.path not in known
         )
         entries = [ManifestEntry(f.path, f.mode, f.size, hashes[f.path]) for f in self.files]
         bundle = Bundle(self.selection, entries, compute_digest(entries), None)
-        final = archives / f"{bundle.hex}.tar.gz"
+        final = archive_path(bundle.hex)
         if dry_run or not entries:
             if partial:
-                partial[0].unlink()
+                partial.path.unlink()
             return bundle
         if partial is None and final.is_file():
             _touch(str(final))  # recently used: pruned last
         else:
             if partial is None:  # every hash was cached but the archive is gone: write it
-                _, *partial = self._write_partial(archives, hashes)
-            os.replace(partial[0], final)
-            self.cache.store_members(final, partial[1])
+                _, partial = self._write_partial(archives, hashes)
+            os.replace(partial.path, final)
+            self.cache.store_members(final, partial.written)
             _prune_archives(archives, keep=final, cache=self.cache)
-        if output is not None:
-            out_path = Path(output)
-            out_path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(final, out_path)
-            final = out_path
+            bundle.members = partial.layout
         bundle.archive = final
+        if output is not None:
+            copy_archive(bundle, output)
         return bundle
+
+    def _known_hashes(self) -> dict[str, str]:
+        """sha256 of the files whose content is known without reading them."""
+        if self.prior is not None:
+            prior = self.prior.hashes
+            return {f.path: prior[f.path] for f in self.files if f.path in prior}
+        stat_keys = {f.path: _stat_key(f) for f in self.files}
+        cached = self.cache.file_hashes(stat_keys.values())
+        return {path: cached[key[0]] for path, key in stat_keys.items() if key[0] in cached}
 
     def _write_partial(
         self, archives: Path, known: dict[str, str]
-    ) -> tuple[dict[str, str], Path, list[tuple[str, int, int]]]:
+    ) -> tuple[dict[str, str], _Partial]:
         """Write the archive to a temporary file in `archives`, renamed once its digest is
-        known: every file's sha256, the temporary path, the members written."""
+        known: every file's sha256, and the temporary file with the members in it."""
         private_dir(archives)
         fd, tmp = tempfile.mkstemp(dir=archives, prefix=".partial-", suffix=".tar.gz")
         try:
             with os.fdopen(fd, "wb") as out:
-                hashes, written = self._write_archive(known, out)
+                hashes, written, layout = self._write_archive(known, out)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return hashes, Path(tmp), written
+        return hashes, _Partial(Path(tmp), written, layout)
+
+    def _reusable(self, known: dict[str, str]) -> dict[str, tuple[str, int, int]]:
+        """Path -> where an earlier archive holds the member of that file, for files of known
+        content whose member is still there."""
+        if self.prior is not None and self.prior.members is not None:
+            members = self.prior.members
+            return _valid_members({p: members[p] for p in known if p in members})
+        keys = {
+            f.path: self._member_key(f.path, f.mode, known[f.path])
+            for f in self.files
+            if f.path in known
+        }
+        found = _valid_members(self.cache.members(keys.values()))
+        return {path: found[key] for path, key in keys.items() if key in found}
 
     def _hash(self, files: list[SelectedFile]) -> dict[str, str]:
         """sha256 of each file, read on all cores (dry runs and fully cached trees only)."""
@@ -211,28 +261,21 @@ class _Builder:
 
     def _write_archive(
         self, known: dict[str, str], out: BinaryIO
-    ) -> tuple[dict[str, str], list[tuple[str, int, int]]]:
-        """Write the archive to `out` and return every file's sha256 and the members written.
+    ) -> tuple[dict[str, str], list[tuple[str, int, int]], list[tuple[int, int]]]:
+        """Write the archive to `out` and return every file's sha256, the members written
+        (member key, offset, length) and where each file's member sits (offset, length).
 
         Members of files with a known hash that already sit in an earlier archive are copied
         from it (in contiguous runs, by the kernel where it can); every other file is read
         once, hashed and compressed on all cores, fed at most IN_FLIGHT_BYTES ahead of the
         writer; big files are streamed by the writer."""
-        keys = {
-            f.path: self._member_key(f.path, f.mode, known[f.path])
-            for f in self.files
-            if f.path in known
-        }
-        reusable = _valid_members(self.cache.members(keys.values()))
+        reusable = self._reusable(known)
         level = self.level
-
-        def copied(f: SelectedFile) -> bool:
-            return keys.get(f.path) in reusable
-
-        todo = [f for f in self.files if f.size <= STREAM_BYTES and not copied(f)]
+        todo = [f for f in self.files if f.size <= STREAM_BYTES and f.path not in reusable]
         pooled = _batches(todo)
         hashes: dict[str, str] = {}
         written: list[tuple[str, int, int]] = []
+        layout: list[tuple[int, int]] = []
         with _compressing_pool(self.workers, sum(f.size for f in todo)) as pool:
             ahead: deque[tuple[int, Future[list[tuple[str, bytes]]]]] = deque()
             ready: deque[tuple[str, bytes]] = deque()
@@ -260,11 +303,14 @@ class _Builder:
                 return ready.popleft()
 
             copier = _RangeCopier(out)
-            raw = 0
+            raw = pos = 0
             for f in self.files:
-                if copied(f):
-                    copier.add(*reusable[keys[f.path]])
+                found = reusable.get(f.path)
+                if found is not None:
+                    copier.add(*found)
                     hashes[f.path] = known[f.path]
+                    layout.append((pos, found[2]))
+                    pos += found[2]
                 else:
                     copier.flush()
                     start = out.tell()
@@ -279,14 +325,26 @@ class _Builder:
                         out.write(member)
                     hashes[f.path] = sha
                     key = self._member_key(f.path, f.mode, sha)
-                    written.append((key, start, out.tell() - start))
+                    pos = out.tell()
+                    written.append((key, start, pos - start))
+                    layout.append((start, pos - start))
                 raw += _entry_length(f.path, f.size)
             copier.flush()
             out.write(gzip_member(end_of_archive(raw), level))
         # Reused members stay recorded in the archive they came from; keep those fresh.
         for source in {path for path, _, _ in reusable.values()}:
             _touch(source)
-        return hashes, written
+        return hashes, written, layout
+
+
+class _Partial(NamedTuple):
+    """An archive written under a temporary name."""
+
+    path: Path
+    written: list[tuple[str, int, int]]
+    """(member key, offset, length) of each member compressed afresh."""
+    layout: list[tuple[int, int]]
+    """(offset, length) of every file's member."""
 
 
 def _compressing_pool(workers: int, todo_bytes: int) -> Executor:

@@ -33,6 +33,8 @@ from .sizes import human_size
 if TYPE_CHECKING:
     import pathspec
 
+    from .warm import TreeRecord
+
 COPY_STYLES = ("auto", "all", "none")
 _STYLE_ALIASES = {"loaded_modules": "auto"}
 ROOT_MARKERS = ("pyproject.toml", "setup.cfg", ".git", ".flyte")
@@ -112,6 +114,7 @@ def select_files(
     force_root: bool = False,
     generated: Mapping[str, tuple[str, str]] | None = None,
     keep_notebook_outputs: bool = False,
+    record: TreeRecord | None = None,
 ) -> Selection:
     """Decide which files ship.
 
@@ -123,6 +126,7 @@ def select_files(
     followed like an entry's.
     Notebooks that ship as files (`all`, include) ship without outputs and execution counts
     unless `keep_notebook_outputs`.
+    `record` collects the stats the outcome depends on (see `warm`).
     Raises UsageError for bad arguments and BundleError when the result cannot ship.
     """
     style = normalize_copy_style(copy_style)
@@ -135,7 +139,7 @@ def select_files(
     for entry in entry_paths:
         if not entry.is_file():
             raise UsageError(f"entry file {entry} does not exist")
-    root = _resolve_root(root_dir, entry_paths, force_root)
+    root = resolve_root(root_dir, entry_paths, force_root)
     for entry in entry_paths:
         if not entry.is_relative_to(root):
             raise UsageError(
@@ -149,14 +153,39 @@ def select_files(
         )
     selector = _Selector(root, style, list(include), list(exclude), version)
     selector.keep_notebook_outputs = keep_notebook_outputs
+    selector.record = record
     for rel, (text, reason) in (generated or {}).items():
         selector.add_generated(rel, text, reason)
     return selector.run(entry_paths, [Path(m) for m in loaded_modules], lazy_imports, max_bytes)
 
 
-def _resolve_root(
-    root_dir: str | os.PathLike[str] | None, entries: list[Path], force: bool
-) -> Path:
+def restat(
+    selection: Selection,
+    paths: Iterable[str],
+    keep_notebook_outputs: bool = False,
+    record: TreeRecord | None = None,
+) -> dict[str, SelectedFile] | None:
+    """Fresh entries for files of `selection` whose content changed in place, when nothing
+    else under root_dir did (folder listings and ignore files as they were). None when one of
+    them now draws a warning or no longer ships: only a full selection reports that.
+    `record` receives the stats the new entries were made from."""
+    selector = _Selector(selection.root_dir, selection.copy_style, [], [], selection.version)
+    selector.keep_notebook_outputs = keep_notebook_outputs
+    selector.record = record
+    old = {f.path: f for f in selection.files}
+    out = {}
+    for rel in paths:
+        if rel not in old:
+            return None
+        selector.reasons[rel] = old[rel].reason.removesuffix(_STRIPPED_NOTE)
+        selected = selector._consider(rel, [])
+        if selected is None or selector.warnings:
+            return None
+        out[rel] = selected
+    return out
+
+
+def resolve_root(root_dir: str | os.PathLike[str] | None, entries: list[Path], force: bool) -> Path:
     if root_dir is not None:
         root = Path(root_dir).expanduser().resolve()
         if not root.is_dir():
@@ -195,6 +224,7 @@ class _Selector:
         self.lstats: dict[str, _Stat] = {}
         """Bundle path -> its lstat, taken by the `all` walk (others are taken by `_stat`)."""
         self.keep_notebook_outputs = False
+        self.record: TreeRecord | None = None
 
     def add_generated(self, rel: str, text: str, reason: str) -> None:
         path = _content_file(text.encode(), Path(rel).suffix)
@@ -218,29 +248,16 @@ class _Selector:
         secrets: list[str] = []
         files: list[SelectedFile] = []
         excluded = self.excluded
-        secret_pattern = ig.secret_pattern
+        record = self.record
         for rel in sorted(self.reasons):
             if excluded is not None and excluded(rel):
                 continue
-            pattern = secret_pattern(rel)
-            selected = None if pattern else self._stat(rel)
-            if selected is not None and selected.source != self.root_prefix + rel:
-                pattern = self._link_target_secret(selected)
-            if pattern and not self._named_in_include(rel):
-                secrets.append(rel)
-                self.warnings.append(
-                    f"left out {rel}: it looks like a secret ({pattern!r}); "
-                    "name it exactly in include to ship it anyway"
-                )
-                continue
-            if pattern:
-                self.warnings.append(
-                    f"SHIPPING A SECRET: {rel} looks like a secret ({pattern!r}) and ships only "
-                    "because include names it; anyone who can read the store can read it"
-                )
-                selected = selected or self._stat(rel)
+            said = len(self.warnings)
+            selected = self._consider(rel, secrets)
             if selected is not None:
                 files.append(selected)
+            if record is not None and len(self.warnings) != said:
+                record.noisy.append(rel)
         files = self._without_hard_links_to(secrets, files)
         selection = Selection(
             root_dir=self.root,
@@ -256,6 +273,27 @@ class _Selector:
         return selection
 
     # --- helpers -----------------------------------------------------------------------
+
+    def _consider(self, rel: str, secrets: list[str]) -> SelectedFile | None:
+        """The file `rel` as it ships, or None (a secret is added to `secrets`)."""
+        pattern = ig.secret_pattern(rel)
+        selected = None if pattern else self._stat(rel)
+        if selected is not None and selected.source != self.root_prefix + rel:
+            pattern = self._link_target_secret(selected)
+        if pattern and not self._named_in_include(rel):
+            secrets.append(rel)
+            self.warnings.append(
+                f"left out {rel}: it looks like a secret ({pattern!r}); "
+                "name it exactly in include to ship it anyway"
+            )
+            return None
+        if pattern:
+            self.warnings.append(
+                f"SHIPPING A SECRET: {rel} looks like a secret ({pattern!r}) and ships only "
+                "because include names it; anyone who can read the store can read it"
+            )
+            selected = selected or self._stat(rel)
+        return selected
 
     def _rel(self, path: Path) -> str:
         return self.graph.rel(path)
@@ -282,6 +320,8 @@ class _Selector:
             except OSError as exc:
                 self._skip_dir(rel_dir, f"cannot read it ({exc.strerror})")
                 continue
+            if self.record is not None:
+                self.record.add_dir(rel_dir, os.fstat(fd))
             try:
                 stack.extend(reversed(self._walk_dir(fd, rel_dir, dir_path, tree, special, out)))
             finally:
@@ -314,6 +354,10 @@ class _Selector:
                 return []
         prefix = f"{rel_dir}/" if rel_dir else ""
         dir_sep = dir_path if dir_path.endswith("/") else dir_path + "/"
+        if tree is not None and self.record is not None:
+            for entry in entries:
+                if entry.name in ig.IGNORE_FILES:
+                    self.record.follow(prefix + entry.name, dir_sep + entry.name)
         room = _PATH_MAX - len(os.fsencode(dir_sep))  # bytes left for a name in this folder
         ignored = tree.is_ignored if tree is not None and tree.active else None
         standard_file, standard_dir = ig.is_standard_file_name, ig.is_standard_dir_name
@@ -361,7 +405,10 @@ class _Selector:
         return subdirs
 
     def _skip_dir(self, rel: str, why: str) -> None:
+        """A folder left out for a reason stats cannot vouch for later: no warm reuse."""
         self._warn_once(f"left out {_shown(rel) or '.'}/: {why}")
+        if self.record is not None:
+            self.record.usable = False
 
     def _warn_once(self, message: str) -> None:
         """The `all` walk and the include walk meet the same trouble: say it once."""
@@ -433,8 +480,12 @@ class _Selector:
             except FileNotFoundError:
                 return None  # removed while we were looking
         mode, size, mtime_ns, inode = found
+        if self.record is not None and not generated:
+            self.record.files.append((rel, *found))
         source = path
         if stat.S_ISLNK(mode):
+            if self.record is not None:
+                self.record.follow(rel, path)
             source = os.path.realpath(path)
             if not os.path.exists(source):
                 self.warnings.append(f"skipped {rel}: {_broken_link(path)}")
@@ -453,7 +504,7 @@ class _Selector:
             if stripped is not None:
                 source = stripped
                 mode, size, mtime_ns, inode = _stat_of(os.stat(stripped))
-                reason += " (outputs stripped)"
+                reason += _STRIPPED_NOTE
         if size > LARGE_FILE_BYTES:
             self.warnings.append(
                 f"{rel} is {human_size(size)}: large files slow every upload; "
@@ -489,6 +540,7 @@ def _stat_of(st: os.stat_result) -> _Stat:
     return (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino)
 
 
+_STRIPPED_NOTE = " (outputs stripped)"
 _STRIPPED: dict[tuple[str, int, int, int], str | None] = {}
 """Notebook stat key -> its stripped copy, so an unchanged notebook is parsed once."""
 _RACY_NS = 2_000_000_000

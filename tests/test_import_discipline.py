@@ -80,6 +80,15 @@ def test_cli_import_leaves_the_standard_modules_commands_use_to_them(tmp_path):
     assert added & set(CLI_LAZY) == set()
 
 
+def test_importing_the_bundle_builder_leaves_cache_pool_and_paths_to_their_use(tmp_path):
+    """What a build may need (the hash cache's SQLite, a pool, where installed code lives)
+    loads when it is needed: a bundle answered from its last build's record needs none."""
+    lazy = {*WARM_BUNDLE_LAZY, "sqlite3"}
+    added = _added_modules("import flyte_jupyter.core.bundle", tmp_path, {})
+    print("lazy modules imported by `import flyte_jupyter.core.bundle`:", sorted(added & lazy))
+    assert added & lazy == set()
+
+
 def test_cli_help_loads_no_heavy_module(tmp_path):
     code = (
         "from flyte_jupyter.cli import main\n"

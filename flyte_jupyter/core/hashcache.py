@@ -9,12 +9,15 @@ failure to read or write it is ignored and the work is simply done.
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .private import private_sqlite
+
+if TYPE_CHECKING:
+    import sqlite3
 
 
 def _debug(message: str, *args: object) -> None:
@@ -47,6 +50,8 @@ class HashCache:
     def __init__(self, path: Path):
         self.path = path
         self._db: sqlite3.Connection | None = None
+        import sqlite3  # on first use, not at import: with datetime it costs ~2.5 ms
+
         try:
             private_sqlite(path)
             db = sqlite3.connect(path, timeout=10, isolation_level=None)
@@ -71,6 +76,8 @@ class HashCache:
     def _query(self, sql: str, keys: list[str]) -> list[tuple]:
         if self._db is None or not keys:
             return []
+        import sqlite3
+
         rows: list[tuple] = []
         try:
             for start in range(0, len(keys), 500):
@@ -84,6 +91,8 @@ class HashCache:
     def _write(self, sql: str, rows: list[tuple]) -> None:
         if self._db is None or not rows:
             return
+        import sqlite3
+
         try:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -100,6 +109,8 @@ class HashCache:
             return {}
         # the folder holding the least and the greatest path holds every path
         folder = os.path.commonpath([min(wanted), max(wanted)]).rstrip("/") + "/"
+        import sqlite3
+
         try:
             rows = self._db.execute(
                 "SELECT path, size, mtime_ns, inode, sha256 FROM file_hashes "

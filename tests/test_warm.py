@@ -138,17 +138,34 @@ def test_an_edit_rebuilds_only_that_file_and_stays_correct_over_many_rounds(
     tree, isolated_cache, tmp_path, monkeypatch
 ):
     bundle_tree(tree)
-    mod = tree / "pkg" / "mod.py"
-    for round_ in range(4):
-        mod.write_text(f"VALUE = {round_}\n" * (round_ + 1))
+    (record,) = records(isolated_cache)
+    whole = record.read_bytes()
+    edits = ["pkg/mod.py", "app.py", "pkg/mod.py", "data/table.csv", "nb.ipynb"]
+    for round_, rel in enumerate(edits):
+        path = tree / rel
+        text = path.read_text()
+        if rel.endswith(".ipynb"):  # stays a notebook: its outputs are still stripped
+            path.write_text(text.replace("print(1", "print(11"))
+        else:
+            path.write_text(text + f"# round {round_}\n")
         old = time.time() - 30
-        os.utime(mod, (old, old))
+        os.utime(path, (old, old))
         warm = bundle_tree(tree)
         assert warm.members is not None  # the archive was written from the recorded one
         assert_same(warm, cold(tree, tmp_path / f"cold-{round_}", monkeypatch))
+    # the edits went to a small delta beside the untouched record
+    assert record.read_bytes() == whole
+    delta = record.with_suffix(".delta")
+    print(f"record {len(whole)} bytes, delta after {len(edits)} edits {delta.stat().st_size}")
+    assert delta.stat().st_size < len(whole)
     # the last rebuild was recorded: the next run is answered without rebuilding
     again = bundle_tree(tree)
     assert again.digest == warm.digest and again.members is None
+    # a new walk (a file added) writes a whole record and drops the delta
+    (tree / "pkg" / "more.py").write_text("M = 1\n")
+    age(tree)
+    assert_same(bundle_tree(tree), cold(tree, tmp_path / "cold-last", monkeypatch))
+    assert not delta.exists() and record.read_bytes() != whole
 
 
 def test_an_edit_reads_only_the_edited_file(tree, isolated_cache):
@@ -207,14 +224,25 @@ def test_a_file_that_draws_a_warning_is_reselected_in_full(
 
 
 @pytest.mark.parametrize("damage", [b"", b"garbage", b"\xe3" + b"\x00" * 40])
-def test_a_damaged_record_means_a_cold_build(tree, isolated_cache, tmp_path, monkeypatch, damage):
+@pytest.mark.parametrize("which", ["record", "delta"])
+def test_a_damaged_record_means_a_cold_build(
+    tree, isolated_cache, tmp_path, monkeypatch, damage, which
+):
     bundle_tree(tree)
     (record,) = records(isolated_cache)
+    if which == "delta":
+        mod = tree / "pkg" / "mod.py"
+        mod.write_text("VALUE = 1\n")
+        old = time.time() - 30
+        os.utime(mod, (old, old))
+        bundle_tree(tree)
+        record = record.with_suffix(".delta")
+        assert record.exists()
     record.write_bytes(damage)
     (tree / "app.py").write_text("changed = True\n")
     warm = bundle_tree(tree)
     assert_same(warm, cold(tree, tmp_path / "cold-cache", monkeypatch))
-    print(f"record {damage[:8]!r}: rebuilt cold, digest {warm.digest[:19]}")
+    print(f"{which} {damage[:8]!r}: rebuilt cold, digest {warm.digest[:19]}")
 
 
 def test_a_pruned_archive_is_written_again(tree, isolated_cache):

@@ -426,8 +426,9 @@ class _RangeCopier:
         self.pending: tuple[str, int, int] | None = None
 
     def add(self, path: str, offset: int, length: int) -> None:
-        if self.pending and self.pending[0] == path and sum(self.pending[1:]) == offset:
-            self.pending = (path, self.pending[1], self.pending[2] + length)
+        pending = self.pending
+        if pending is not None and pending[0] == path and pending[1] + pending[2] == offset:
+            self.pending = (path, pending[1], pending[2] + length)
             return
         self.flush()
         self.pending = (path, offset, length)
@@ -515,7 +516,7 @@ def _tar_header(path: str, mode: int, size: int) -> bytes:
 def _entry_length(path: str, size: int) -> int:
     """Bytes `tar_entry` produces for this entry, without building it: a GNU long-name
     block pair for names over 100 bytes, the header, then the data padded to a block."""
-    name = len(path.encode("utf-8", "surrogateescape"))
+    name = len(path) if path.isascii() else len(path.encode("utf-8", "surrogateescape"))
     long_name = _BLOCK + _BLOCK * -(-(name + 1) // _BLOCK) if name > tarfile.LENGTH_NAME else 0
     return long_name + _BLOCK + size + (-size % _BLOCK)
 

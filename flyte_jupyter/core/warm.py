@@ -24,6 +24,7 @@ import hashlib
 import marshal
 import os
 import time
+from itertools import accumulate
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,6 +45,8 @@ _FORMAT = 1
 _RACY_NS = 2_000_000_000
 _KEEP = 64
 """Records kept (one per root_dir and options); the least recently used go first."""
+_DELTA_FILES = 1000
+"""Files edited since the record beyond which a rebuild writes a whole new record."""
 
 _DirStat = tuple[str, int, int, int, int, int]
 """(relative folder, dev, inode, mode, mtime_ns, ctime_ns)"""
@@ -87,6 +90,8 @@ class _Record(NamedTuple):
     """A TreeRecord with the bundle it led to, as stored."""
 
     format: int
+    token: str
+    """Names this record: a delta applies only to the record it was written against."""
     dirs: list[_DirStat]
     files: list[_FileStat]
     followed: list[_Followed]
@@ -96,8 +101,22 @@ class _Record(NamedTuple):
     selected: list[tuple]
     """SelectedFile fields of each file that ships."""
     entries: list[tuple[str, int, int, str]]
-    members: list[tuple[int, int]] | None
-    """Where each file's gzip member sits in the archive, when the build wrote it."""
+    lengths: list[int] | None
+    """The length of each file's gzip member: the archive is those members back to back
+    (then the end-of-archive member). None when the build did not write the archive."""
+    digest: str
+
+
+class _Delta(NamedTuple):
+    """Files edited in place since a record was written, so that a rebuild after an edit
+    stores a few entries instead of the whole tree."""
+
+    format: int
+    token: str
+    files: dict[int, _FileStat]
+    """Index in the record's files -> its lstat now."""
+    shipped: dict[int, tuple[tuple, tuple[str, int, int, str], int]]
+    """Index in the record's selected -> (SelectedFile fields, manifest entry, member length)."""
     digest: str
 
 
@@ -128,7 +147,7 @@ def bundle_tree(
     found = _load(key, root)
     bundle = None
     if found is not None:
-        bundle = _rebuild(key, found, root, keep_notebook_outputs, dry_run)
+        bundle = _rebuild(key, *found, root, keep_notebook_outputs, dry_run)
     if bundle is None:
         record = TreeRecord()
         selection = select_files(
@@ -152,7 +171,12 @@ def bundle_tree(
 
 
 def _rebuild(
-    key: str, found: _Record, root: Path, keep_notebook_outputs: bool, dry_run: bool
+    key: str,
+    found: _Record,
+    delta: _Delta | None,
+    root: Path,
+    keep_notebook_outputs: bool,
+    dry_run: bool,
 ) -> Bundle | None:
     """The bundle from the record, rebuilt for the files that changed; None when more than
     file contents changed."""
@@ -185,26 +209,30 @@ def _rebuild(
     paths = {found.files[i][0] for i in changed}
     if paths & set(found.noisy):
         return None
-    record = TreeRecord()
-    fresh = restat(selection, sorted(paths), keep_notebook_outputs, record)
-    if fresh is None or record.followed:
+    restatted = TreeRecord()
+    fresh = restat(selection, sorted(paths), keep_notebook_outputs, restatted)
+    if fresh is None or restatted.followed:
         return None
     selection.files = [fresh.get(f.path, f) for f in selection.files]
-    hashes = {e[0]: e[3] for e in found.entries if e[0] not in paths}
-    members = None
-    if found.members is not None:
-        archive = str(archive_path(found.digest.split(":", 1)[1]))
-        members = {
-            f[0]: (archive, *at)
-            for f, at in zip(found.selected, found.members, strict=True)
-            if f[0] not in paths
-        }
-    bundle = build_bundle(selection, dry_run=dry_run, prior=Prior(hashes, members))
-    restatted = {f[0]: f for f in record.files}  # the stats the new hashes belong to
-    record.dirs, record.followed, record.noisy = found.dirs, found.followed, found.noisy
-    record.files = [restatted.get(f[0], f) for f in found.files]
-    _save(key, bundle, record)
+    bundle = build_bundle(selection, dry_run=dry_run, prior=_prior(found, paths))
+    if not dry_run:
+        _save_edits(key, found, delta, changed, restatted, bundle)
     return bundle
+
+
+def _prior(found: _Record, edited: set[str]) -> Prior:
+    """What the record says of the files not edited: their hashes, their members' places."""
+    hashes = {e[0]: e[3] for e in found.entries if e[0] not in edited}
+    if found.lengths is None:
+        return Prior(hashes, None)
+    archive = str(archive_path(found.digest.split(":", 1)[1]))
+    offsets = accumulate(found.lengths, initial=0)
+    members = {
+        f[0]: (archive, offset, length)
+        for f, offset, length in zip(found.selected, offsets, found.lengths, strict=False)
+        if f[0] not in edited
+    }
+    return Prior(hashes, members)
 
 
 def _changed_files(root: Path, found: _Record) -> list[int] | None:
@@ -265,23 +293,61 @@ def _code_files() -> list[str]:
     return [m.__file__ or "" for m in modules] + [__file__]
 
 
-def _record_path(key: str) -> Path:
-    return cache_dir() / "warm" / f"{key}.marshal"
+def _paths(key: str) -> tuple[Path, Path]:
+    """The record of `key` and its delta."""
+    folder = cache_dir() / "warm"
+    return folder / f"{key}.marshal", folder / f"{key}.delta"
 
 
-def _load(key: str, root: Path) -> _Record | None:
-    """The stored record, or None (none yet, another format, or damaged: a record only
-    ever saves work, so anything odd about it means building afresh)."""
-    path = _record_path(key)
+def _load(key: str, root: Path) -> tuple[_Record, _Delta | None] | None:
+    """The stored record with its delta applied, and the delta; None when there is none, it
+    is of another format or damaged: a record only ever saves work, so anything odd about it
+    means building afresh."""
+    path, delta_path = _paths(key)
     try:
         found = _Record._make(marshal.loads(path.read_bytes()))
         if found.format != _FORMAT or found.selection[0] != str(root):
             return None
-    except (OSError, EOFError, ValueError, TypeError, IndexError):
+        delta = _load_delta(delta_path, found.token)
+        if delta is not None:
+            found = _applied(found, delta)
+    except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError):
         return None
     with contextlib.suppress(OSError):
         os.utime(path)  # recently used: pruned last
-    return found
+    return found, delta
+
+
+def _load_delta(path: Path, token: str) -> _Delta | None:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    delta = _Delta._make(marshal.loads(data))
+    if delta.format != _FORMAT or delta.token != token:
+        return None  # written against a record since replaced
+    return delta
+
+
+def _applied(found: _Record, delta: _Delta) -> _Record:
+    files, selected, entries = list(found.files), list(found.selected), list(found.entries)
+    lengths = None if found.lengths is None else list(found.lengths)
+    for i, stat_now in delta.files.items():
+        files[_index(i, files)] = stat_now
+    for j, (shipped, entry, length) in delta.shipped.items():
+        selected[_index(j, selected)], entries[j] = shipped, entry
+        if lengths is not None:
+            lengths[j] = length
+    return found._replace(
+        files=files, selected=selected, entries=entries, lengths=lengths, digest=delta.digest
+    )
+
+
+def _index(i: int, items: list) -> int:
+    """`i` if it indexes `items` from the start (a negative one would patch the wrong file)."""
+    if not 0 <= i < len(items):
+        raise IndexError(i)
+    return i
 
 
 def _save(key: str, bundle: Bundle, record: TreeRecord) -> None:
@@ -292,6 +358,7 @@ def _save(key: str, bundle: Bundle, record: TreeRecord) -> None:
     sel = bundle.selection
     found = _Record(
         _FORMAT,
+        os.urandom(8).hex(),
         record.dirs,
         record.files,
         record.followed,
@@ -307,17 +374,55 @@ def _save(key: str, bundle: Bundle, record: TreeRecord) -> None:
         ),
         [tuple(f) for f in sel.files],
         [tuple(e) for e in bundle.entries],
-        bundle.members,
+        None if bundle.members is None else [length for _, length in bundle.members],
         bundle.digest,
     )
-    path = _record_path(key)
+    path, delta_path = _paths(key)
     with contextlib.suppress(OSError):
         private_dir(path.parent)
         write_local_atomic(str(path), marshal.dumps(tuple(found)))
+        delta_path.unlink(missing_ok=True)
         _prune(path.parent)
+
+
+def _save_edits(
+    key: str,
+    found: _Record,
+    delta: _Delta | None,
+    changed: list[int],
+    restatted: TreeRecord,
+    bundle: Bundle,
+) -> None:
+    """Record a rebuild after edits in place: as a delta on the record while the edits are
+    few and the archive's layout is known, else as a whole new record."""
+    stats = {f[0]: f for f in restatted.files}  # the stats the new hashes belong to
+    if max(f[3] for f in stats.values()) >= time.time_ns() - _RACY_NS:
+        return  # edited too recently to trust: the next build compares with the record again
+    files = dict(delta.files) if delta else {}
+    files.update((i, stats[found.files[i][0]]) for i in changed)
+    edited = {found.files[i][0] for i in changed}
+    if found.lengths is None or bundle.members is None or len(files) > _DELTA_FILES:
+        record = TreeRecord()
+        record.dirs, record.followed, record.noisy = found.dirs, found.followed, found.noisy
+        record.files = list(found.files)
+        for i, stat_now in files.items():
+            record.files[i] = stat_now
+        _save(key, bundle, record)
+        return
+    shipped = dict(delta.shipped) if delta else {}
+    for j, f in enumerate(bundle.selection.files):
+        if f.path in edited:
+            shipped[j] = (tuple(f), tuple(bundle.entries[j]), bundle.members[j][1])
+    token = found.token
+    with contextlib.suppress(OSError):
+        write_local_atomic(
+            str(_paths(key)[1]),
+            marshal.dumps(tuple(_Delta(_FORMAT, token, files, shipped, bundle.digest))),
+        )
 
 
 def _prune(directory: Path) -> None:
     records = sorted(directory.glob("*.marshal"), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in records[_KEEP:]:
         old.unlink(missing_ok=True)
+        old.with_suffix(".delta").unlink(missing_ok=True)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import json
+from json.encoder import encode_basestring
+from operator import itemgetter
 from typing import NamedTuple
 
 MANIFEST_FORMAT = 1
@@ -27,10 +28,12 @@ def manifest_bytes(entries: list[ManifestEntry]) -> bytes:
 
     Equal to `json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`,
     written out by hand because it is on the path of every warm rebuild."""
-    dump = json.JSONEncoder(ensure_ascii=False).encode
+    dump = encode_basestring  # what json.dumps(..., ensure_ascii=False) uses for a str
     files = ",".join(
-        f'{{"mode":"{e.mode:04o}","path":{dump(e.path)},"sha256":"{e.sha256}","size":{e.size}}}'
-        for e in sorted(entries, key=lambda e: e.path)
+        [
+            f'{{"mode":"{e.mode:04o}","path":{dump(e.path)},"sha256":"{e.sha256}","size":{e.size}}}'
+            for e in sorted(entries, key=itemgetter(0))
+        ]
     )
     return f'{{"files":[{files}],"format":{MANIFEST_FORMAT}}}'.encode()
 

@@ -8,7 +8,8 @@ Rows (issue "Interactive speed where users feel it"):
             the imports of `%load_ext flyte_jupyter` (minus `import IPython`); target <= 0.25 s
   bundle    `flyte-jupyter bundle` of 2,000 x 20 KB files as a whole process, cold and warm,
             vs flyte's `build_code_bundle(copy_style="all", dryrun=True)` in-process
-            (targets: cold >= 5x faster; warm <= 10 % of our cold); peak RSS
+            (targets: cold >= 5x faster; warm <= 10 % of our cold); peak RSS. Warm rows
+            also print their ratio without `python -c pass` (measured in the same run)
   big       (--big) 20,000 files / ~390 MB, `--copy-style all`: cold vs `tar czf`, warm, one
             file changed, peak RSS (targets >= 3x faster than tar; <= 5 % / <= 10 %; <= 200 MB)
   run       trivial `flyte-jupyter run` on the local executor, whole process (target <= 0.35 s)
@@ -76,6 +77,14 @@ def compile_package() -> None:
     compileall.compile_dir(Path(flyte_jupyter.__file__).parent, quiet=1)
 
 
+def checked_out(tree: Path) -> None:
+    """Date every path a minute back, as a checkout's are: stats younger than two seconds are
+    deliberately not trusted by the hash cache and the warm records."""
+    when = time.time() - 60
+    for path in [tree, *tree.rglob("*")]:
+        os.utime(path, (when, when))
+
+
 def bench_startup(work: Path, repeat: int) -> None:
     """Each command against its baseline, interleaved and best of `repeat`: start-up costs of
     tens of milliseconds drown in the machine's noise otherwise."""
@@ -97,11 +106,14 @@ def bench_startup(work: Path, repeat: int) -> None:
         row(label, f"{min(ours) - min(theirs):.3f} s", "(target <= 0.25 s)")
 
 
-def bench_bundle(work: Path, repeat: int, files: int, size_kb: int, label: str) -> None:
+def bench_bundle(
+    work: Path, repeat: int, files: int, size_kb: int, label: str, cold_repeat: int
+) -> None:
     tree = work / f"tree-{files}"
     if not tree.exists():
         tree.mkdir()
         make_tree(tree, files, size_kb, 50)
+        checked_out(tree)
     cache = work / f"cache-{files}"
     env = {**os.environ, "FLYTE_JUPYTER_CACHE_DIR": str(cache)}
     argv = [*CLI, "bundle", str(tree), "--copy-style", "all", "--max-size", "2000"]
@@ -110,8 +122,9 @@ def bench_bundle(work: Path, repeat: int, files: int, size_kb: int, label: str) 
         shutil.rmtree(cache, ignore_errors=True)
         return timed(argv, env)
 
-    cold_t, cold_rss, cold_cpu = median(repeat, cold)
-    warm_t, warm_rss, _ = median(repeat, lambda: timed(argv, env))
+    cold_t, cold_rss, cold_cpu = median(cold_repeat, cold)
+    warm_t, *_ = median(repeat, lambda: timed(argv, env))
+    bare_t, *_ = median(repeat, lambda: timed([sys.executable, "-c", "pass"]))
     changed = tree / "mod_0.py"  # make_tree puts file 0 at the top
 
     def one_changed() -> tuple[float, float, float]:
@@ -126,12 +139,15 @@ def bench_bundle(work: Path, repeat: int, files: int, size_kb: int, label: str) 
         f"{cold_t:.2f} s, {cold_rss:.0f} MB",
         f"CPU {cold_cpu:.2f} s; peak RSS target <= 200 MB",
     )
-    row(
-        f"{label}: ours warm",
-        f"{warm_t:.2f} s, {warm_rss:.0f} MB",
-        f"{warm_t / cold_t:.1%} of cold",
-    )
-    row(f"{label}: ours one file changed", f"{one_t:.2f} s", f"{one_t / cold_t:.1%} of cold")
+    warm_target = 0.10 if files <= 5000 else 0.05
+    for what, took, target in [("warm", warm_t, warm_target), ("one file changed", one_t, 0.10)]:
+        row(
+            f"{label}: ours {what}",
+            f"{took:.3f} s",
+            f"{took / cold_t:.1%} of cold (target <= {target:.0%}); "
+            f"{(took - bare_t) / (cold_t - bare_t):.1%} without the interpreter's start",
+        )
+    row("python -c pass (same run)", f"{bare_t:.3f} s")
     if files <= 5000:
         # flyte's bundler timed in-process (its import is not counted), as the issue states
         script = (
@@ -260,9 +276,9 @@ def main() -> int:
         if "startup" in chosen:
             bench_startup(work, args.repeat)
         if "bundle" in chosen:
-            bench_bundle(work, min(args.repeat, 3), 2000, 20, "2,000 x 20 KB")
+            bench_bundle(work, args.repeat, 2000, 20, "2,000 x 20 KB", min(args.repeat, 3))
         if "big" in chosen:
-            bench_bundle(work, 1, 20000, 20, "20,000 x 20 KB")
+            bench_bundle(work, args.repeat, 20000, 20, "20,000 x 20 KB", 1)
         if "run" in chosen:
             bench_run(work, args.repeat)
         if chosen & {"output", "cell"}:

@@ -16,13 +16,9 @@ import os
 import shutil
 import struct
 import sys
-import tarfile
-import tempfile
-import threading
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple, TypeVar
 
@@ -34,6 +30,7 @@ from .hashcache import HashCache
 from .selection import SelectedFile, Selection
 
 if TYPE_CHECKING:  # concurrent.futures imports logging: 5 ms a warm build never needs
+    import tarfile
     from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 ARCHIVE_MTIME = 347155200
@@ -57,21 +54,37 @@ R = TypeVar("R")
 
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 """Magic, deflate, no flags, mtime 0, no extra flags, OS 'unknown': the same on every machine."""
-_BLOCK = tarfile.BLOCKSIZE
-_RECORD = tarfile.RECORDSIZE
+_BLOCK = 512
+"""tarfile.BLOCKSIZE (tarfile, tempfile and threading load where used: a warm build needs none
+of them)."""
+_RECORD = 20 * _BLOCK
+"""tarfile.RECORDSIZE"""
+_LENGTH_NAME = 100
+"""tarfile.LENGTH_NAME: longer names take a GNU long-name entry."""
 
 
-@dataclass
 class Bundle:
-    """A built (or, for dry runs, only hashed) bundle."""
+    """A built (or, for dry runs, only hashed) bundle. (A plain class: `dataclasses` costs
+    every command 5 ms of imports.)"""
 
-    selection: Selection
-    entries: list[ManifestEntry]
-    digest: str
-    archive: Path | None
-    """The .tar.gz on disk; None for a dry run or an empty (copy_style 'none') bundle."""
-    members: list[tuple[int, int]] | None = None
-    """(offset, length) of each file's gzip member in `archive`, when this build wrote it."""
+    def __init__(
+        self,
+        selection: Selection,
+        entries: list[ManifestEntry],
+        digest: str,
+        archive: Path | None,
+        members: list[tuple[int, int]] | None = None,
+    ):
+        self.selection = selection
+        self.entries = entries
+        self.digest = digest
+        self.archive = archive
+        """The .tar.gz on disk; None for a dry run or an empty (copy_style 'none') bundle."""
+        self.members = members
+        """(offset, length) of each file's gzip member in `archive`, when this build wrote it."""
+
+    def __repr__(self) -> str:
+        return f"Bundle({self.digest}, {len(self.entries)} files, archive={self.archive})"
 
     @property
     def hex(self) -> str:
@@ -213,6 +226,8 @@ class _Builder:
         """Write the archive to a temporary file in `archives`, renamed once its digest is
         known: every file's sha256, and the temporary file with the members in it."""
         private_dir(archives)
+        import tempfile
+
         fd, tmp = tempfile.mkstemp(dir=archives, prefix=".partial-", suffix=".tar.gz")
         try:
             with os.fdopen(fd, "wb") as out:
@@ -353,6 +368,7 @@ def _compressing_pool(workers: int, todo_bytes: int) -> Executor:
     Forking is only safe while this process runs one thread (the CLI, a script): a kernel or
     a server, which run several, keep to threads, as does macOS, where forking is unsafe once
     system frameworks are loaded. Fork, unlike spawn, re-imports nothing."""
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     if (
@@ -504,6 +520,8 @@ def tar_entry(path: str, mode: int, data: bytes) -> bytes:
 
 
 def _tar_header(path: str, mode: int, size: int) -> bytes:
+    import tarfile
+
     info = tarfile.TarInfo(path)
     info.size = size
     info.mode = mode
@@ -517,7 +535,7 @@ def _entry_length(path: str, size: int) -> int:
     """Bytes `tar_entry` produces for this entry, without building it: a GNU long-name
     block pair for names over 100 bytes, the header, then the data padded to a block."""
     name = len(path) if path.isascii() else len(path.encode("utf-8", "surrogateescape"))
-    long_name = _BLOCK + _BLOCK * -(-(name + 1) // _BLOCK) if name > tarfile.LENGTH_NAME else 0
+    long_name = _BLOCK + _BLOCK * -(-(name + 1) // _BLOCK) if name > _LENGTH_NAME else 0
     return long_name + _BLOCK + size + (-size % _BLOCK)
 
 
@@ -575,6 +593,8 @@ def _stream_member(f: SelectedFile, level: int, out: BinaryIO) -> str:
 
 def iter_archive(archive: Path) -> Iterator[tarfile.TarInfo]:
     """Members of an archive, for listings and checks."""
+    import tarfile
+
     with tarfile.open(archive, "r:gz") as tar:
         yield from tar
 

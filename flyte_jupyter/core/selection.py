@@ -17,7 +17,6 @@ import re
 import stat
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -57,20 +56,37 @@ class SelectedFile(NamedTuple):
     reason: str
 
 
-@dataclass
 class Selection:
-    """The outcome of selection: files plus everything a user should be told about it."""
+    """The outcome of selection: files plus everything a user should be told about it.
+    (A plain class: `dataclasses` costs every command 5 ms of imports.)"""
 
-    root_dir: Path
-    copy_style: str
-    files: list[SelectedFile]
-    version: str | None = None
-    excluded_secrets: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    python_path: list[str] = field(default_factory=lambda: ["."])
-    """Bundle-relative directories to put on sys.path (`src` for src-layout projects)."""
-    third_party: list[str] = field(default_factory=list)
-    """Top-level names of installed (non-local, non-stdlib) modules the code imports."""
+    def __init__(
+        self,
+        root_dir: Path,
+        copy_style: str,
+        files: list[SelectedFile],
+        version: str | None = None,
+        excluded_secrets: list[str] | None = None,
+        warnings: list[str] | None = None,
+        python_path: list[str] | None = None,
+        third_party: list[str] | None = None,
+    ):
+        self.root_dir = root_dir
+        self.copy_style = copy_style
+        self.files = files
+        self.version = version
+        self.excluded_secrets = excluded_secrets if excluded_secrets is not None else []
+        self.warnings = warnings if warnings is not None else []
+        self.python_path = python_path if python_path is not None else ["."]
+        """Bundle-relative directories to put on sys.path (`src` for src-layout projects)."""
+        self.third_party = third_party if third_party is not None else []
+        """Top-level names of installed (non-local, non-stdlib) modules the code imports."""
+
+    def __repr__(self) -> str:
+        return (
+            f"Selection(root_dir={self.root_dir!r}, copy_style={self.copy_style!r}, "
+            f"{len(self.files)} files)"
+        )
 
     @property
     def total_bytes(self) -> int:

@@ -208,5 +208,5 @@ def test_a_warm_bundle_of_an_unchanged_tree_imports_no_pool_and_no_logging(tmp_p
     warm = _added_modules(code, tmp_path, env)
     print("cold build imports of", WARM_BUNDLE_LAZY, ":", sorted(cold & set(WARM_BUNDLE_LAZY)))
     print("warm build imports of", WARM_BUNDLE_LAZY, ":", sorted(warm & set(WARM_BUNDLE_LAZY)))
-    assert {"concurrent.futures", "sqlite3", "tarfile"} <= cold  # the cold build did build
+    assert {"sqlite3", "tarfile"} <= cold  # the cold build did build (50 small files: no pool)
     assert warm & set(WARM_BUNDLE_LAZY) == set()

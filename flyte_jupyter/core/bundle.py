@@ -292,7 +292,7 @@ class _Builder:
         written: list[tuple[str, int, int]] = []
         layout: list[tuple[int, int]] = []
         with _compressing_pool(self.workers, sum(f.size for f in todo)) as pool:
-            ahead: deque[tuple[int, Future[list[tuple[str, bytes]]]]] = deque()
+            ahead: deque[tuple[int, Future[list[tuple[str, bytes]]] | _InlinePool._Done]] = deque()
             ready: deque[tuple[str, bytes]] = deque()
             in_flight = 0
 
@@ -362,12 +362,15 @@ class _Partial(NamedTuple):
     """(offset, length) of every file's member."""
 
 
-def _compressing_pool(workers: int, todo_bytes: int) -> Executor:
-    """Threads for small jobs; for big ones, forked processes: each file costs several GIL
+def _compressing_pool(workers: int, todo_bytes: int) -> Executor | _InlinePool:
+    """No pool for what fits in one batch (an edit or two: starting threads would cost more);
+    threads for small jobs; for big ones, forked processes: each file costs several GIL
     hand-offs (open, read, hash, deflate), which stop two threads from using two cores.
     Forking is only safe while this process runs one thread (the CLI, a script): a kernel or
     a server, which run several, keep to threads, as does macOS, where forking is unsafe once
     system frameworks are loaded. Fork, unlike spawn, re-imports nothing."""
+    if todo_bytes <= BATCH_BYTES:
+        return _InlinePool()
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
@@ -382,6 +385,25 @@ def _compressing_pool(workers: int, todo_bytes: int) -> Executor:
 
         return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
     return ThreadPoolExecutor(workers)
+
+
+class _InlinePool:
+    """The part of an executor `_write_archive` uses, doing each task when it is submitted."""
+
+    class _Done(NamedTuple):
+        value: list[tuple[str, bytes]]
+
+        def result(self) -> list[tuple[str, bytes]]:
+            return self.value
+
+    def submit(self, fn: Callable[..., list[tuple[str, bytes]]], *args: object) -> _Done:
+        return self._Done(fn(*args))
+
+    def __enter__(self) -> _InlinePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 def _compress_batch(

@@ -197,10 +197,10 @@ class _Builder:
             if partial:
                 partial.path.unlink()
             return bundle
-        if partial is None and final.is_file():
+        if partial is None and _is_whole(final, self.files, self.level):
             _touch(str(final))  # recently used: pruned last
         else:
-            if partial is None:  # every hash was cached but the archive is gone: write it
+            if partial is None:  # every hash was cached but the archive is gone or cut: write it
                 _, partial = self._write_partial(archives, hashes)
             os.replace(partial.path, final)
             self.cache.store_members(final, partial.written)
@@ -523,6 +523,19 @@ def _valid_members(locations: dict[str, tuple[str, int, int]]) -> dict[str, tupl
         finally:
             os.close(fd)
     return out
+
+
+def _is_whole(archive: Path, files: list[SelectedFile], level: int) -> bool:
+    """Whether `archive` ends with the end-of-archive member this build would write: an
+    archive cut short (a full disk, an interrupted copy) is written again, never reused."""
+    raw = sum(_entry_length(f.path, f.size) for f in files)
+    tail = gzip_member(end_of_archive(raw), level)
+    try:
+        with open(archive, "rb") as f:
+            f.seek(-len(tail), os.SEEK_END)
+            return f.read() == tail
+    except OSError:  # missing, or shorter than the tail
+        return False
 
 
 def _touch(path: str) -> None:

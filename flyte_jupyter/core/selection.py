@@ -378,6 +378,7 @@ class _Selector:
         ignored = tree.is_ignored if tree is not None and tree.active else None
         standard_file, standard_dir = ig.is_standard_file_name, ig.is_standard_dir_name
         lstats = self.lstats if tree is not None else None
+        record = self.record
         subdirs = []
         for entry in entries:
             name = entry.name
@@ -386,6 +387,11 @@ class _Selector:
                 is_dir = entry.is_dir()
             except OSError:
                 is_dir = False
+            if record is not None and entry.is_symlink():
+                # Whether it is ignored, skipped or shipped depends on what it leads to, which
+                # may be in a folder never walked (build/): a target turning folder <-> file
+                # must show in the record although no walked folder changes.
+                record.follow(rel, dir_sep + name)
             if (standard_dir if is_dir else standard_file)(name) or (
                 ignored is not None and ignored(rel, is_dir)
             ):
@@ -454,6 +460,8 @@ class _Selector:
         """`files` minus hard links to a left-out secret: the same bytes under another name."""
         held = set()
         for rel in secrets:
+            if self.record is not None:  # `.env -> build/hop -> x`: hop may move unseen
+                self.record.follow(rel, self.root_prefix + rel)
             with contextlib.suppress(OSError):
                 st = os.stat(self.root_prefix + rel)
                 held.add((st.st_dev, st.st_ino))

@@ -41,7 +41,7 @@ from .selection import (
     select_files,
 )
 
-_FORMAT = 1
+_FORMAT = 2
 _RACY_NS = 2_000_000_000
 _KEEP = 64
 """Records kept (one per root_dir and options); the least recently used go first."""
@@ -92,6 +92,9 @@ class _Record(NamedTuple):
     format: int
     token: str
     """Names this record: a delta applies only to the record it was written against."""
+    key: str
+    """The key it was stored under: a record copied to another key's path (another root, or
+    other options) is not trusted."""
     dirs: list[_DirStat]
     files: list[_FileStat]
     followed: list[_Followed]
@@ -105,6 +108,8 @@ class _Record(NamedTuple):
     """The length of each file's gzip member: the archive is those members back to back
     (then the end-of-archive member). None when the build did not write the archive."""
     digest: str
+    size: int | None
+    """The archive's length in bytes (None: not written): one cut short is not reused."""
 
 
 class _Delta(NamedTuple):
@@ -118,6 +123,7 @@ class _Delta(NamedTuple):
     shipped: dict[int, tuple[tuple, tuple[str, int, int, str], int]]
     """Index in the record's selected -> (SelectedFile fields, manifest entry, member length)."""
     digest: str
+    size: int | None
 
 
 def bundle_tree(
@@ -201,9 +207,12 @@ def _rebuild(
         archive = archive_path(bundle.hex)
         if not dry_run and bundle.entries:
             try:
+                whole = os.stat(archive).st_size == found.size
                 os.utime(archive)  # recently used: pruned last
             except OSError:
                 return None  # pruned since: build it again
+            if not whole:
+                return None  # cut short, or never written by this record's build
             bundle.archive = archive
         return bundle
     paths = {found.files[i][0] for i in changed}
@@ -306,7 +315,7 @@ def _load(key: str, root: Path) -> tuple[_Record, _Delta | None] | None:
     path, delta_path = _paths(key)
     try:
         found = _Record._make(marshal.loads(path.read_bytes()))
-        if found.format != _FORMAT or found.selection[0] != str(root):
+        if found.format != _FORMAT or found.key != key or found.selection[0] != str(root):
             return None
         delta = _load_delta(delta_path, found.token)
         if delta is not None:
@@ -339,7 +348,12 @@ def _applied(found: _Record, delta: _Delta) -> _Record:
         if lengths is not None:
             lengths[j] = length
     return found._replace(
-        files=files, selected=selected, entries=entries, lengths=lengths, digest=delta.digest
+        files=files,
+        selected=selected,
+        entries=entries,
+        lengths=lengths,
+        digest=delta.digest,
+        size=delta.size,
     )
 
 
@@ -359,6 +373,7 @@ def _save(key: str, bundle: Bundle, record: TreeRecord) -> None:
     found = _Record(
         _FORMAT,
         os.urandom(8).hex(),
+        key,
         record.dirs,
         record.files,
         record.followed,
@@ -376,6 +391,7 @@ def _save(key: str, bundle: Bundle, record: TreeRecord) -> None:
         [tuple(e) for e in bundle.entries],
         None if bundle.members is None else [length for _, length in bundle.members],
         bundle.digest,
+        _archive_size(bundle),
     )
     path, delta_path = _paths(key)
     with contextlib.suppress(OSError):
@@ -417,8 +433,17 @@ def _save_edits(
     with contextlib.suppress(OSError):
         write_local_atomic(
             str(_paths(key)[1]),
-            marshal.dumps(tuple(_Delta(_FORMAT, token, files, shipped, bundle.digest))),
+            marshal.dumps(
+                tuple(_Delta(_FORMAT, token, files, shipped, bundle.digest, _archive_size(bundle)))
+            ),
         )
+
+
+def _archive_size(bundle: Bundle) -> int | None:
+    try:
+        return None if bundle.archive is None else bundle.archive.stat().st_size
+    except OSError:
+        return None
 
 
 def _prune(directory: Path) -> None:

@@ -1,0 +1,517 @@
+"""Hostile review of warm rebuilds (core/warm.py): every change below happens between two
+builds, and the warm answer must equal a cold build's from an empty cache, byte for byte.
+Changes that a folder's mtime would show are also hidden by restoring that mtime (ctime still
+moves, as it must)."""
+
+from __future__ import annotations
+
+import marshal
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cli_process import cli
+from conftest import write_tree
+from test_warm import FILES, age, assert_same, records
+
+from flyte_jupyter.core.bundle import Bundle, build_bundle
+from flyte_jupyter.core.selection import select_files
+from flyte_jupyter.core.warm import bundle_tree
+
+
+@pytest.fixture
+def proj(tmp_path: Path) -> Path:
+    root = write_tree(tmp_path / "proj", {**FILES, "config.txt": "debug = false\n"})
+    age(root)
+    return root
+
+
+def cold(root: Path, cache: Path, monkeypatch: pytest.MonkeyPatch, **options) -> Bundle:
+    """The same build from an empty cache (`cache` must not exist yet)."""
+    assert not cache.exists()
+    with monkeypatch.context() as m:
+        m.setenv("FLYTE_JUPYTER_CACHE_DIR", str(cache))
+        bundle = bundle_tree(root, **options)
+        if bundle.archive is not None:
+            bundle.archive = Path(shutil.copy(bundle.archive, cache.parent / f"{cache.name}.tgz"))
+        return bundle
+
+
+def hidden(path: Path):
+    """Restore `path`'s mtime after the change made in the `with` block: a filesystem with a
+    coarse clock would show no mtime change either. ctime cannot be restored."""
+
+    class _Restore:
+        def __enter__(self) -> None:
+            self.st = os.lstat(path)
+
+        def __exit__(self, *exc: object) -> None:
+            os.utime(path, ns=(self.st.st_atime_ns, self.st.st_mtime_ns), follow_symlinks=False)
+
+    return _Restore()
+
+
+def past(*paths: Path, seconds: float = 30) -> None:
+    when = time.time() - seconds
+    for path in paths:
+        os.utime(path, (when, when), follow_symlinks=False)
+
+
+def shipped(bundle: Bundle) -> dict[str, str]:
+    return {e.path: e.sha256 for e in bundle.entries}
+
+
+def check(name: str, warm: Bundle, reference: Bundle) -> None:
+    assert_same(warm, reference)
+    print(
+        f"{name}: warm == cold ({len(warm.entries)} files, {len(warm.selection.warnings)} "
+        f"warnings, {len(warm.selection.excluded_secrets)} secrets, digest {warm.digest[:19]})"
+    )
+
+
+def first_build(root: Path, cache: Path, **options) -> Bundle:
+    bundle = bundle_tree(root, **options)
+    assert records(cache), "the first build must leave a record to attack"
+    return bundle
+
+
+# --- folder listings -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("direction", ["file_to_dir", "dir_to_file"])
+def test_a_file_replaced_by_a_folder_of_the_same_name(
+    proj, isolated_cache, tmp_path, monkeypatch, direction
+):
+    first_build(proj, isolated_cache)
+    with hidden(proj / "pkg"):
+        if direction == "file_to_dir":
+            (proj / "pkg" / "mod.py").unlink()
+            (proj / "pkg" / "mod.py").mkdir()
+            (proj / "pkg" / "mod.py" / "inner.py").write_text("I = 1\n")
+        else:
+            shutil.rmtree(proj / "pkg" / "sub")
+            (proj / "pkg" / "sub").write_text("now a file\n")
+    warm = bundle_tree(proj)
+    check(direction, warm, cold(proj, tmp_path / "cold", monkeypatch))
+    assert ("pkg/mod.py/inner.py" in shipped(warm)) == (direction == "file_to_dir")
+
+
+def test_two_folders_swapped_by_rename(proj, isolated_cache, tmp_path, monkeypatch):
+    (proj / "other").mkdir()
+    (proj / "other" / "table.csv").write_text("x,y\n9,9\n")
+    age(proj)
+    first = first_build(proj, isolated_cache)
+    with hidden(proj):  # same names, same listing, different inodes
+        (proj / "data").rename(proj / "swap")
+        (proj / "other").rename(proj / "data")
+        (proj / "swap").rename(proj / "other")
+    warm = bundle_tree(proj)
+    check("folders swapped", warm, cold(proj, tmp_path / "cold", monkeypatch))
+    assert shipped(warm)["data/table.csv"] == shipped(first)["other/table.csv"]
+
+
+def test_a_rename_hidden_by_restoring_the_folder_mtime(proj, isolated_cache, tmp_path, monkeypatch):
+    first_build(proj, isolated_cache)
+    with hidden(proj / "data"):
+        (proj / "data" / "table.csv").rename(proj / "data" / "moved.csv")
+    assert (proj / "data").stat().st_mtime_ns == (proj / "data").stat().st_mtime_ns
+    warm = bundle_tree(proj)
+    check("rename, mtime restored", warm, cold(proj, tmp_path / "cold", monkeypatch))
+    assert "data/moved.csv" in shipped(warm) and "data/table.csv" not in shipped(warm)
+
+
+def test_two_files_swapped_with_os_replace(proj, isolated_cache, tmp_path, monkeypatch):
+    first = first_build(proj, isolated_cache)
+    with hidden(proj / "pkg"):
+        os.link(proj / "pkg" / "mod.py", proj / "pkg" / "tmp")
+        os.replace(proj / "pkg" / "__init__.py", proj / "pkg" / "mod.py")
+        os.replace(proj / "pkg" / "tmp", proj / "pkg" / "__init__.py")
+    warm = bundle_tree(proj)
+    check("contents swapped", warm, cold(proj, tmp_path / "cold", monkeypatch))
+    assert shipped(warm)["pkg/mod.py"] == shipped(first)["pkg/__init__.py"]
+
+
+def test_a_hard_link_to_a_secret_under_a_shipped_name(proj, isolated_cache, tmp_path, monkeypatch):
+    (proj / ".env").write_text("TOKEN=hunter2\n")
+    age(proj)
+    first = first_build(proj, isolated_cache)
+    assert "config.txt" in shipped(first)
+    with hidden(proj):
+        os.link(proj / ".env", proj / "tmp-link")
+        os.replace(proj / "tmp-link", proj / "config.txt")
+    warm = bundle_tree(proj)
+    check("hard link to .env", warm, cold(proj, tmp_path / "cold", monkeypatch))
+    assert "config.txt" not in shipped(warm)
+    print(f"secret bytes shipped: {int('config.txt' in shipped(warm))}")
+
+
+def test_a_flyteignore_added_in_a_subfolder(proj, isolated_cache, tmp_path, monkeypatch):
+    first_build(proj, isolated_cache)
+    with hidden(proj / "pkg"):
+        (proj / "pkg" / ".flyteignore").write_text("sub/\n")
+    warm = bundle_tree(proj)
+    check(".flyteignore added", warm, cold(proj, tmp_path / "cold", monkeypatch))
+    assert "pkg/sub/deep.py" not in shipped(warm)
+
+
+def test_an_unreadable_subfolder_and_back(proj, isolated_cache, tmp_path, monkeypatch):
+    if os.geteuid() == 0:
+        pytest.skip("root reads any folder")
+    first_build(proj, isolated_cache)
+    sub = proj / "pkg" / "sub"
+    sub.chmod(0)
+    try:
+        warm = bundle_tree(proj)
+        assert any("left out pkg/sub/" in w for w in warm.selection.warnings)
+        check("chmod 000", warm, cold(proj, tmp_path / "cold-1", monkeypatch))
+        again = bundle_tree(proj)  # no record of a walk that left a folder out
+        check("chmod 000, again", again, cold(proj, tmp_path / "cold-2", monkeypatch))
+    finally:
+        sub.chmod(0o755)
+    past(sub)
+    back = bundle_tree(proj)
+    check("chmod back", back, cold(proj, tmp_path / "cold-3", monkeypatch))
+    assert "pkg/sub/deep.py" in shipped(back)
+
+
+# --- symlinks and ignore files ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["other_file", "outside_root", "dangling", "folder"])
+def test_a_retargeted_symlink(proj, isolated_cache, tmp_path, monkeypatch, target):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("outside\n")
+    (proj / "link.txt").symlink_to("config.txt")
+    age(proj)
+    first_build(proj, isolated_cache)
+    new = {
+        "other_file": "data/table.csv",
+        "outside_root": str(outside),
+        "dangling": "missing.txt",
+        "folder": "pkg",
+    }[target]
+    with hidden(proj):
+        (proj / "tmp-link").symlink_to(new)
+        os.replace(proj / "tmp-link", proj / "link.txt")
+    warm = bundle_tree(proj)
+    check(f"symlink -> {target}", warm, cold(proj, tmp_path / "cold", monkeypatch))
+    assert ("link.txt" in shipped(warm)) == (target == "other_file")
+
+
+def test_a_symlink_chain_whose_middle_link_changes(proj, isolated_cache, tmp_path, monkeypatch):
+    (proj / "build").mkdir()  # never walked (standard ignore)
+    (proj / "build" / "hop").symlink_to("../config.txt")
+    (proj / "current.txt").symlink_to("build/hop")
+    age(proj)
+    first = first_build(proj, isolated_cache)
+    (proj / "build" / "hop").unlink()
+    (proj / "build" / "hop").symlink_to("../pkg/mod.py")
+    warm = bundle_tree(proj)
+    check("middle link", warm, cold(proj, tmp_path / "cold", monkeypatch))
+    assert shipped(warm)["current.txt"] == shipped(first)["pkg/mod.py"]
+
+
+def test_a_symlinked_gitignore_whose_target_changes(proj, isolated_cache, tmp_path, monkeypatch):
+    (proj / "build").mkdir()
+    (proj / "build" / "ignore-a").write_text("*.log\n")
+    (proj / "build" / "ignore-b").write_text("*.log\n*.csv\n")
+    (proj / ".gitignore").unlink()
+    (proj / ".gitignore").symlink_to("build/ignore-a")
+    age(proj)
+    first_build(proj, isolated_cache)
+    with hidden(proj):
+        (proj / "tmp-link").symlink_to("build/ignore-b")
+        os.replace(proj / "tmp-link", proj / ".gitignore")
+    warm = bundle_tree(proj)
+    check("gitignore retargeted", warm, cold(proj, tmp_path / "cold-1", monkeypatch))
+    assert "data/table.csv" not in shipped(warm)
+    (proj / "build" / "ignore-b").write_text("*.log\n")  # the target edited, same link
+    past(proj / "build" / "ignore-b")
+    again = bundle_tree(proj)
+    check("gitignore target edited", again, cold(proj, tmp_path / "cold-2", monkeypatch))
+    assert "data/table.csv" in shipped(again)
+
+
+@pytest.mark.parametrize("name", ["current", "dist"])
+def test_a_symlinked_folder_that_becomes_a_file(proj, isolated_cache, tmp_path, monkeypatch, name):
+    """`current -> build/out` is skipped while build/out is a folder (`dist`, a standard
+    folder name, is not even looked at); once build/out (never walked) is a file, the link
+    ships its bytes, though no walked folder changed."""
+    (proj / "build" / "out").mkdir(parents=True)
+    (proj / name).symlink_to("build/out")
+    age(proj)
+    first = first_build(proj, isolated_cache)
+    assert name not in shipped(first)
+    (proj / "build" / "out").rmdir()
+    (proj / "build" / "out").write_text("RESULT = 1\n")
+    past(proj / "build" / "out", proj / "build")
+    warm = bundle_tree(proj)
+    check(f"symlinked folder {name} -> file", warm, cold(proj, tmp_path / "cold", monkeypatch))
+    assert name in shipped(warm)
+
+
+def test_a_secret_symlink_whose_target_changes_out_of_sight(
+    proj, isolated_cache, tmp_path, monkeypatch
+):
+    """`.env -> build/hop -> ../config.txt` keeps config.txt out (the secret's bytes under
+    another name); when the unwalked hop moves to data/table.csv, table.csv must stay out."""
+    (proj / "build").mkdir()
+    (proj / "build" / "hop").symlink_to("../config.txt")
+    (proj / ".env").symlink_to("build/hop")
+    age(proj)
+    first = first_build(proj, isolated_cache)
+    assert "config.txt" not in shipped(first)
+    (proj / "build" / "hop").unlink()
+    (proj / "build" / "hop").symlink_to("../data/table.csv")
+    warm = bundle_tree(proj)
+    check("secret retargeted", warm, cold(proj, tmp_path / "cold", monkeypatch))
+    assert "data/table.csv" not in shipped(warm) and "config.txt" in shipped(warm)
+    print(f"secret bytes shipped: {int('data/table.csv' in shipped(warm))}")
+
+
+# --- edits in place --------------------------------------------------------------------------
+
+
+def test_a_notebook_that_stops_being_json_and_back(proj, isolated_cache, tmp_path, monkeypatch):
+    first_build(proj, isolated_cache)
+    nb = proj / "nb.ipynb"
+    good = nb.read_text()
+    nb.write_text(good[:-5])
+    past(nb)
+    broken = bundle_tree(proj)
+    assert any("nb.ipynb is not a notebook" in w for w in broken.selection.warnings)
+    check("notebook broken", broken, cold(proj, tmp_path / "cold-1", monkeypatch))
+    nb.write_text(good)
+    past(nb, seconds=20)
+    fixed = bundle_tree(proj)
+    check("notebook fixed", fixed, cold(proj, tmp_path / "cold-2", monkeypatch))
+    assert not any("nb.ipynb" in w for w in fixed.selection.warnings)
+
+
+def test_a_small_file_that_grows_large_and_shrinks(proj, isolated_cache, tmp_path, monkeypatch):
+    first_build(proj, isolated_cache)
+    table = proj / "data" / "table.csv"
+    small = table.read_bytes()
+    table.write_bytes(os.urandom(11 * 1024 * 1024))
+    past(table)
+    large = bundle_tree(proj)
+    assert any("table.csv is 11.0 MB" in w for w in large.selection.warnings)
+    check("grown large", large, cold(proj, tmp_path / "cold-1", monkeypatch))
+    table.write_bytes(small)
+    past(table, seconds=20)
+    check("shrunk", bundle_tree(proj), cold(proj, tmp_path / "cold-2", monkeypatch))
+
+
+@pytest.mark.parametrize("included", [False, True])
+def test_a_secret_edited_in_place(proj, isolated_cache, tmp_path, monkeypatch, included):
+    (proj / ".env").write_text("TOKEN=one\n")
+    age(proj)
+    options = {"include": [".env"]} if included else {}
+    first_build(proj, isolated_cache, **options)
+    (proj / ".env").write_text("TOKEN=two, longer\n")
+    past(proj / ".env")
+    warm = bundle_tree(proj, **options)
+    reference = cold(proj, tmp_path / "cold", monkeypatch, **options)
+    check(f"secret edited (include={included})", warm, reference)
+    assert (".env" in shipped(warm)) == included
+
+
+def test_same_size_edit_with_an_older_mtime(proj, isolated_cache, tmp_path, monkeypatch):
+    first_build(proj, isolated_cache)
+    mod = proj / "pkg" / "mod.py"
+    mod.write_text("VALUE = 43\n")  # same size
+    past(mod, seconds=3600)  # older than the recorded mtime
+    warm = bundle_tree(proj)
+    check("same size, older mtime", warm, cold(proj, tmp_path / "cold", monkeypatch))
+
+
+def test_a_src_layout_appearing_and_disappearing(proj, isolated_cache, tmp_path, monkeypatch):
+    first = first_build(proj, isolated_cache)
+    assert first.selection.python_path == ["."]
+    (proj / "src" / "lib").mkdir(parents=True)
+    (proj / "src" / "lib" / "__init__.py").write_text("")
+    age(proj)
+    with_src = bundle_tree(proj)
+    assert with_src.selection.python_path == [".", "src"]
+    check("src appears", with_src, cold(proj, tmp_path / "cold-1", monkeypatch))
+    with hidden(proj / "src"):  # src/__init__.py makes src a package, not a search root
+        (proj / "src" / "__init__.py").write_text("")
+    package = bundle_tree(proj)
+    check("src a package", package, cold(proj, tmp_path / "cold-2", monkeypatch))
+    assert package.selection.python_path == ["."]
+    shutil.rmtree(proj / "src")
+    check("src gone", bundle_tree(proj), cold(proj, tmp_path / "cold-3", monkeypatch))
+
+
+# --- options, outputs and the cache itself ---------------------------------------------------
+
+
+def test_options_changed_between_builds(proj, isolated_cache, tmp_path, monkeypatch):
+    first_build(proj, isolated_cache)
+    runs = [
+        {"exclude": ["data/"]},
+        {"include": ["logs/old.log"]},
+        {"keep_notebook_outputs": True},
+        {"version": "v9"},
+        {},
+    ]
+    for i, options in enumerate(runs):
+        warm = bundle_tree(proj, **options)
+        reference = cold(proj, tmp_path / f"cold-{i}", monkeypatch, **options)
+        check(f"options {options}", warm, reference)
+    print(f"records: {len(records(isolated_cache))} (one per set of options)")
+    assert len(records(isolated_cache)) == len(runs)
+
+
+def test_a_cache_inside_the_tree_is_never_trusted_stale(proj, monkeypatch):
+    cache = proj / "cache-here"
+    monkeypatch.setenv("FLYTE_JUPYTER_CACHE_DIR", str(cache))
+    first = bundle_tree(proj)
+    age(proj)
+    second = bundle_tree(proj)  # the walk now sees the first build's archive and record
+    assert f"cache-here/archives/{first.hex}.tar.gz" in shipped(second)
+    age(proj)
+    third = bundle_tree(proj)
+    assert f"cache-here/archives/{second.hex}.tar.gz" in shipped(third)
+    print(f"in-tree cache files shipped by the third build: {len(third.entries)}")
+
+
+def test_a_tree_inside_the_cache_dir(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    root = write_tree(cache / "proj", FILES)
+    age(root)
+    monkeypatch.setenv("FLYTE_JUPYTER_CACHE_DIR", str(cache))
+    bundle_tree(root)
+    assert records(cache)
+    (root / "pkg" / "mod.py").write_text("VALUE = 1\n")
+    past(root / "pkg" / "mod.py")
+    check("tree in cache", bundle_tree(root), cold(root, tmp_path / "cold", monkeypatch))
+
+
+def test_dry_runs_and_outputs(proj, isolated_cache, tmp_path, monkeypatch):
+    dry = bundle_tree(proj, dry_run=True)
+    assert dry.archive is None and records(isolated_cache)
+    real = bundle_tree(proj)  # answered from a dry run's record: the archive must exist
+    assert real.archive is not None and real.archive.is_file()
+    check("dry run, then real", real, cold(proj, tmp_path / "cold-1", monkeypatch))
+    out = tmp_path / "out" / "b.tar.gz"
+    to_out = bundle_tree(proj, output=out)
+    assert to_out.archive == out
+    assert out.read_bytes() == real.archive.read_bytes()
+    mod = proj / "pkg" / "mod.py"
+    mod.write_text("VALUE = 'dry edit'\n")
+    past(mod)
+    dry_edit = bundle_tree(proj, dry_run=True, output=tmp_path / "never.tar.gz")
+    assert dry_edit.archive is None and not (tmp_path / "never.tar.gz").exists()
+    after = bundle_tree(proj)  # the dry edit must not leave a record without its archive
+    check("dry edit, then real", after, cold(proj, tmp_path / "cold-2", monkeypatch))
+    assert after.digest == dry_edit.digest
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated", "emptied"])
+def test_the_archive_damaged_between_builds(proj, isolated_cache, tmp_path, monkeypatch, damage):
+    first = first_build(proj, isolated_cache)
+    if damage == "deleted":
+        first.archive.unlink()
+    else:
+        size = first.archive.stat().st_size
+        with open(first.archive, "r+b") as f:
+            f.truncate(0 if damage == "emptied" else size // 2)
+    warm = bundle_tree(proj)
+    check(f"archive {damage}", warm, cold(proj, tmp_path / "cold", monkeypatch))
+
+
+def test_a_cut_archive_is_not_reused_when_every_hash_is_cached(
+    tmp_path, isolated_cache, monkeypatch
+):
+    """No notebook (a stripped copy is too new for the hash cache): every hash is cached, so
+    only the archive's own tail can tell that it was cut short."""
+    root = write_tree(tmp_path / "proj", {k: v for k, v in FILES.items() if k != "nb.ipynb"})
+    age(root)
+    first = first_build(root, isolated_cache)
+    for attempt in ("warm", "plain"):
+        size = first.archive.stat().st_size
+        with open(first.archive, "r+b") as f:
+            f.truncate(size - 7)
+        if attempt == "warm":
+            again = bundle_tree(root)
+        else:
+            again = build_bundle(select_files(root, copy_style="all"))
+        check(f"cut archive, {attempt}", again, cold(root, tmp_path / attempt, monkeypatch))
+
+
+def test_the_archive_damaged_before_an_edit(proj, isolated_cache, tmp_path, monkeypatch):
+    first = first_build(proj, isolated_cache)
+    size = first.archive.stat().st_size
+    with open(first.archive, "r+b") as f:
+        f.truncate(size // 2)
+    mod = proj / "pkg" / "mod.py"
+    mod.write_text("VALUE = 'edited'\n")
+    past(mod)
+    check("archive cut, then edit", bundle_tree(proj), cold(proj, tmp_path / "c", monkeypatch))
+
+
+@pytest.mark.parametrize("source", ["other_root", "other_options"])
+def test_a_record_copied_over_this_ones(tmp_path, isolated_cache, monkeypatch, source):
+    """A record written for another root, or for this root with other options, placed at
+    this build's record path, must not be trusted."""
+    mine = write_tree(tmp_path / "mine", FILES)
+    age(mine)
+    if source == "other_root":
+        theirs = write_tree(tmp_path / "theirs", {**FILES, "extra.py": "E = 1\n"})
+        age(theirs)
+        bundle_tree(theirs)
+        bundle_tree(mine)
+    else:
+        bundle_tree(mine, exclude=["pkg/"])
+        bundle_tree(mine)
+    # the record the other build wrote, copied over this build's record
+    mine_record = max(records(isolated_cache), key=lambda p: p.stat().st_mtime_ns)
+    (other,) = [p for p in records(isolated_cache) if p != mine_record]
+    shutil.copy(other, mine_record)
+    warm = bundle_tree(mine)
+    check(f"record of {source}", warm, cold(mine, tmp_path / "cold", monkeypatch))
+
+
+def test_a_delta_whose_token_does_not_match(proj, isolated_cache, tmp_path, monkeypatch):
+    first_build(proj, isolated_cache)
+    (record,) = records(isolated_cache)
+    mod = proj / "pkg" / "mod.py"
+    mod.write_text("VALUE = 'one'\n")
+    past(mod)
+    bundle_tree(proj)
+    delta = record.with_suffix(".delta")
+    fields = list(marshal.loads(delta.read_bytes()))
+    fields[1] = "0" * 16  # written against some other record
+    delta.write_bytes(marshal.dumps(tuple(fields)))
+    check("foreign delta", bundle_tree(proj), cold(proj, tmp_path / "cold-1", monkeypatch))
+    # a delta that names the record but lies about an index beyond it
+    fields = list(marshal.loads(delta.read_bytes()))
+    fields[1] = marshal.loads(record.read_bytes())[1]
+    fields[2] = {10**6: fields[2][next(iter(fields[2]))]}
+    delta.write_bytes(marshal.dumps(tuple(fields)))
+    check("bad index", bundle_tree(proj), cold(proj, tmp_path / "cold-2", monkeypatch))
+
+
+def test_concurrent_cli_builds_of_a_changing_tree(proj, isolated_cache, tmp_path, monkeypatch):
+    args = [sys.executable, "-m", "flyte_jupyter", "bundle", str(proj), "--copy-style", "all"]
+    args += ["--json"]
+    env = {**os.environ, "FLYTE_JUPYTER_CACHE_DIR": str(isolated_cache)}
+    mod = proj / "pkg" / "mod.py"
+    for round_ in range(4):
+        mod.write_text(f"VALUE = {round_ * 1111}\n")
+        past(mod, seconds=30 - round_)
+        procs = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True)]
+        procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True))
+        outs = [p.communicate(timeout=120)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0]
+        assert outs[0] == outs[1]
+        reference = cold(proj, tmp_path / f"cold-{round_}", monkeypatch)
+        after = cli(*args[3:], env={"FLYTE_JUPYTER_CACHE_DIR": str(isolated_cache)})
+        assert after.stdout == outs[0]
+        warm = bundle_tree(proj)
+        check(f"round {round_}, two processes", warm, reference)

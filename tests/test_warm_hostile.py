@@ -19,6 +19,8 @@ from conftest import write_tree
 from test_warm import FILES, age, assert_same, records
 
 from flyte_jupyter.core.bundle import Bundle, build_bundle
+from flyte_jupyter.core.errors import BundleError
+from flyte_jupyter.core.ignore import IgnoreTree
 from flyte_jupyter.core.selection import select_files
 from flyte_jupyter.core.warm import bundle_tree
 
@@ -515,3 +517,85 @@ def test_concurrent_cli_builds_of_a_changing_tree(proj, isolated_cache, tmp_path
         assert after.stdout == outs[0]
         warm = bundle_tree(proj)
         check(f"round {round_}, two processes", warm, reference)
+
+
+# --- limits, pruned copies and changes during a build ---------------------------------------
+
+
+def test_an_edit_that_crosses_the_size_limit(proj, isolated_cache, tmp_path, monkeypatch):
+    limit = sum(p.stat().st_size for p in proj.rglob("*") if p.is_file()) + 100
+    first_build(proj, isolated_cache, max_bytes=limit)
+    table = proj / "data" / "table.csv"
+    table.write_text("a,b\n" + "1,2\n" * 100)  # in place: only its stat changes
+    past(table)
+    with pytest.raises(BundleError, match="over the") as warm:
+        bundle_tree(proj, max_bytes=limit)
+    with pytest.raises(BundleError, match="over the") as reference:
+        cold(proj, tmp_path / "cold", monkeypatch, max_bytes=limit)
+    assert str(warm.value) == str(reference.value)
+    print(f"over-limit bundles built: 0 ({str(warm.value)[:40]}...)")
+
+
+def test_an_edit_after_the_cache_lost_archives_and_stripped_notebooks(
+    proj, isolated_cache, tmp_path, monkeypatch
+):
+    """A cache cleaner (tmpfiles, a user) removed old archives and stripped notebook copies,
+    but not the records: rebuilding after an edit must not need either."""
+    first = first_build(proj, isolated_cache)
+    first.archive.unlink()
+    shutil.rmtree(isolated_cache / "generated")
+    mod = proj / "pkg" / "mod.py"
+    mod.write_text("VALUE = 'after the purge'\n")
+    past(mod)
+    check("cache purged, then edit", bundle_tree(proj), cold(proj, tmp_path / "c", monkeypatch))
+
+
+def _during_walk(monkeypatch: pytest.MonkeyPatch, folder: str, change) -> None:
+    """Run `change` once, right after the walk read the ignore files of `folder`: an edit
+    made while a long build runs (its mtime set back, as it is once the build took > 2 s)."""
+    original = IgnoreTree.load_dir
+    done = []
+
+    def load_dir(self: IgnoreTree, rel_dir: str) -> None:
+        original(self, rel_dir)
+        if rel_dir == folder and not done:
+            done.append(rel_dir)
+            change()
+
+    monkeypatch.setattr(IgnoreTree, "load_dir", load_dir)
+
+
+def test_an_ignore_file_edited_while_the_tree_is_walked(
+    proj, isolated_cache, tmp_path, monkeypatch
+):
+    ignore = proj / ".gitignore"
+
+    def edit() -> None:
+        ignore.write_text("*.log\n*.csv\n")
+        past(ignore)
+
+    with monkeypatch.context() as m:
+        _during_walk(m, "", edit)
+        during = bundle_tree(proj)
+    assert "data/table.csv" in shipped(during)  # read before the edit
+    warm = bundle_tree(proj)
+    check("ignore file edited during the walk", warm, cold(proj, tmp_path / "c", monkeypatch))
+    assert "data/table.csv" not in shipped(warm)
+
+
+def test_a_src_layout_made_while_the_tree_is_walked(proj, isolated_cache, tmp_path, monkeypatch):
+    (proj / "src" / "lib").mkdir(parents=True)
+    (proj / "src" / "lib" / "__init__.py").write_text("")
+    age(proj)
+
+    def make_package() -> None:
+        (proj / "src" / "__init__.py").write_text("")
+        past(proj / "src" / "__init__.py", proj / "src")
+
+    with monkeypatch.context() as m:
+        _during_walk(m, "", make_package)
+        during = bundle_tree(proj)
+    assert during.selection.python_path == [".", "src"]  # decided before the change
+    warm = bundle_tree(proj)
+    check("src made a package during the walk", warm, cold(proj, tmp_path / "c", monkeypatch))
+    assert warm.selection.python_path == ["."]

@@ -362,18 +362,20 @@ class _Selector:
         except OSError as exc:
             self._skip_dir(rel_dir, f"cannot read it ({exc.strerror})")
             return []
+        prefix = f"{rel_dir}/" if rel_dir else ""
+        dir_sep = dir_path if dir_path.endswith("/") else dir_path + "/"
+        if tree is not None and self.record is not None:
+            # Stat before reading: an edit in between then shows as a stat that differs next
+            # time, instead of being recorded as the version whose rules were applied.
+            for entry in entries:
+                if entry.name in ig.IGNORE_FILES:
+                    self.record.follow(prefix + entry.name, dir_sep + entry.name)
         if tree is not None:
             try:
                 tree.load_dir(rel_dir)
             except OSError as exc:
                 self._skip_dir(rel_dir, f"cannot read its ignore files ({exc.strerror})")
                 return []
-        prefix = f"{rel_dir}/" if rel_dir else ""
-        dir_sep = dir_path if dir_path.endswith("/") else dir_path + "/"
-        if tree is not None and self.record is not None:
-            for entry in entries:
-                if entry.name in ig.IGNORE_FILES:
-                    self.record.follow(prefix + entry.name, dir_sep + entry.name)
         room = _PATH_MAX - len(os.fsencode(dir_sep))  # bytes left for a name in this folder
         ignored = tree.is_ignored if tree is not None and tree.active else None
         standard_file, standard_dir = ig.is_standard_file_name, ig.is_standard_dir_name
@@ -383,15 +385,15 @@ class _Selector:
         for entry in entries:
             name = entry.name
             rel = prefix + name
-            try:
-                is_dir = entry.is_dir()
-            except OSError:
-                is_dir = False
             if record is not None and entry.is_symlink():
                 # Whether it is ignored, skipped or shipped depends on what it leads to, which
                 # may be in a folder never walked (build/): a target turning folder <-> file
                 # must show in the record although no walked folder changes.
                 record.follow(rel, dir_sep + name)
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
             if (standard_dir if is_dir else standard_file)(name) or (
                 ignored is not None and ignored(rel, is_dir)
             ):

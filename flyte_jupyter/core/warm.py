@@ -10,8 +10,14 @@ stats those paths again:
 - only some files' stats differ (edited in place): those files are selected, hashed and
   compressed again, every other file keeps its recorded hash and its member is copied from the
   recorded archive;
-- a folder, ignore file or symlink target differs, or a changed file draws a warning: the
-  ordinary build runs and records afresh.
+- a folder, ignore file or symlink target differs (a secret's too: it decides which hard
+  links stay out), a changed file draws a warning or takes the bundle over its size limit, or
+  the recorded archive is gone or not its recorded length: the ordinary build runs and
+  records afresh.
+
+Each stat is taken before the walk acts on what it describes (a folder before it is listed,
+an ignore file before it is read, `src` before python_path is decided): a change in between
+then differs from the record next time, instead of being recorded as what was used.
 
 A record is written only when no stat in it is younger than two seconds: a file modified within
 the same mtime tick as the stat could otherwise change unseen (the hash cache's rule too).
@@ -32,6 +38,7 @@ from ..runtime.blobs import write_local_atomic
 from ..runtime.locations import cache_dir, private_dir
 from ..runtime.manifest import ManifestEntry
 from .bundle import DEFAULT_LEVEL, Bundle, Prior, archive_path, build_bundle, copy_archive
+from .errors import BundleError
 from .selection import (
     DEFAULT_MAX_BYTES,
     SelectedFile,
@@ -153,9 +160,11 @@ def bundle_tree(
     found = _load(key, root)
     bundle = None
     if found is not None:
-        bundle = _rebuild(key, *found, root, keep_notebook_outputs, dry_run)
+        bundle = _rebuild(key, *found, root, keep_notebook_outputs, max_bytes, dry_run)
     if bundle is None:
         record = TreeRecord()
+        with contextlib.suppress(OSError):  # a src layout changes python_path; stat it before
+            record.add_dir("src", os.stat(root / "src"))  # selection looks, as for any folder
         selection = select_files(
             root,
             copy_style="all",
@@ -167,8 +176,6 @@ def bundle_tree(
             keep_notebook_outputs=keep_notebook_outputs,
             record=record,
         )
-        with contextlib.suppress(OSError):  # a src layout changes python_path
-            record.add_dir("src", os.stat(root / "src"))
         bundle = build_bundle(selection, dry_run=dry_run)
         _save(key, bundle, record)
     if output is not None:
@@ -182,10 +189,13 @@ def _rebuild(
     delta: _Delta | None,
     root: Path,
     keep_notebook_outputs: bool,
+    max_bytes: int,
     dry_run: bool,
 ) -> Bundle | None:
     """The bundle from the record, rebuilt for the files that changed; None when more than
-    file contents changed."""
+    file contents changed, when the edits take the bundle over `max_bytes` (the full build
+    says so) or when building from the record fails: a stripped notebook's copy or an archive
+    may have been removed from the cache since, and the full build makes them again."""
     changed = _changed_files(root, found)
     if changed is None:
         return None
@@ -223,7 +233,12 @@ def _rebuild(
     if fresh is None or restatted.followed:
         return None
     selection.files = [fresh.get(f.path, f) for f in selection.files]
-    bundle = build_bundle(selection, dry_run=dry_run, prior=_prior(found, paths))
+    if selection.total_bytes > max_bytes:
+        return None
+    try:
+        bundle = build_bundle(selection, dry_run=dry_run, prior=_prior(found, paths))
+    except BundleError:
+        return None
     if not dry_run:
         _save_edits(key, found, delta, changed, restatted, bundle)
     return bundle

@@ -599,3 +599,39 @@ def test_a_src_layout_made_while_the_tree_is_walked(proj, isolated_cache, tmp_pa
     warm = bundle_tree(proj)
     check("src made a package during the walk", warm, cold(proj, tmp_path / "c", monkeypatch))
     assert warm.selection.python_path == ["."]
+
+
+def test_an_edit_of_the_code_that_decides_modes(tmp_path, isolated_cache):
+    """A checkout whose files.py (the modes a bundle holds) is edited between two builds:
+    the record of the old code must not answer for the new one."""
+    code = tmp_path / "code"
+    shutil.copytree(
+        Path(sys.modules["flyte_jupyter"].__file__).parent,
+        code / "flyte_jupyter",
+        ignore=shutil.ignore_patterns("__pycache__", "labextension", "static"),
+    )
+    root = write_tree(tmp_path / "proj", {k: v for k, v in FILES.items() if k != "nb.ipynb"})
+    age(root)
+    script = "from flyte_jupyter.core.warm import bundle_tree as b; print(b(__import__('sys')"
+    script += ".argv[1]).entries)"
+
+    def build(cache: Path) -> str:
+        env = {**os.environ, "PYTHONPATH": str(code), "FLYTE_JUPYTER_CACHE_DIR": str(cache)}
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(root)],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,  # not the checkout: the copy is imported
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    before = build(isolated_cache)
+    assert "mode=420" in before and "mode=416" not in before
+    files_py = code / "flyte_jupyter" / "core" / "files.py"
+    files_py.write_text(files_py.read_text().replace("else 0o644", "else 0o640"))
+    after = build(isolated_cache)
+    assert after == build(tmp_path / "cold-cache")
+    assert after != before
+    print(f"files with mode 0o640 after the edit: {after.count('mode=416')}")

@@ -311,9 +311,10 @@ def _record_key(root: Path, options: dict) -> str:
 
 def _code_files() -> list[str]:
     from ..runtime import manifest
-    from . import bundle, ignore, import_graph, notebook_outputs, selection
+    from . import bundle, files, ignore, import_graph, notebook_outputs, selection, sizes
 
-    modules = (bundle, ignore, import_graph, notebook_outputs, selection, manifest)
+    # files: the modes a bundle holds; sizes: the words of its warnings
+    modules = (bundle, files, ignore, import_graph, notebook_outputs, selection, sizes, manifest)
     return [m.__file__ or "" for m in modules] + [__file__]
 
 

@@ -5,6 +5,7 @@ moves, as it must)."""
 
 from __future__ import annotations
 
+import json
 import marshal
 import os
 import shutil
@@ -69,6 +70,8 @@ def shipped(bundle: Bundle) -> dict[str, str]:
 
 def check(name: str, warm: Bundle, reference: Bundle) -> None:
     assert_same(warm, reference)
+    for attr in ("python_path", "third_party", "version", "copy_style"):
+        assert getattr(warm.selection, attr) == getattr(reference.selection, attr), attr
     print(
         f"{name}: warm == cold ({len(warm.entries)} files, {len(warm.selection.warnings)} "
         f"warnings, {len(warm.selection.excluded_secrets)} secrets, digest {warm.digest[:19]})"
@@ -160,24 +163,39 @@ def test_a_flyteignore_added_in_a_subfolder(proj, isolated_cache, tmp_path, monk
     assert "pkg/sub/deep.py" not in shipped(warm)
 
 
-def test_an_unreadable_subfolder_and_back(proj, isolated_cache, tmp_path, monkeypatch):
+def _cli_bundle(root: Path, cache: Path) -> tuple[dict, bytes]:
+    """`flyte-jupyter bundle ROOT --copy-style all --json` in a process that folder
+    permissions bind (as root: without the capabilities that bypass them)."""
+    args = [sys.executable, "-m", "flyte_jupyter", "bundle", str(root), "--copy-style", "all"]
     if os.geteuid() == 0:
-        pytest.skip("root reads any folder")
-    first_build(proj, isolated_cache)
+        if shutil.which("setpriv") is None:
+            pytest.skip("root reads any folder, and setpriv is missing")
+        args = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *args]
+    env = {**os.environ, "FLYTE_JUPYTER_CACHE_DIR": str(cache)}
+    done = subprocess.run([*args, "--json"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    return data, Path(data.pop("archive")).read_bytes()
+
+
+def test_an_unreadable_subfolder_and_back(proj, isolated_cache, tmp_path):
+    _cli_bundle(proj, isolated_cache)
+    assert records(isolated_cache)
     sub = proj / "pkg" / "sub"
     sub.chmod(0)
     try:
-        warm = bundle_tree(proj)
-        assert any("left out pkg/sub/" in w for w in warm.selection.warnings)
-        check("chmod 000", warm, cold(proj, tmp_path / "cold-1", monkeypatch))
-        again = bundle_tree(proj)  # no record of a walk that left a folder out
-        check("chmod 000, again", again, cold(proj, tmp_path / "cold-2", monkeypatch))
+        for round_ in range(2):  # the second: no record of a walk that left a folder out
+            warm = _cli_bundle(proj, isolated_cache)
+            assert any("left out pkg/sub/" in w for w in warm[0]["warnings"])
+            assert warm == _cli_bundle(proj, tmp_path / f"cold-{round_}")
+            print(f"chmod 000, round {round_}: warm == cold, {len(warm[0]['files'])} files")
     finally:
         sub.chmod(0o755)
     past(sub)
-    back = bundle_tree(proj)
-    check("chmod back", back, cold(proj, tmp_path / "cold-3", monkeypatch))
-    assert "pkg/sub/deep.py" in shipped(back)
+    back = _cli_bundle(proj, isolated_cache)
+    assert back == _cli_bundle(proj, tmp_path / "cold-back")
+    assert "pkg/sub/deep.py" in [f["path"] for f in back[0]["files"]]
+    print(f"chmod back: warm == cold, {len(back[0]['files'])} files")
 
 
 # --- symlinks and ignore files ---------------------------------------------------------------
@@ -635,3 +653,32 @@ def test_an_edit_of_the_code_that_decides_modes(tmp_path, isolated_cache):
     assert after == build(tmp_path / "cold-cache")
     assert after != before
     print(f"files with mode 0o640 after the edit: {after.count('mode=416')}")
+
+
+def test_an_ignored_src_whose_init_is_a_symlink(proj, isolated_cache, tmp_path, monkeypatch):
+    """python_path asks whether src/__init__.py exists; in an ignored src (never walked) it
+    can be a symlink whose target comes and goes without src itself changing."""
+    (proj / "build").mkdir()
+    (proj / "build" / "init.py").write_text("")
+    (proj / "src").mkdir()
+    (proj / "src" / "__init__.py").symlink_to("../build/init.py")
+    (proj / ".gitignore").write_text("*.log\nsrc/\n")
+    age(proj)
+    first = first_build(proj, isolated_cache)
+    assert first.selection.python_path == ["."]
+    (proj / "build" / "init.py").unlink()
+    warm = bundle_tree(proj)
+    check("src/__init__.py target gone", warm, cold(proj, tmp_path / "cold", monkeypatch))
+    assert warm.selection.python_path == [".", "src"]
+
+
+def test_an_empty_tree_then_a_file(tmp_path, isolated_cache, monkeypatch):
+    root = tmp_path / "empty"
+    root.mkdir()
+    age(root)
+    first = first_build(root, isolated_cache)
+    assert first.entries == [] and first.archive is None
+    again = bundle_tree(root)
+    assert again.digest == first.digest and again.archive is None
+    (root / "a.py").write_text("A = 1\n")
+    check("empty, then a file", bundle_tree(root), cold(root, tmp_path / "cold", monkeypatch))

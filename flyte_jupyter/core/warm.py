@@ -165,6 +165,8 @@ def bundle_tree(
         record = TreeRecord()
         with contextlib.suppress(OSError):  # a src layout changes python_path; stat it before
             record.add_dir("src", os.stat(root / "src"))  # selection looks, as for any folder
+            # its __init__.py decides too, and may be a symlink out of an ignored src
+            record.follow("src/__init__.py", str(root / "src" / "__init__.py"))
         selection = select_files(
             root,
             copy_style="all",

@@ -19,6 +19,7 @@ from cli_process import cli
 from conftest import write_tree
 from test_warm import FILES, age, assert_same, records
 
+from flyte_jupyter.core import bundle as bundle_module
 from flyte_jupyter.core.bundle import Bundle, build_bundle
 from flyte_jupyter.core.errors import BundleError
 from flyte_jupyter.core.ignore import IgnoreTree
@@ -682,3 +683,45 @@ def test_an_empty_tree_then_a_file(tmp_path, isolated_cache, monkeypatch):
     assert again.digest == first.digest and again.archive is None
     (root / "a.py").write_text("A = 1\n")
     check("empty, then a file", bundle_tree(root), cold(root, tmp_path / "cold", monkeypatch))
+
+
+def test_the_recorded_archive_pruned_while_members_are_copied(
+    proj, isolated_cache, tmp_path, monkeypatch
+):
+    """Another process prunes the archive between the check that it holds the members and
+    their copy: the build must still succeed, with the cold build's bytes."""
+    first = first_build(proj, isolated_cache)
+    original = bundle_module._valid_members
+
+    def valid_then_pruned(locations: dict) -> dict:
+        found = original(locations)
+        first.archive.unlink(missing_ok=True)
+        return found
+
+    mod = proj / "pkg" / "mod.py"
+    mod.write_text("VALUE = 'pruned meanwhile'\n")
+    past(mod)
+    with monkeypatch.context() as m:
+        m.setattr(bundle_module, "_valid_members", valid_then_pruned)
+        warm = bundle_tree(proj)
+    check("archive pruned mid-copy", warm, cold(proj, tmp_path / "cold", monkeypatch))
+
+
+def test_edits_after_a_dry_run_record_and_a_file_past_the_stream_size(
+    proj, isolated_cache, tmp_path, monkeypatch
+):
+    bundle_tree(proj, dry_run=True)  # a record without member places
+    table = proj / "data" / "table.csv"
+    steps = [
+        ("pkg/mod.py", b"VALUE = 'after dry run'\n"),
+        ("data/table.csv", os.urandom(5 * 1024 * 1024)),  # streamed, no warning yet
+        ("pkg/mod.py", b"VALUE = 'again'\n"),
+        ("data/table.csv", b"a,b\n"),
+    ]
+    for i, (rel, data) in enumerate(steps):
+        (proj / rel).write_bytes(data)
+        past(proj / rel, seconds=30 - i)
+        warm = bundle_tree(proj)
+        reference = cold(proj, tmp_path / f"cold-{i}", monkeypatch)
+        check(f"step {i}: {rel} is {len(data)} bytes", warm, reference)
+    assert table.stat().st_size == 4

@@ -481,7 +481,11 @@ def _copy_range(path: str, offset: int, length: int, out: BinaryIO) -> None:
     """Append `length` bytes at `offset` of file `path` to `out`, in the kernel if possible."""
     out.flush()
     done = 0
-    with open(path, "rb") as src:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:  # pruned by another build since _valid_members looked
+        raise BundleError(f"cached archive {path} went away while being read: run again") from exc
+    with open(fd, "rb") as src:
         try:
             while done < length:
                 n = os.copy_file_range(src.fileno(), out.fileno(), length - done, offset + done)

@@ -325,6 +325,9 @@ def test_a_small_file_that_grows_large_and_shrinks(proj, isolated_cache, tmp_pat
     table.write_bytes(small)
     past(table, seconds=20)
     check("shrunk", bundle_tree(proj), cold(proj, tmp_path / "cold-2", monkeypatch))
+    table.write_bytes(os.urandom(12 * 1024 * 1024))
+    past(table, seconds=10)
+    check("large again", bundle_tree(proj), cold(proj, tmp_path / "cold-3", monkeypatch))
 
 
 @pytest.mark.parametrize("included", [False, True])
@@ -725,3 +728,16 @@ def test_edits_after_a_dry_run_record_and_a_file_past_the_stream_size(
         reference = cold(proj, tmp_path / f"cold-{i}", monkeypatch)
         check(f"step {i}: {rel} is {len(data)} bytes", warm, reference)
     assert table.stat().st_size == 4
+
+
+def test_an_output_inside_the_tree(proj, isolated_cache, tmp_path, monkeypatch):
+    """`bundle DIR --output DIR/bundle.tar.gz`: each build ships the previous one's output,
+    which each build then rewrites in place."""
+    out = proj / "bundle.tar.gz"
+    for round_ in range(3):
+        reference = cold(proj, tmp_path / f"cold-{round_}", monkeypatch)  # sees it as it is
+        warm = bundle_tree(proj, output=out)
+        check(f"round {round_}, output in the tree", warm, reference)
+        assert ("bundle.tar.gz" in shipped(warm)) == (round_ > 0)
+        assert out.read_bytes() == reference.archive.read_bytes()
+        past(out, seconds=30 - round_)

@@ -743,3 +743,20 @@ def test_an_output_inside_the_tree(proj, isolated_cache, tmp_path, monkeypatch):
         assert ("bundle.tar.gz" in shipped(warm)) == (round_ > 0)
         assert out.read_bytes() == reference.archive.read_bytes()
         past(out, seconds=30 - round_)
+
+
+def test_a_file_added_where_only_include_reaches(proj, isolated_cache, tmp_path, monkeypatch):
+    """`gen/` is ignored, but include names gen/*.py: a file added there ships, although the
+    `all` walk never lists gen/."""
+    (proj / ".gitignore").write_text("*.log\ngen/\n")
+    (proj / "gen").mkdir()
+    (proj / "gen" / "one.py").write_text("ONE = 1\n")
+    age(proj)
+    options = {"include": ["gen/*.py"]}
+    first = first_build(proj, isolated_cache, **options)
+    assert "gen/one.py" in shipped(first)
+    with hidden(proj / "gen"):
+        (proj / "gen" / "two.py").write_text("TWO = 2\n")
+    warm = bundle_tree(proj, **options)
+    check("added under an ignored folder", warm, cold(proj, tmp_path / "c", monkeypatch, **options))
+    assert "gen/two.py" in shipped(warm)

@@ -25,13 +25,13 @@ from ..runtime.locations import cache_dir, private_dir
 from . import ignore as ig
 from .errors import BundleError, UsageError
 from .files import archive_mode, read_bytes
-from .import_graph import ImportGraph
 from .notebook_outputs import strip_outputs
 from .sizes import human_size
 
 if TYPE_CHECKING:
     import pathspec
 
+    from .import_graph import ImportGraph
     from .warm import TreeRecord
 
 COPY_STYLES = ("auto", "all", "none")
@@ -234,7 +234,9 @@ class _Selector:
         self.warnings: list[str] = []
         self.reasons: dict[str, str] = {}
         self.generated: dict[Path, str] = {}
-        self.graph = ImportGraph(root, self.generated, self.reasons, self.warnings)
+        from .import_graph import ImportGraph  # a build answered from its record needs none
+
+        self.graph: ImportGraph = ImportGraph(root, self.generated, self.reasons, self.warnings)
         self.sources: dict[str, str] = {}
         """Bundle path -> the content-addressed file on disk holding its bytes."""
         self.lstats: dict[str, _Stat] = {}

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import marshal
 import os
 import time
@@ -311,13 +312,32 @@ def _record_key(root: Path, options: dict) -> str:
     return hashlib.sha256(material.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def _code_files() -> list[str]:
-    from ..runtime import manifest
-    from . import bundle, files, ignore, import_graph, notebook_outputs, selection, sizes
+_DECIDING = (
+    "core/bundle",
+    "core/files",  # the modes a bundle holds
+    "core/ignore",
+    "core/import_graph",
+    "core/notebook_outputs",
+    "core/selection",
+    "core/sizes",  # the words of its warnings
+    "core/warm",
+    "runtime/manifest",
+)
+"""The package's modules whose code decides what a build of a tree gives."""
 
-    # files: the modes a bundle holds; sizes: the words of its warnings
-    modules = (bundle, files, ignore, import_graph, notebook_outputs, selection, sizes, manifest)
-    return [m.__file__ or "" for m in modules] + [__file__]
+
+def _code_files() -> list[str]:
+    """Their files, found without importing them (a build answered from its record imports
+    neither the import graph nor its scanners); the compiled module where no source ships."""
+    package = os.path.dirname(os.path.dirname(__file__))
+    out = []
+    for name in _DECIDING:
+        path = os.path.join(package, name + ".py")
+        if not os.path.exists(path):
+            module = importlib.import_module("flyte_jupyter." + name.replace("/", "."))
+            path = module.__file__ or ""
+        out.append(path)
+    return out
 
 
 def _paths(key: str) -> tuple[Path, Path]:

@@ -619,7 +619,9 @@ def test_a_src_layout_made_while_the_tree_is_walked(proj, isolated_cache, tmp_pa
     with monkeypatch.context() as m:
         _during_walk(m, "", make_package)
         during = bundle_tree(proj)
-    assert during.selection.python_path == [".", "src"]  # decided before the change
+    # decided once the walk is done (after the change): either way, the record holds src's
+    # stat from before, so the next build sees the change
+    assert during.selection.python_path == ["."]
     warm = bundle_tree(proj)
     check("src made a package during the walk", warm, cold(proj, tmp_path / "c", monkeypatch))
     assert warm.selection.python_path == ["."]
@@ -694,21 +696,22 @@ def test_the_recorded_archive_pruned_while_members_are_copied(
     proj, isolated_cache, tmp_path, monkeypatch
 ):
     """Another process prunes the archive between the check that it holds the members and
-    their copy: the build must still succeed, with the cold build's bytes."""
+    their copy: the build must still succeed, with the cold build's bytes (the archive is
+    held open from the check to the last copy)."""
     first = first_build(proj, isolated_cache)
-    original = bundle_module._valid_members
+    original = bundle_module._check_runs
 
-    def valid_then_pruned(locations: dict) -> dict:
-        found = original(locations)
-        first.archive.unlink(missing_ok=True)
-        return found
+    def checked_then_pruned(*args: object) -> None:
+        original(*args)
+        first.archive.unlink()
 
     mod = proj / "pkg" / "mod.py"
     mod.write_text("VALUE = 'pruned meanwhile'\n")
     past(mod)
     with monkeypatch.context() as m:
-        m.setattr(bundle_module, "_valid_members", valid_then_pruned)
+        m.setattr(bundle_module, "_check_runs", checked_then_pruned)
         warm = bundle_tree(proj)
+    assert not first.archive.exists() and warm.member_lengths is not None  # spliced
     check("archive pruned mid-copy", warm, cold(proj, tmp_path / "cold", monkeypatch))
 
 

@@ -19,6 +19,7 @@ import sys
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
+from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple, TypeVar
 
@@ -73,15 +74,16 @@ class Bundle:
         entries: list[ManifestEntry],
         digest: str,
         archive: Path | None,
-        members: list[tuple[int, int]] | None = None,
+        member_lengths: list[int] | None = None,
     ):
         self.selection = selection
         self.entries = entries
         self.digest = digest
         self.archive = archive
         """The .tar.gz on disk; None for a dry run or an empty (copy_style 'none') bundle."""
-        self.members = members
-        """(offset, length) of each file's gzip member in `archive`, when this build wrote it."""
+        self.member_lengths = member_lengths
+        """The length of each file's gzip member in `archive`, in order, when this build wrote
+        it: the archive is those members back to back, then the end-of-archive member."""
 
     def __repr__(self) -> str:
         return f"Bundle({self.digest}, {len(self.entries)} files, archive={self.archive})"
@@ -123,17 +125,16 @@ def build_bundle(
     dry_run: bool = False,
     level: int = DEFAULT_LEVEL,
     cache: HashCache | None = None,
-    prior: Prior | None = None,
 ) -> Bundle:
     """Hash the selected files and, unless `dry_run`, write the archive.
 
     Archives are kept under the cache dir by digest, so an unchanged tree is not re-read or
-    re-compressed; `output` receives a copy. `prior` stands in for the hash cache's lookups.
+    re-compressed; `output` receives a copy.
     """
     own_cache = cache is None
     cache = cache or HashCache(cache_dir() / "index.sqlite3")
     try:
-        return _Builder(selection, level, cache, prior).build(output, dry_run)
+        return _Builder(selection, level, cache).build(output, dry_run)
     finally:
         if own_cache:
             cache.close()
@@ -154,14 +155,87 @@ def copy_archive(bundle: Bundle, output: str | os.PathLike[str]) -> None:
     bundle.archive = out_path
 
 
-class Prior(NamedTuple):
-    """What an earlier build of the same files already established, so that a rebuild need
-    not consult the hash cache: the sha256 of each file unchanged since (same path, mode and
-    content) and where that file's gzip member sits, as (archive, offset, length); None when
-    unknown (the hash cache is asked)."""
+def splice_bundle(
+    selection: Selection,
+    base: Bundle,
+    changed: list[int],
+    *,
+    dry_run: bool = False,
+    level: int = DEFAULT_LEVEL,
+) -> Bundle:
+    """The bundle of `selection`, whose files are `base`'s edited in place: the same paths in
+    the same order, those at the indexes `changed` with new content or mode. Only they are
+    read; their members are compressed afresh and the rest of the archive is copied from
+    `base`'s, one range per gap, so a rebuild costs the edited files and one copy of the
+    archive, whatever the number of files. `base.archive` and `base.member_lengths` must
+    describe base's archive: BundleError when it is gone or does not hold members where they
+    say. The hash cache is not consulted: the caller knows every other file's hash."""
+    files = selection.files
+    entries = list(base.entries)
+    changed = sorted(changed)
+    if dry_run:
+        hashes = _hash_files([files[i] for i in changed], 1)
+        for i in changed:
+            f = files[i]
+            entries[i] = ManifestEntry(f.path, f.mode, f.size, hashes[f.path])
+        return Bundle(selection, entries, compute_digest(entries), None)
+    if base.archive is None or base.member_lengths is None:
+        raise BundleError("the earlier bundle has no archive to splice into: build it afresh")
+    lengths = list(base.member_lengths)
+    offsets = list(accumulate(lengths, initial=0))
+    archives = cache_dir() / "archives"
+    private_dir(archives)
+    import tempfile
 
-    hashes: dict[str, str]
-    members: dict[str, tuple[str, int, int]] | None
+    fd, tmp = tempfile.mkstemp(dir=archives, prefix=".partial-", suffix=".tar.gz")
+    try:
+        with os.fdopen(fd, "wb") as out, _open_archive(base.archive) as src:
+            _check_runs(src, base.archive, offsets, changed)
+            copied = 0  # base's bytes before this offset are in `out`
+            for i in changed:
+                _copy_from(src, str(base.archive), copied, offsets[i] - copied, out)
+                f, start = files[i], out.tell()
+                if f.size > STREAM_BYTES:
+                    sha = _stream_member(f, level, out)
+                else:
+                    ((sha, member),) = _compress_batch([(f, None)], level)
+                    out.write(member)
+                lengths[i] = out.tell() - start
+                entries[i] = ManifestEntry(f.path, f.mode, f.size, sha)
+                copied = offsets[i + 1]
+            _copy_from(src, str(base.archive), copied, offsets[-1] - copied, out)
+            raw = sum(map(_entry_length, [e.path for e in entries], [e.size for e in entries]))
+            out.write(gzip_member(end_of_archive(raw), level))
+        bundle = Bundle(selection, entries, compute_digest(entries), None, lengths)
+        final = archive_path(bundle.hex)
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _touch(str(base.archive))  # its members were reused: pruned after the new one
+    _prune_archives(archives, keep=final)
+    bundle.archive = final
+    return bundle
+
+
+def _open_archive(path: Path) -> BinaryIO:
+    """An earlier archive, held open while it is copied from (another build may prune it)."""
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise BundleError(f"cached archive {path} went away: build it afresh") from exc
+
+
+def _check_runs(src: BinaryIO, path: Path, offsets: list[int], changed: list[int]) -> None:
+    """base's archive holds its members where its lengths say: it is long enough, and each run
+    of members to copy starts with a gzip member header."""
+    size = os.fstat(src.fileno()).st_size
+    starts = [0, *(offsets[i + 1] for i in changed)]
+    for start in starts:
+        if start < offsets[-1] and os.pread(src.fileno(), len(_GZIP_HEADER), start) != _GZIP_HEADER:
+            raise BundleError(f"cached archive {path} is not the one recorded: build it afresh")
+    if size < offsets[-1]:
+        raise BundleError(f"cached archive {path} is cut short: build it afresh")
 
 
 class _Builder:
@@ -169,14 +243,11 @@ class _Builder:
     cold build costs one read, one sha256 and one deflate per file; a file whose stat matches
     the hash cache is not read at all unless its member must be compressed afresh."""
 
-    def __init__(
-        self, selection: Selection, level: int, cache: HashCache, prior: Prior | None = None
-    ):
+    def __init__(self, selection: Selection, level: int, cache: HashCache):
         self.selection = selection
         self.files = selection.files
         self.level = level
         self.cache = cache
-        self.prior = prior
         self.workers = min(8, os.cpu_count() or 1)
 
     def build(self, output: str | os.PathLike[str] | None, dry_run: bool) -> Bundle:
@@ -205,7 +276,7 @@ class _Builder:
             os.replace(partial.path, final)
             self.cache.store_members(final, partial.written)
             _prune_archives(archives, keep=final, cache=self.cache)
-            bundle.members = partial.layout
+            bundle.member_lengths = partial.lengths
         bundle.archive = final
         if output is not None:
             copy_archive(bundle, output)
@@ -213,9 +284,6 @@ class _Builder:
 
     def _known_hashes(self) -> dict[str, str]:
         """sha256 of the files whose content is known without reading them."""
-        if self.prior is not None:
-            prior = self.prior.hashes
-            return {f.path: prior[f.path] for f in self.files if f.path in prior}
         stat_keys = {f.path: _stat_key(f) for f in self.files}
         cached = self.cache.file_hashes(stat_keys.values())
         return {path: cached[key[0]] for path, key in stat_keys.items() if key[0] in cached}
@@ -231,18 +299,15 @@ class _Builder:
         fd, tmp = tempfile.mkstemp(dir=archives, prefix=".partial-", suffix=".tar.gz")
         try:
             with os.fdopen(fd, "wb") as out:
-                hashes, written, layout = self._write_archive(known, out)
+                hashes, written, lengths = self._write_archive(known, out)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return hashes, _Partial(Path(tmp), written, layout)
+        return hashes, _Partial(Path(tmp), written, lengths)
 
     def _reusable(self, known: dict[str, str]) -> dict[str, tuple[str, int, int]]:
         """Path -> where an earlier archive holds the member of that file, for files of known
         content whose member is still there."""
-        if self.prior is not None and self.prior.members is not None:
-            members = self.prior.members
-            return _valid_members({p: members[p] for p in known if p in members})
         keys = {
             f.path: self._member_key(f.path, f.mode, known[f.path])
             for f in self.files
@@ -253,22 +318,7 @@ class _Builder:
 
     def _hash(self, files: list[SelectedFile]) -> dict[str, str]:
         """sha256 of each file, read on all cores (dry runs and fully cached trees only)."""
-
-        def read_and_hash(f: SelectedFile) -> tuple[str, str]:
-            if f.size > STREAM_BYTES:
-                return f.path, _stream(f.source, f.path, f.size, lambda chunk: None)
-            return f.path, hashlib.sha256(_read(f)).hexdigest()
-
-        def hash_batch(batch: list[SelectedFile]) -> list[tuple[str, str]]:
-            return [read_and_hash(f) for f in batch]
-
-        if not files:  # a fully cached tree: no pool, no concurrent.futures import
-            return {}
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(self.workers) as pool:
-            done = _ordered_map(pool, hash_batch, list(_batches(files)), self.workers * 4)
-            return {path: sha for batch in done for path, sha in batch}
+        return _hash_files(files, self.workers)
 
     def _member_key(self, path: str, mode: int, sha256: str) -> str:
         ident = f"{self.level}\0{path}\0{mode}\0{sha256}"
@@ -276,9 +326,9 @@ class _Builder:
 
     def _write_archive(
         self, known: dict[str, str], out: BinaryIO
-    ) -> tuple[dict[str, str], list[tuple[str, int, int]], list[tuple[int, int]]]:
+    ) -> tuple[dict[str, str], list[tuple[str, int, int]], list[int]]:
         """Write the archive to `out` and return every file's sha256, the members written
-        (member key, offset, length) and where each file's member sits (offset, length).
+        (member key, offset, length) and the length of each file's member.
 
         Members of files with a known hash that already sit in an earlier archive are copied
         from it (in contiguous runs, by the kernel where it can); every other file is read
@@ -290,7 +340,7 @@ class _Builder:
         pooled = _batches(todo)
         hashes: dict[str, str] = {}
         written: list[tuple[str, int, int]] = []
-        layout: list[tuple[int, int]] = []
+        lengths: list[int] = []
         with _compressing_pool(self.workers, sum(f.size for f in todo)) as pool:
             ahead: deque[tuple[int, Future[list[tuple[str, bytes]]] | _InlinePool._Done]] = deque()
             ready: deque[tuple[str, bytes]] = deque()
@@ -318,14 +368,13 @@ class _Builder:
                 return ready.popleft()
 
             copier = _RangeCopier(out)
-            raw = pos = 0
+            raw = 0
             for f in self.files:
                 found = reusable.get(f.path)
                 if found is not None:
                     copier.add(*found)
                     hashes[f.path] = known[f.path]
-                    layout.append((pos, found[2]))
-                    pos += found[2]
+                    lengths.append(found[2])
                 else:
                     copier.flush()
                     start = out.tell()
@@ -340,16 +389,16 @@ class _Builder:
                         out.write(member)
                     hashes[f.path] = sha
                     key = self._member_key(f.path, f.mode, sha)
-                    pos = out.tell()
-                    written.append((key, start, pos - start))
-                    layout.append((start, pos - start))
+                    length = out.tell() - start
+                    written.append((key, start, length))
+                    lengths.append(length)
                 raw += _entry_length(f.path, f.size)
             copier.flush()
             out.write(gzip_member(end_of_archive(raw), level))
         # Reused members stay recorded in the archive they came from; keep those fresh.
         for source in {path for path, _, _ in reusable.values()}:
             _touch(source)
-        return hashes, written, layout
+        return hashes, written, lengths
 
 
 class _Partial(NamedTuple):
@@ -358,8 +407,29 @@ class _Partial(NamedTuple):
     path: Path
     written: list[tuple[str, int, int]]
     """(member key, offset, length) of each member compressed afresh."""
-    layout: list[tuple[int, int]]
-    """(offset, length) of every file's member."""
+    lengths: list[int]
+    """The length of every file's member, in order."""
+
+
+def _hash_files(files: list[SelectedFile], workers: int) -> dict[str, str]:
+    """sha256 of each file, read on `workers` threads (none for what fits in one batch)."""
+
+    def read_and_hash(f: SelectedFile) -> tuple[str, str]:
+        if f.size > STREAM_BYTES:
+            return f.path, _stream(f.source, f.path, f.size, lambda chunk: None)
+        return f.path, hashlib.sha256(_read(f)).hexdigest()
+
+    def hash_batch(batch: list[SelectedFile]) -> list[tuple[str, str]]:
+        return [read_and_hash(f) for f in batch]
+
+    batches = list(_batches(files))
+    if len(batches) <= 1:  # a fully cached tree or an edit: no pool, no concurrent.futures
+        return dict(hash_batch(batches[0])) if batches else {}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        done = _ordered_map(pool, hash_batch, batches, workers * 4)
+        return {path: sha for batch in done for path, sha in batch}
 
 
 def _compressing_pool(workers: int, todo_bytes: int) -> Executor | _InlinePool:
@@ -479,24 +549,31 @@ class _RangeCopier:
 
 def _copy_range(path: str, offset: int, length: int, out: BinaryIO) -> None:
     """Append `length` bytes at `offset` of file `path` to `out`, in the kernel if possible."""
-    out.flush()
-    done = 0
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:  # pruned by another build since _valid_members looked
         raise BundleError(f"cached archive {path} went away while being read: run again") from exc
     with open(fd, "rb") as src:
-        try:
-            while done < length:
-                n = os.copy_file_range(src.fileno(), out.fileno(), length - done, offset + done)
-                if n == 0:
-                    break
-                done += n
-        except (AttributeError, OSError):
-            pass  # not supported on this platform or filesystem: copy the rest in user space
-        out.seek(0, os.SEEK_END)
-        src.seek(offset + done)
-        rest = src.read(length - done)
+        _copy_from(src, path, offset, length, out)
+
+
+def _copy_from(src: BinaryIO, path: str, offset: int, length: int, out: BinaryIO) -> None:
+    """Append `length` bytes at `offset` of the open archive `src` (at `path`) to `out`."""
+    if length <= 0:
+        return
+    out.flush()
+    done = 0
+    try:
+        while done < length:
+            n = os.copy_file_range(src.fileno(), out.fileno(), length - done, offset + done)
+            if n == 0:
+                break
+            done += n
+    except (AttributeError, OSError):
+        pass  # not supported on this platform or filesystem: copy the rest in user space
+    out.seek(0, os.SEEK_END)
+    src.seek(offset + done)
+    rest = src.read(length - done)
     if len(rest) != length - done:
         raise BundleError(f"cached archive {path} changed while being read: run again")
     out.write(rest)
@@ -638,8 +715,10 @@ def iter_archive(archive: Path) -> Iterator[tarfile.TarInfo]:
         yield from tar
 
 
-def _prune_archives(directory: Path, keep: Path, cache: HashCache) -> None:
-    """Drop the least recently used archives beyond ARCHIVE_CACHE_BYTES."""
+def _prune_archives(directory: Path, keep: Path, cache: HashCache | None = None) -> None:
+    """Drop the least recently used archives beyond ARCHIVE_CACHE_BYTES (and their member
+    rows: the hash cache is opened for that when the caller has not)."""
+    opened = None
     try:
         archives = sorted(directory.glob("*.tar.gz"), key=lambda p: p.stat().st_mtime, reverse=True)
         total = 0
@@ -647,6 +726,11 @@ def _prune_archives(directory: Path, keep: Path, cache: HashCache) -> None:
             total += path.stat().st_size
             if total > ARCHIVE_CACHE_BYTES and path != keep:
                 path.unlink(missing_ok=True)
+                if cache is None:
+                    cache = opened = HashCache(cache_dir() / "index.sqlite3")
                 cache.forget_archive(path)
     except OSError:
         pass  # pruning is housekeeping; a race with another process is harmless
+    finally:
+        if opened is not None:
+            opened.close()

@@ -17,6 +17,7 @@ import re
 import stat
 import time
 from collections.abc import Iterable, Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -234,15 +235,19 @@ class _Selector:
         self.warnings: list[str] = []
         self.reasons: dict[str, str] = {}
         self.generated: dict[Path, str] = {}
-        from .import_graph import ImportGraph  # a build answered from its record needs none
-
-        self.graph: ImportGraph = ImportGraph(root, self.generated, self.reasons, self.warnings)
         self.sources: dict[str, str] = {}
         """Bundle path -> the content-addressed file on disk holding its bytes."""
         self.lstats: dict[str, _Stat] = {}
         """Bundle path -> its lstat, taken by the `all` walk (others are taken by `_stat`)."""
         self.keep_notebook_outputs = False
         self.record: TreeRecord | None = None
+
+    @cached_property
+    def graph(self) -> ImportGraph:
+        """Made when first needed: restating edited files (`restat`) needs none."""
+        from .import_graph import ImportGraph
+
+        return ImportGraph(self.root, self.generated, self.reasons, self.warnings)
 
     def add_generated(self, rel: str, text: str, reason: str) -> None:
         path = _content_file(text.encode(), Path(rel).suffix)

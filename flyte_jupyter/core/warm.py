@@ -31,14 +31,20 @@ import importlib
 import marshal
 import os
 import time
-from itertools import accumulate
 from pathlib import Path
 from typing import NamedTuple
 
 from ..runtime.blobs import write_local_atomic
 from ..runtime.locations import cache_dir, private_dir
 from ..runtime.manifest import ManifestEntry
-from .bundle import DEFAULT_LEVEL, Bundle, Prior, archive_path, build_bundle, copy_archive
+from .bundle import (
+    DEFAULT_LEVEL,
+    Bundle,
+    archive_path,
+    build_bundle,
+    copy_archive,
+    splice_bundle,
+)
 from .errors import BundleError
 from .selection import (
     DEFAULT_MAX_BYTES,
@@ -213,53 +219,52 @@ def _rebuild(
         python_path=python_path,
         third_party=third_party,
     )
+    base = Bundle(
+        selection,
+        list(map(ManifestEntry._make, found.entries)),
+        found.digest,
+        None,
+        found.lengths,
+    )
+    if not dry_run and base.entries:
+        archive = archive_path(base.hex)
+        try:
+            whole = os.stat(archive).st_size == found.size
+            os.utime(archive)  # recently used: pruned last
+        except OSError:
+            return None  # pruned since: build it again
+        if not whole:
+            return None  # cut short, or never written by this record's build
+        base.archive = archive
     if not changed:
-        bundle = Bundle(
-            selection, list(map(ManifestEntry._make, found.entries)), found.digest, None
-        )
-        archive = archive_path(bundle.hex)
-        if not dry_run and bundle.entries:
-            try:
-                whole = os.stat(archive).st_size == found.size
-                os.utime(archive)  # recently used: pruned last
-            except OSError:
-                return None  # pruned since: build it again
-            if not whole:
-                return None  # cut short, or never written by this record's build
-            bundle.archive = archive
-        return bundle
+        return base
     paths = {found.files[i][0] for i in changed}
-    if paths & set(found.noisy):
+    if paths & set(found.noisy) or (found.lengths is None and not dry_run):
         return None
     restatted = TreeRecord()
     fresh = restat(selection, sorted(paths), keep_notebook_outputs, restatted)
     if fresh is None or restatted.followed:
         return None
-    selection.files = [fresh.get(f.path, f) for f in selection.files]
-    if selection.total_bytes > max_bytes:
+    edited = Selection(
+        root,
+        style,
+        [fresh.get(f.path, f) for f in selection.files],
+        version,
+        secrets,
+        warnings,
+        python_path,
+        third_party,
+    )
+    if edited.total_bytes > max_bytes:
         return None
+    at = [j for j, f in enumerate(selection.files) if f.path in paths]
     try:
-        bundle = build_bundle(selection, dry_run=dry_run, prior=_prior(found, paths))
+        bundle = splice_bundle(edited, base, at, dry_run=dry_run)
     except BundleError:
         return None
     if not dry_run:
-        _save_edits(key, found, delta, changed, restatted, bundle)
+        _save_edits(key, found, delta, changed, restatted, bundle, at)
     return bundle
-
-
-def _prior(found: _Record, edited: set[str]) -> Prior:
-    """What the record says of the files not edited: their hashes, their members' places."""
-    hashes = {e[0]: e[3] for e in found.entries if e[0] not in edited}
-    if found.lengths is None:
-        return Prior(hashes, None)
-    archive = str(archive_path(found.digest.split(":", 1)[1]))
-    offsets = accumulate(found.lengths, initial=0)
-    members = {
-        f[0]: (archive, offset, length)
-        for f, offset, length in zip(found.selected, offsets, found.lengths, strict=False)
-        if f[0] not in edited
-    }
-    return Prior(hashes, members)
 
 
 def _changed_files(root: Path, found: _Record) -> list[int] | None:
@@ -427,7 +432,7 @@ def _save(key: str, bundle: Bundle, record: TreeRecord) -> None:
         ),
         [tuple(f) for f in sel.files],
         [tuple(e) for e in bundle.entries],
-        None if bundle.members is None else [length for _, length in bundle.members],
+        bundle.member_lengths,
         bundle.digest,
         _archive_size(bundle),
     )
@@ -446,16 +451,18 @@ def _save_edits(
     changed: list[int],
     restatted: TreeRecord,
     bundle: Bundle,
+    at: list[int],
 ) -> None:
-    """Record a rebuild after edits in place: as a delta on the record while the edits are
-    few and the archive's layout is known, else as a whole new record."""
+    """Record a rebuild after edits in place (`changed`: indexes in the record's files; `at`:
+    in its selected): as a delta on the record while the edits are few and the archive's
+    layout is known, else as a whole new record."""
     stats = {f[0]: f for f in restatted.files}  # the stats the new hashes belong to
     if max(f[3] for f in stats.values()) >= time.time_ns() - _RACY_NS:
         return  # edited too recently to trust: the next build compares with the record again
     files = dict(delta.files) if delta else {}
     files.update((i, stats[found.files[i][0]]) for i in changed)
-    edited = {found.files[i][0] for i in changed}
-    if found.lengths is None or bundle.members is None or len(files) > _DELTA_FILES:
+    lengths = bundle.member_lengths
+    if found.lengths is None or lengths is None or len(files) > _DELTA_FILES:
         record = TreeRecord()
         record.dirs, record.followed, record.noisy = found.dirs, found.followed, found.noisy
         record.files = list(found.files)
@@ -464,9 +471,8 @@ def _save_edits(
         _save(key, bundle, record)
         return
     shipped = dict(delta.shipped) if delta else {}
-    for j, f in enumerate(bundle.selection.files):
-        if f.path in edited:
-            shipped[j] = (tuple(f), tuple(bundle.entries[j]), bundle.members[j][1])
+    for j in at:
+        shipped[j] = (tuple(bundle.selection.files[j]), tuple(bundle.entries[j]), lengths[j])
     token = found.token
     with contextlib.suppress(OSError):
         write_local_atomic(

@@ -3,6 +3,7 @@ equal a cold build's, byte for byte; what did not change is not walked or hashed
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -260,3 +261,31 @@ def test_the_cli_gives_the_same_answer_warm(tree, isolated_cache):
     second = cli(*args)
     assert second.returncode == 0, second.stderr
     assert second.stdout == first.stdout
+
+
+def test_a_big_tree_is_checked_in_two_processes_and_misses_no_edit(
+    tmp_path, isolated_cache, monkeypatch
+):
+    """Past 4,096 files the stat pass of a single-threaded process (the CLI, run here as a
+    whole process) is split with a forked child: an edit in either half, and a file removed
+    from the child's half, must each be seen."""
+    files = {f"pkg/m{i:05d}.py": f"X = {i}\n" for i in range(4200)}
+    root = write_tree(tmp_path / "big", files)
+    age(root)
+
+    def warm_digest() -> str:
+        done = cli("bundle", str(root), "--copy-style", "all", "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)["digest"]
+
+    warm_digest()
+    assert records(isolated_cache)
+    first, last = root / "pkg" / "m00000.py", root / "pkg" / "m04199.py"
+    for round_, path in enumerate([first, last, last]):
+        path.write_text(f"X = 'edit {round_}'\n")
+        old = time.time() - 30 + round_
+        os.utime(path, (old, old))
+        assert warm_digest() == cold(root, tmp_path / f"cold-{round_}", monkeypatch).digest
+    (root / "pkg" / "m04000.py").unlink()
+    assert warm_digest() == cold(root, tmp_path / "cold-removed", monkeypatch).digest
+    print("4,200 files: edits in both halves and a removal all matched the cold builds")

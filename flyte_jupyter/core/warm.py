@@ -30,6 +30,7 @@ import hashlib
 import importlib
 import marshal
 import os
+import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -59,6 +60,8 @@ _FORMAT = 2
 _RACY_NS = 2_000_000_000
 _KEEP = 64
 """Records kept (one per root_dir and options); the least recently used go first."""
+_PARALLEL_FILES = 4096
+"""Recorded files from which their stat pass is split between two processes."""
 _DELTA_FILES = 1000
 """Files edited since the record beyond which a rebuild writes a whole new record."""
 
@@ -271,7 +274,7 @@ def _changed_files(root: Path, found: _Record) -> list[int] | None:
     """Indexes of the recorded files whose lstat differs; None when a folder listing, an
     ignore file or a symlink target differs (or a file is gone)."""
     prefix = str(root) + os.sep
-    stat, lstat = os.stat, os.lstat
+    stat = os.stat
     for rel, dev, ino, mode, mtime, ctime in found.dirs:
         try:
             st = stat(prefix + rel if rel else str(root))
@@ -285,16 +288,63 @@ def _changed_files(root: Path, found: _Record) -> list[int] | None:
             mode,
         ):
             return None
+    changed = _changed_among(prefix, found.files)
+    if changed is None or any(_followed(f[0], prefix + f[0]) != tuple(f) for f in found.followed):
+        return None
+    return changed
+
+
+def _changed_among(prefix: str, files: list[_FileStat]) -> list[int] | None:
+    """`_changed_range` over all of `files`; past _PARALLEL_FILES, the second half in a forked
+    child at the same time. Each lstat holds the GIL around a short syscall, so threads cannot
+    overlap them, but a second core halves the pass. Only a single-threaded process forks (the
+    CLI): forking a kernel or a server, which run threads, is not safe."""
+    threading = sys.modules.get("threading")
+    if (
+        len(files) < _PARALLEL_FILES
+        or not hasattr(os, "fork")
+        or (threading is not None and threading.active_count() > 1)
+    ):
+        return _changed_range(prefix, files, 0, len(files))
+    half = len(files) // 2
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its answer on the pipe, then out without exit handlers
+        try:
+            os.close(read)
+            with os.fdopen(write, "wb") as pipe:
+                pipe.write(marshal.dumps(_changed_range(prefix, files, half, len(files))))
+        finally:
+            os._exit(0)
+    os.close(write)
+    pipe = os.fdopen(read, "rb")
+    try:
+        mine = _changed_range(prefix, files, 0, half)
+        data = pipe.read()
+    finally:
+        pipe.close()  # first: a child still writing then stops instead of waiting for us
+        os.waitpid(pid, 0)
+    try:
+        theirs = marshal.loads(data)
+    except (EOFError, ValueError, TypeError):
+        return None  # the child failed: build from the tree
+    if mine is None or theirs is None:
+        return None
+    return mine + theirs
+
+
+def _changed_range(prefix: str, files: list[_FileStat], start: int, end: int) -> list[int] | None:
+    """Indexes in [start, end) of the files whose lstat differs; None when one is gone."""
     changed = []
-    for i, (rel, mode, size, mtime, ino) in enumerate(found.files):
+    lstat = os.lstat
+    for i in range(start, end):
+        rel, mode, size, mtime, ino = files[i]
         try:
             st = lstat(prefix + rel)
         except OSError:
             return None
         if st.st_mtime_ns != mtime or st.st_size != size or st.st_ino != ino or st.st_mode != mode:
             changed.append(i)
-    if any(_followed(f[0], prefix + f[0]) != tuple(f) for f in found.followed):
-        return None
     return changed
 
 

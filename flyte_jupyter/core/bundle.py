@@ -18,7 +18,7 @@ import struct
 import sys
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple, TypeVar
@@ -158,25 +158,23 @@ def copy_archive(bundle: Bundle, output: str | os.PathLike[str]) -> None:
 def splice_bundle(
     selection: Selection,
     base: Bundle,
-    changed: list[int],
+    edits: Mapping[int, SelectedFile],
     *,
     dry_run: bool = False,
     level: int = DEFAULT_LEVEL,
 ) -> Bundle:
     """The bundle of `selection`, whose files are `base`'s edited in place: the same paths in
-    the same order, those at the indexes `changed` with new content or mode. Only they are
+    the same order, the file at each index of `edits` with new content or mode. Only those are
     read; their members are compressed afresh and the rest of the archive is copied from
     `base`'s, one range per gap, so a rebuild costs the edited files and one copy of the
     archive, whatever the number of files. `base.archive` and `base.member_lengths` must
     describe base's archive: BundleError when it is gone or does not hold members where they
     say. The hash cache is not consulted: the caller knows every other file's hash."""
-    files = selection.files
     entries = list(base.entries)
-    changed = sorted(changed)
+    changed = sorted(edits)
     if dry_run:
-        hashes = _hash_files([files[i] for i in changed], 1)
-        for i in changed:
-            f = files[i]
+        hashes = _hash_files(list(edits.values()), 1)
+        for i, f in edits.items():
             entries[i] = ManifestEntry(f.path, f.mode, f.size, hashes[f.path])
         return Bundle(selection, entries, compute_digest(entries), None)
     if base.archive is None or base.member_lengths is None:
@@ -194,7 +192,7 @@ def splice_bundle(
             copied = 0  # base's bytes before this offset are in `out`
             for i in changed:
                 _copy_from(src, str(base.archive), copied, offsets[i] - copied, out)
-                f, start = files[i], out.tell()
+                f, start = edits[i], out.tell()
                 if f.size > STREAM_BYTES:
                     sha = _stream_member(f, level, out)
                 else:

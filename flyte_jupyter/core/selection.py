@@ -177,24 +177,24 @@ def select_files(
 
 
 def restat(
-    selection: Selection,
-    paths: Iterable[str],
+    root: Path,
+    reasons: Mapping[str, str],
+    *,
+    copy_style: str = "all",
+    version: str | None = None,
     keep_notebook_outputs: bool = False,
     record: TreeRecord | None = None,
 ) -> dict[str, SelectedFile] | None:
-    """Fresh entries for files of `selection` whose content changed in place, when nothing
-    else under root_dir did (folder listings and ignore files as they were). None when one of
-    them now draws a warning or no longer ships: only a full selection reports that.
-    `record` receives the stats the new entries were made from."""
-    selector = _Selector(selection.root_dir, selection.copy_style, [], [], selection.version)
+    """Fresh entries for shipped files whose content changed in place (bundle path -> the
+    reason they shipped for), when nothing else under root_dir did (folder listings and ignore
+    files as they were). None when one of them now draws a warning or no longer ships: only a
+    full selection reports that. `record` receives the stats the new entries were made from."""
+    selector = _Selector(root, copy_style, [], [], version)
     selector.keep_notebook_outputs = keep_notebook_outputs
     selector.record = record
-    old = {f.path: f for f in selection.files}
     out = {}
-    for rel in paths:
-        if rel not in old:
-            return None
-        selector.reasons[rel] = old[rel].reason.removesuffix(_STRIPPED_NOTE)
+    for rel in sorted(reasons):
+        selector.reasons[rel] = reasons[rel].removesuffix(_STRIPPED_NOTE)
         selected = selector._consider(rel, [])
         if selected is None or selector.warnings:
             return None

@@ -212,16 +212,13 @@ def _rebuild(
     if changed is None:
         return None
     _, style, version, secrets, warnings, python_path, third_party = found.selection
-    selection = Selection(
-        root_dir=root,
-        copy_style=style,
-        files=list(map(SelectedFile._make, found.selected)),
-        version=version,
-        excluded_secrets=secrets,
-        warnings=warnings,
-        python_path=python_path,
-        third_party=third_party,
-    )
+
+    def selection_of(files: list[tuple]) -> Selection:
+        return _RecordedSelection(
+            root, style, files, version, secrets, warnings, python_path, third_party
+        )
+
+    selection = selection_of(found.selected)
     base = Bundle(
         selection,
         list(map(ManifestEntry._make, found.entries)),
@@ -244,30 +241,55 @@ def _rebuild(
     paths = {found.files[i][0] for i in changed}
     if paths & set(found.noisy) or (found.lengths is None and not dry_run):
         return None
+    at = {j: f for j, f in enumerate(found.selected) if f[0] in paths}  # index -> shipped
+    if len(at) != len(paths):
+        return None  # an edited file that did not ship: only a full selection says why
     restatted = TreeRecord()
-    fresh = restat(selection, sorted(paths), keep_notebook_outputs, restatted)
+    fresh = restat(
+        root,
+        {f[0]: f[6] for f in at.values()},
+        copy_style=style,
+        version=version,
+        keep_notebook_outputs=keep_notebook_outputs,
+        record=restatted,
+    )
     if fresh is None or restatted.followed:
         return None
-    edited = Selection(
-        root,
-        style,
-        [fresh.get(f.path, f) for f in selection.files],
-        version,
-        secrets,
-        warnings,
-        python_path,
-        third_party,
-    )
-    if edited.total_bytes > max_bytes:
+    edits = {j: fresh[f[0]] for j, f in at.items()}
+    grown = sum(f.size - found.selected[j][2] for j, f in edits.items())
+    if sum(e[2] for e in found.entries) + grown > max_bytes:
         return None
-    at = [j for j, f in enumerate(selection.files) if f.path in paths]
+    files = list(found.selected)
+    for j, f in edits.items():
+        files[j] = f
     try:
-        bundle = splice_bundle(edited, base, at, dry_run=dry_run)
+        bundle = splice_bundle(selection_of(files), base, edits, dry_run=dry_run)
     except BundleError:
         return None
     if not dry_run:
-        _save_edits(key, found, delta, changed, restatted, bundle, at)
+        _save_edits(key, found, delta, changed, restatted, bundle, edits)
     return bundle
+
+
+class _RecordedSelection(Selection):
+    """A Selection whose files are made from the record's tuples when first asked for: the
+    text summary of a big tree reads only the manifest, and 20,000 named tuples made for
+    nothing cost more than the rest of its answer."""
+
+    def __init__(self, root: Path, style: str, files: list[tuple], *rest: object):
+        super().__init__(root, style, [], *rest)  # type: ignore[arg-type]
+        self._raw = files
+        self._files: list[SelectedFile] | None = None
+
+    @property  # type: ignore[override]
+    def files(self) -> list[SelectedFile]:
+        if self._files is None:
+            self._files = list(map(SelectedFile._make, self._raw))
+        return self._files
+
+    @files.setter
+    def files(self, value: list[SelectedFile]) -> None:
+        self._files = value
 
 
 def _changed_files(root: Path, found: _Record) -> list[int] | None:
@@ -501,11 +523,11 @@ def _save_edits(
     changed: list[int],
     restatted: TreeRecord,
     bundle: Bundle,
-    at: list[int],
+    edits: dict[int, SelectedFile],
 ) -> None:
-    """Record a rebuild after edits in place (`changed`: indexes in the record's files; `at`:
-    in its selected): as a delta on the record while the edits are few and the archive's
-    layout is known, else as a whole new record."""
+    """Record a rebuild after edits in place (`changed`: indexes in the record's files;
+    `edits`: index in its selected -> the new entry): as a delta on the record while the edits
+    are few and the archive's layout is known, else as a whole new record."""
     stats = {f[0]: f for f in restatted.files}  # the stats the new hashes belong to
     if max(f[3] for f in stats.values()) >= time.time_ns() - _RACY_NS:
         return  # edited too recently to trust: the next build compares with the record again
@@ -521,8 +543,8 @@ def _save_edits(
         _save(key, bundle, record)
         return
     shipped = dict(delta.shipped) if delta else {}
-    for j in at:
-        shipped[j] = (tuple(bundle.selection.files[j]), tuple(bundle.entries[j]), lengths[j])
+    for j, f in edits.items():
+        shipped[j] = (tuple(f), tuple(bundle.entries[j]), lengths[j])
     token = found.token
     with contextlib.suppress(OSError):
         write_local_atomic(

@@ -320,11 +320,13 @@ def _changed_among(prefix: str, files: list[_FileStat]) -> list[int] | None:
     """`_changed_range` over all of `files`; past _PARALLEL_FILES, the second half in a forked
     child at the same time. Each lstat holds the GIL around a short syscall, so threads cannot
     overlap them, but a second core halves the pass. Only a single-threaded process forks (the
-    CLI): forking a kernel or a server, which run threads, is not safe."""
+    CLI), and only on Linux, as for the compressing pool: forking a kernel or a server, which
+    run threads, is not safe, nor is forking on macOS once system frameworks are loaded."""
     threading = sys.modules.get("threading")
     if (
         len(files) < _PARALLEL_FILES
-        or not hasattr(os, "fork")
+        or sys.platform != "linux"
+        or (os.cpu_count() or 1) < 2
         or (threading is not None and threading.active_count() > 1)
     ):
         return _changed_range(prefix, files, 0, len(files))

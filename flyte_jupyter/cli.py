@@ -178,14 +178,21 @@ def _select(args: argparse.Namespace, settings: Settings, entries: list[str]) ->
         settings.root_dir,
         entries=entries,
         copy_style=settings.copy_style,
-        include=settings.include,
-        exclude=settings.exclude,
         lazy_imports=settings.lazy_imports,
-        version=settings.version,
-        max_bytes=int(settings.max_size_mb * 1024**2),
-        force_root=args.force_root,
-        keep_notebook_outputs=args.keep_notebook_outputs,
+        **_tree_options(args, settings),
     )
+
+
+def _tree_options(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """What decides the files of any bundle the CLI builds, from the settings and the flags."""
+    return {
+        "include": settings.include,
+        "exclude": settings.exclude,
+        "version": settings.version,
+        "max_bytes": int(settings.max_size_mb * 1024**2),
+        "force_root": args.force_root,
+        "keep_notebook_outputs": args.keep_notebook_outputs,
+    }
 
 
 def _cmd_bundle(args: argparse.Namespace) -> int:
@@ -218,14 +225,9 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
 
         bundle = bundle_tree(
             settings.root_dir,
-            include=settings.include,
-            exclude=settings.exclude,
-            version=settings.version,
-            max_bytes=int(settings.max_size_mb * 1024**2),
-            force_root=args.force_root,
-            keep_notebook_outputs=args.keep_notebook_outputs,
             output=args.output,
             dry_run=args.dry_run,
+            **_tree_options(args, settings),
         )
     else:
         bundle = build_bundle(

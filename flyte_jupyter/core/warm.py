@@ -8,8 +8,9 @@ stats those paths again:
 
 - all match: the recorded selection, manifest and archive are the answer;
 - only some files' stats differ (edited in place): those files are selected, hashed and
-  compressed again, every other file keeps its recorded hash and its member is copied from the
-  recorded archive;
+  compressed again and spliced into the recorded archive (each gap between them copied in one
+  range), every other file keeps its recorded hash, and a small delta beside the record says
+  what changed;
 - a folder, ignore file or symlink target differs (a secret's too: it decides which hard
   links stay out), a changed file draws a warning or takes the bundle over its size limit, or
   the recorded archive is gone or not its recorded length: the ordinary build runs and

@@ -763,3 +763,355 @@ def test_a_file_added_where_only_include_reaches(proj, isolated_cache, tmp_path,
     warm = bundle_tree(proj, **options)
     check("added under an ignored folder", warm, cold(proj, tmp_path / "c", monkeypatch, **options))
     assert "gen/two.py" in shipped(warm)
+
+
+# --- splices, deltas and big trees (since the splice replaced per-file reuse) ---------------
+
+
+def _splice_tree(tmp_path: Path, count: int = 12) -> Path:
+    """Files whose order in the archive is their name's: m00 first, m{count-1} last."""
+    files: dict[str, str | bytes] = {f"m{i:02d}.py": f"X = {i}\n" * (i + 1) for i in range(count)}
+    root = write_tree(tmp_path / "proj", files)
+    age(root)
+    return root
+
+
+def _edit(path: Path, data: bytes, seconds: float = 30) -> None:
+    """Write `data` in place (same inode) and date it `seconds` ago: old enough to record."""
+    with open(path, "r+b") as f:
+        f.truncate(0)
+        f.write(data)
+    past(path, seconds=seconds)
+
+
+def _delta(cache: Path) -> Path:
+    (record,) = records(cache)
+    return record.with_suffix(".delta")
+
+
+@pytest.mark.parametrize(
+    "which", [["m00.py"], ["m11.py"], ["m05.py", "m06.py"], ["m00.py", "m11.py"]]
+)
+def test_splices_at_the_ends_and_side_by_side(tmp_path, isolated_cache, monkeypatch, which):
+    root = _splice_tree(tmp_path)
+    first_build(root, isolated_cache)
+    for round_ in range(3):
+        for rel in which:
+            _edit(root / rel, f"EDIT = {round_!r} * {len(rel)}\n".encode(), 30 - round_)
+        warm = bundle_tree(root)
+        check(
+            f"{'+'.join(which)} round {round_}",
+            warm,
+            cold(root, tmp_path / f"c{round_}", monkeypatch),
+        )
+        assert _delta(isolated_cache).exists()  # spliced, not rebuilt from the tree
+    print(
+        f"delta files after 3 rounds: {len(marshal.loads(_delta(isolated_cache).read_bytes())[2])}"
+    )
+
+
+def test_every_file_edited_takes_the_whole_record_path(tmp_path, isolated_cache, monkeypatch):
+    files = {f"d/f{i:04d}.txt": f"{i}\n" for i in range(1100)}
+    root = write_tree(tmp_path / "proj", files)
+    age(root)
+    first_build(root, isolated_cache)
+    (record,) = records(isolated_cache)
+    token = marshal.loads(record.read_bytes())[1]
+    for i in range(1100):
+        _edit(root / "d" / f"f{i:04d}.txt", f"edited {i}\n".encode())
+    warm = bundle_tree(root)
+    check("1,100 files edited", warm, cold(root, tmp_path / "c1", monkeypatch))
+    assert not _delta(isolated_cache).exists()
+    assert marshal.loads(record.read_bytes())[1] != token  # a whole new record
+    _edit(root / "d" / "f0500.txt", b"once more\n", 20)
+    again = bundle_tree(root)
+    check("then one more edit", again, cold(root, tmp_path / "c2", monkeypatch))
+    assert _delta(isolated_cache).exists()
+    check("then unchanged", bundle_tree(root), cold(root, tmp_path / "c3", monkeypatch))
+    kept = len(marshal.loads(_delta(isolated_cache).read_bytes())[2])
+    print(f"edits: 1100 -> whole record; 1 -> delta of {kept}")
+
+
+def test_a_file_grown_past_the_stream_size_and_back(tmp_path, isolated_cache, monkeypatch):
+    root = _splice_tree(tmp_path)
+    first_build(root, isolated_cache)
+    mid = root / "m06.py"
+    small = mid.read_bytes()
+    big = b"# " + os.urandom(2 * 1024 * 1024).hex().encode() + b"\n"  # 4 MB + 3 bytes
+    assert len(big) > bundle_module.STREAM_BYTES
+    for i, data in enumerate([big, small, big[:-1] + b"#\n"]):
+        _edit(mid, data, 30 - i)
+        warm = bundle_tree(root)
+        check(f"m06.py at {len(data)} bytes", warm, cold(root, tmp_path / f"c{i}", monkeypatch))
+        assert _delta(isolated_cache).exists()
+
+
+def test_a_mode_change_only(tmp_path, isolated_cache, monkeypatch):
+    root = _splice_tree(tmp_path)
+    first = first_build(root, isolated_cache)
+    script = root / "m03.py"
+    for i, mode in enumerate([0o755, 0o644, 0o700]):
+        with hidden(script):  # same bytes, same mtime: only the mode (and ctime) moves
+            script.chmod(mode)
+        warm = bundle_tree(root)
+        check(f"chmod {mode:o}", warm, cold(root, tmp_path / f"c{i}", monkeypatch))
+        assert {e.path: e.mode for e in warm.entries}["m03.py"] == (
+            0o644 if mode == 0o644 else 0o755
+        )
+    assert warm.entries != first.entries
+
+
+def test_a_notebook_edited_in_place(tmp_path, isolated_cache, monkeypatch):
+    root = write_tree(tmp_path / "proj", {**FILES, "zz.py": "Z = 1\n"})
+    age(root)
+    first_build(root, isolated_cache)
+    nb = root / "nb.ipynb"
+    for i, source in enumerate(["print(2)", "print('two, longer')", "print(1)"]):
+        data = json.loads(nb.read_text())
+        data["cells"][0]["source"] = source
+        data["cells"][0]["execution_count"] = i + 10  # stripped: must not ship
+        _edit(nb, json.dumps(data).encode(), 30 - i)
+        warm = bundle_tree(root)
+        check(f"notebook source {source!r}", warm, cold(root, tmp_path / f"c{i}", monkeypatch))
+        assert _delta(isolated_cache).exists()
+
+
+def test_a_long_name_edited(tmp_path, isolated_cache, monkeypatch):
+    long_rel = "deep/" + "d" * 60 + "/" + "n" * 70 + ".py"
+    assert len(long_rel) > 100
+    root = write_tree(tmp_path / "proj", {"a.py": "A = 1\n", long_rel: "L = 1\n", "z.py": "Z\n"})
+    age(root)
+    first_build(root, isolated_cache)
+    for i, data in enumerate([b"L = 2\n", b"L = 'x' * 600\n" * 60, b"L = 3\n"]):
+        _edit(root / long_rel, data, 30 - i)
+        warm = bundle_tree(root)
+        check(
+            f"{len(long_rel)}-byte name, {len(data)} bytes",
+            warm,
+            cold(root, tmp_path / f"c{i}", monkeypatch),
+        )
+        assert _delta(isolated_cache).exists()
+
+
+def test_an_edit_that_moves_the_end_of_archive_across_a_record(
+    tmp_path, isolated_cache, monkeypatch
+):
+    root = _splice_tree(tmp_path)
+    first = first_build(root, isolated_cache)
+    raw = sum(bundle_module._entry_length(e.path, e.size) for e in first.entries)
+    pad = -(raw + 1024) % 10240  # zeros after the last two blocks
+    mid = root / "m04.py"
+    grow = (pad // 512 + 1) * 512  # one block more than the padding holds
+    sizes = [mid.stat().st_size + grow, mid.stat().st_size + grow + 10240, mid.stat().st_size]
+    original = mid.read_bytes()
+    for i, size in enumerate(sizes):
+        _edit(mid, (original * (size // len(original) + 1))[:size], 30 - i)
+        warm = bundle_tree(root)
+        raw_now = sum(bundle_module._entry_length(e.path, e.size) for e in warm.entries)
+        check(
+            f"m04.py {size} bytes, padding {-(raw_now + 1024) % 10240}",
+            warm,
+            cold(root, tmp_path / f"c{i}", monkeypatch),
+        )
+        assert _delta(isolated_cache).exists()
+    crossed = (raw + 1024 + grow) // 10240 - (raw + 1024) // 10240
+    print(f"padding before: {pad}, records crossed by the first edit: {crossed}")
+
+
+def test_dry_run_edits_then_a_real_build(tmp_path, isolated_cache, monkeypatch):
+    root = _splice_tree(tmp_path)
+    first_build(root, isolated_cache)
+    for i, rel in enumerate(["m02.py", "m09.py", "m02.py"]):
+        _edit(root / rel, f"DRY = {i}\n".encode(), 30 - i)
+        dry = bundle_tree(root, dry_run=True)
+        reference = cold(root, tmp_path / f"c{i}", monkeypatch)
+        assert dry.archive is None and dry.digest == reference.digest
+        assert dry.entries == reference.entries
+        print(f"dry edit {i} ({rel}): digest == cold")
+    check("real build after dry edits", bundle_tree(root), cold(root, tmp_path / "cr", monkeypatch))
+    assert _delta(isolated_cache).exists()
+
+
+def test_the_recorded_archive_replaced_by_another_of_the_same_length(
+    tmp_path, isolated_cache, monkeypatch
+):
+    """Another tree with the same paths and sizes gives an archive of the same length with
+    members at the same offsets, renamed over the recorded archive before an edit. Neither
+    the splice nor the ordinary build can tell (the archive cache trusts the names in its
+    private folder, as the hash cache's member rows do): the manifest must still be right,
+    and the splice must give what the ordinary build from the same cache gives."""
+    root = _splice_tree(tmp_path)
+    first = first_build(root, isolated_cache)
+    twin = tmp_path / "twin"
+    shutil.copytree(root, twin)
+    (twin / "m01.py").write_text((root / "m01.py").read_text().replace("1", "7"))
+    age(twin)
+    other = cold(twin, tmp_path / "twin-cache", monkeypatch)
+    assert other.digest != first.digest and other.member_lengths == first.member_lengths
+    os.replace(other.archive, first.archive)
+    _edit(root / "m08.py", b"AFTER = 'replaced'\n")
+    plain = build_bundle(select_files(root, copy_style="all"))
+    plain_bytes = plain.archive.read_bytes()
+    warm = bundle_tree(root)
+    reference = cold(root, tmp_path / "c", monkeypatch)
+    assert (warm.digest, warm.entries) == (reference.digest, reference.entries)
+    assert warm.archive.read_bytes() == plain_bytes
+    same = warm.archive.read_bytes() == reference.archive.read_bytes()
+    print(
+        f"archive replaced, then edit: manifest == cold, bytes == ordinary build's; "
+        f"bytes == fresh cold: {same} (the cache trusts its names)"
+    )
+
+
+def test_many_rounds_of_deltas_then_a_full_rebuild(tmp_path, isolated_cache, monkeypatch):
+    root = _splice_tree(tmp_path)
+    first_build(root, isolated_cache)
+    (record,) = records(isolated_cache)
+    token = marshal.loads(record.read_bytes())[1]
+    names = ["m01.py", "m07.py", "m11.py", "m00.py"]
+    for round_ in range(10):
+        rel = names[round_ % len(names)]
+        _edit(root / rel, f"R = {round_}\n".encode() * (round_ + 1), 40 - round_)
+        warm = bundle_tree(root)
+        check(f"round {round_}: {rel}", warm, cold(root, tmp_path / f"c{round_}", monkeypatch))
+        assert marshal.loads(record.read_bytes())[1] == token  # the record stays
+    delta = marshal.loads(_delta(isolated_cache).read_bytes())
+    assert sorted(delta[3]) == [0, 1, 7, 11] and delta[1] == token
+    check("unchanged", bundle_tree(root), cold(root, tmp_path / "cu", monkeypatch))
+    (root / "new.py").write_text("NEW = 1\n")
+    past(root / "new.py", root)
+    full = bundle_tree(root)
+    check("file added", full, cold(root, tmp_path / "ca", monkeypatch))
+    assert not _delta(isolated_cache).exists()
+    assert marshal.loads(record.read_bytes())[1] != token
+    check("unchanged after", bundle_tree(root), cold(root, tmp_path / "cz", monkeypatch))
+    print(f"delta entries before the full rebuild: {len(delta[3])}; after: 0")
+
+
+def test_edits_within_the_racy_window(tmp_path, isolated_cache, monkeypatch):
+    root = _splice_tree(tmp_path)
+    first_build(root, isolated_cache)
+    mod = root / "m05.py"
+    with open(mod, "r+b") as f:  # edited just now: its mtime may still move unseen
+        f.truncate(0)
+        f.write(b"RACY = 1\n")
+    racy = bundle_tree(root)
+    check("racy edit", racy, cold(root, tmp_path / "c1", monkeypatch))
+    assert not _delta(isolated_cache).exists()
+    with open(mod, "r+b") as f:  # same size, same second: only a nanosecond mtime differs
+        f.write(b"RACY = 2\n")
+    again = bundle_tree(root)
+    check("racy edit again", again, cold(root, tmp_path / "c2", monkeypatch))
+    assert not _delta(isolated_cache).exists()
+    past(mod)
+    settled = bundle_tree(root)
+    check("settled", settled, cold(root, tmp_path / "c3", monkeypatch))
+    assert _delta(isolated_cache).exists()
+    print("deltas written for racy edits: 0")
+
+
+def test_a_delta_left_from_an_older_record(tmp_path, isolated_cache, monkeypatch):
+    root = _splice_tree(tmp_path)
+    first_build(root, isolated_cache)
+    _edit(root / "m03.py", b"OLD = 1\n")
+    bundle_tree(root)
+    old_delta = _delta(isolated_cache).read_bytes()
+    (root / "added.py").write_text("A = 1\n")
+    past(root / "added.py", root, seconds=20)
+    bundle_tree(root)  # a new record; its delta is gone
+    _delta(isolated_cache).write_bytes(old_delta)  # a slow process writes the old one back
+    check("older delta", bundle_tree(root), cold(root, tmp_path / "c1", monkeypatch))
+    _edit(root / "m03.py", b"OLD = 2\n", 10)
+    check("then an edit", bundle_tree(root), cold(root, tmp_path / "c2", monkeypatch))
+
+
+def _big_tree(tmp_path: Path) -> Path:
+    files = {f"pkg/m{i:05d}.py": f"X = {i}\n" for i in range(4200)}
+    root = write_tree(tmp_path / "big", files)
+    (root / "pkg" / "zz_link.py").symlink_to("m00001.py")  # in the second half
+    age(root)
+    return root
+
+
+def _cli_json(root: Path, cache: Path) -> tuple[dict, bytes]:
+    done = cli(
+        "bundle",
+        str(root),
+        "--copy-style",
+        "all",
+        "--json",
+        env={"FLYTE_JUPYTER_CACHE_DIR": str(cache)},
+    )
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    return data, Path(data.pop("archive")).read_bytes()
+
+
+def test_a_big_tree_through_the_cli(tmp_path, isolated_cache):
+    root = _big_tree(tmp_path)
+    _cli_json(root, isolated_cache)
+    assert records(isolated_cache)
+    pkg = root / "pkg"
+    changes = {
+        "edit": lambda: _edit(pkg / "m03000.py", b"X = 'second half'\n"),
+        "remove": lambda: (pkg / "m04100.py").unlink(),
+        "retarget": lambda: os.replace(pkg / "tmp", pkg / "zz_link.py"),
+    }
+    for i, (name, change) in enumerate(changes.items()):
+        if name == "retarget":
+            (pkg / "tmp").symlink_to("m00002.py")
+        if name == "edit":
+            change()  # in place: pkg's stats stay as recorded
+        else:
+            with hidden(pkg):
+                change()
+        warm = _cli_json(root, isolated_cache)
+        assert warm == _cli_json(root, tmp_path / f"cold-{i}")
+        again = _cli_json(root, isolated_cache)
+        assert again == warm
+        assert _delta(isolated_cache).exists() == (name == "edit")  # spliced, or recorded anew
+        print(f"{name}: warm --json == cold, {len(warm[0]['files'])} files, twice")
+
+
+@pytest.mark.parametrize("thread", [True, False])
+def test_a_big_tree_in_process(tmp_path, isolated_cache, monkeypatch, thread):
+    """With a second thread alive the stat pass must not fork; without one (on two cores) it
+    does. Either way the warm answers, unchanged and edited in the second half, equal the
+    cold builds, down to each selected file's fields."""
+    import threading
+
+    root = _big_tree(tmp_path)
+    forks = []
+    real_fork = os.fork
+
+    def counted() -> int:
+        forks.append(1)
+        return real_fork()
+
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait)
+    if thread:
+        worker.start()
+    try:
+        monkeypatch.setattr(os, "fork", counted)
+        first_build(root, isolated_cache)
+        unchanged = bundle_tree(root)
+        reference = cold(root, tmp_path / "c0", monkeypatch)
+        check(f"unchanged, thread {thread}", unchanged, reference)
+        assert unchanged.selection.files == reference.selection.files
+        _edit(root / "pkg" / "m04199.py", b"X = 'last'\n")
+        edited = bundle_tree(root)
+        reference = cold(root, tmp_path / "c1", monkeypatch)
+        check(f"edited, thread {thread}", edited, reference)
+        assert edited.selection.files == reference.selection.files
+        assert _delta(isolated_cache).exists()
+        alive = threading.active_count()
+    finally:
+        stop.set()
+        if thread:
+            worker.join()
+    if thread:
+        assert forks == []
+    elif (os.cpu_count() or 1) > 1 and sys.platform == "linux" and alive == 1:
+        assert forks  # the warm stat passes (the first build and cold ones never fork)
+    print(f"forks with a thread alive={thread}: {len(forks)}")

@@ -1115,3 +1115,50 @@ def test_a_big_tree_in_process(tmp_path, isolated_cache, monkeypatch, thread):
     elif (os.cpu_count() or 1) > 1 and sys.platform == "linux" and alive == 1:
         assert forks  # the warm stat passes (the first build and cold ones never fork)
     print(f"forks with a thread alive={thread}: {len(forks)}")
+
+
+def test_a_touch_an_emptied_file_and_a_revert(tmp_path, isolated_cache, monkeypatch):
+    """A touch gives the recorded digest again: the splice's output replaces the archive it
+    copies from. Then a file emptied, and its bytes put back (the first digest once more)."""
+    root = _splice_tree(tmp_path)
+    first = first_build(root, isolated_cache)
+    mod = root / "m05.py"
+    original = mod.read_bytes()
+    steps = [("touched", original), ("emptied", b""), ("reverted", original)]
+    for i, (name, data) in enumerate(steps):
+        _edit(mod, data, 30 - i)
+        warm = bundle_tree(root)
+        check(name, warm, cold(root, tmp_path / f"c{i}", monkeypatch))
+        assert _delta(isolated_cache).exists()
+        assert (warm.digest == first.digest) == (name != "emptied")
+    check("unchanged", bundle_tree(root), cold(root, tmp_path / "cu", monkeypatch))
+
+
+def test_odd_names_edited(tmp_path, isolated_cache, monkeypatch):
+    """Names the tar header holds exactly (100 bytes), just not (101), in several UTF-8
+    bytes per character, and not UTF-8 at all (skipped with a warning, edited or not)."""
+    names = ["a" * 96 + ".txt", "b" * 97 + ".txt", "d/" + "é" * 60 + ".py"]
+    root = write_tree(tmp_path / "proj", {n: f"{n[:3]}\n" for n in names})
+    undecodable = os.fsdecode(b"caf\xe9.py")
+    (root / undecodable).write_text("C = 1\n")
+    age(root)
+    first_build(root, isolated_cache)
+    for i, name in enumerate([*names, undecodable]):
+        _edit(root / name, f"EDITED = {i}\n".encode() * (i + 1), 30 - i)
+        warm = bundle_tree(root)
+        check(
+            f"{len(os.fsencode(name))}-byte name", warm, cold(root, tmp_path / f"c{i}", monkeypatch)
+        )
+        assert _delta(isolated_cache).exists()
+        assert any("not valid UTF-8" in w for w in warm.selection.warnings)
+
+
+def test_a_one_file_tree_edited(tmp_path, isolated_cache, monkeypatch):
+    root = write_tree(tmp_path / "proj", {"only.py": "O = 1\n"})
+    age(root)
+    first_build(root, isolated_cache)
+    for i in range(3):
+        _edit(root / "only.py", b"O = 2\n" * (i * 900 + 1), 30 - i)
+        warm = bundle_tree(root)
+        check(f"only file, round {i}", warm, cold(root, tmp_path / f"c{i}", monkeypatch))
+        assert _delta(isolated_cache).exists()

@@ -866,10 +866,12 @@ def test_a_notebook_edited_in_place(tmp_path, isolated_cache, monkeypatch):
     age(root)
     first_build(root, isolated_cache)
     nb = root / "nb.ipynb"
-    for i, source in enumerate(["print(2)", "print('two, longer')", "print(1)"]):
+    sources = ["print(2)", "print('two, longer')", "print(1)", "print(1)"]  # last: outputs only
+    for i, source in enumerate(sources):
         data = json.loads(nb.read_text())
         data["cells"][0]["source"] = source
         data["cells"][0]["execution_count"] = i + 10  # stripped: must not ship
+        data["cells"][0]["outputs"][0]["text"] = f"run {i}\n"
         _edit(nb, json.dumps(data).encode(), 30 - i)
         warm = bundle_tree(root)
         check(f"notebook source {source!r}", warm, cold(root, tmp_path / f"c{i}", monkeypatch))

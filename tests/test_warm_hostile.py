@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -1164,3 +1165,69 @@ def test_a_one_file_tree_edited(tmp_path, isolated_cache, monkeypatch):
         warm = bundle_tree(root)
         check(f"only file, round {i}", warm, cold(root, tmp_path / f"c{i}", monkeypatch))
         assert _delta(isolated_cache).exists()
+
+
+def test_the_recorded_archive_replaced_by_one_of_another_layout(
+    tmp_path, isolated_cache, monkeypatch
+):
+    """As above, but the other tree's m01.py is longer: the archive is longer and its members
+    sit elsewhere after m01. The warm record sees the length; the ordinary build it falls back
+    to must not copy the run of members that starts at offset 0 (a gzip header there, as in
+    every archive) when it does not end where the next member starts."""
+    root = _splice_tree(tmp_path)
+    first = first_build(root, isolated_cache)
+    twin = tmp_path / "twin"
+    shutil.copytree(root, twin)
+    (twin / "m01.py").write_text((root / "m01.py").read_text().replace("1", "777"))
+    age(twin)
+    other = cold(twin, tmp_path / "twin-cache", monkeypatch)
+    assert other.member_lengths[1] != first.member_lengths[1]
+    os.replace(other.archive, first.archive)
+    _edit(root / "m08.py", b"AFTER = 'replaced'\n")
+    warm = bundle_tree(root)
+    check("archive of another layout, then edit", warm, cold(root, tmp_path / "c", monkeypatch))
+    with tarfile.open(warm.archive) as tar:
+        print(f"members readable: {len(tar.getmembers())} of {len(warm.entries)}")
+
+
+def test_the_recorded_archive_replaced_by_one_of_the_same_length_shifted_inside(
+    tmp_path, isolated_cache, monkeypatch
+):
+    """The other tree's m01.py compresses longer and its m05.py shorter by as much: the
+    archive has the recorded length, and members line up again from m06 on, so the runs a
+    splice of an edit to m05 copies start at gzip headers (offset 0 and m06's). The first run
+    must still not be copied: it does not end where m05's member starts."""
+    root = _splice_tree(tmp_path)
+    first = first_build(root, isolated_cache)
+
+    def member(rel: str, data: bytes) -> int:
+        return len(bundle_module.gzip_member(bundle_module.tar_entry(rel, 0o644, data), 1))
+
+    m01, m05 = (root / "m01.py").read_bytes(), (root / "m05.py").read_bytes()
+    pairs = (
+        (m01 + b"#" + os.urandom(k).hex().encode(), m05[:n])
+        for k in range(1, 40)
+        for n in range(len(m05))
+    )
+    longer, shorter = next(
+        (a, b)
+        for a, b in pairs
+        if member("m01.py", a) > member("m01.py", m01)
+        and member("m01.py", a) + member("m05.py", b)
+        == member("m01.py", m01) + member("m05.py", m05)
+    )
+    twin = tmp_path / "twin"
+    shutil.copytree(root, twin)
+    (twin / "m01.py").write_bytes(longer)
+    (twin / "m05.py").write_bytes(shorter)
+    age(twin)
+    other = cold(twin, tmp_path / "twin-cache", monkeypatch)
+    assert other.archive.stat().st_size == first.archive.stat().st_size
+    assert other.member_lengths[6:] == first.member_lengths[6:]
+    assert other.member_lengths[1] != first.member_lengths[1]
+    os.replace(other.archive, first.archive)
+    _edit(root / "m05.py", b"EDITED = 5\n")
+    warm = bundle_tree(root)
+    check("same length, shifted inside, then edit", warm, cold(root, tmp_path / "c", monkeypatch))
+    with tarfile.open(warm.archive) as tar:
+        print(f"members readable: {len(tar.getmembers())} of {len(warm.entries)}")

@@ -226,14 +226,21 @@ def _open_archive(path: Path) -> BinaryIO:
 
 def _check_runs(src: BinaryIO, path: Path, offsets: list[int], changed: list[int]) -> None:
     """base's archive holds its members where its lengths say: it is long enough, and each run
-    of members to copy starts with a gzip member header."""
-    size = os.fstat(src.fileno()).st_size
-    starts = [0, *(offsets[i + 1] for i in changed)]
-    for start in starts:
-        if start < offsets[-1] and os.pread(src.fileno(), len(_GZIP_HEADER), start) != _GZIP_HEADER:
-            raise BundleError(f"cached archive {path} is not the one recorded: build it afresh")
-    if size < offsets[-1]:
+    of members to copy starts with a gzip member header and ends where another starts."""
+    if os.fstat(src.fileno()).st_size < offsets[-1]:
         raise BundleError(f"cached archive {path} is cut short: build it afresh")
+    starts = [0, *(offsets[i + 1] for i in changed)]
+    ends = [*(offsets[i] for i in changed), offsets[-1]]
+    for start, end in zip(starts, ends, strict=True):
+        if start < end and not (_header_at(src.fileno(), start) and _header_at(src.fileno(), end)):
+            raise BundleError(f"cached archive {path} is not the one recorded: build it afresh")
+
+
+def _header_at(fd: int, offset: int) -> bool:
+    """Whether a gzip member starts at `offset`: every member does, and is followed by another
+    (the end-of-archive member last), so a run of members read from an archive of another
+    layout (one renamed over this name) is caught at one end or the other."""
+    return os.pread(fd, len(_GZIP_HEADER), offset) == _GZIP_HEADER
 
 
 class _Builder:
@@ -578,9 +585,9 @@ def _copy_from(src: BinaryIO, path: str, offset: int, length: int, out: BinaryIO
 
 
 def _valid_members(locations: dict[str, tuple[str, int, int]]) -> dict[str, tuple[str, int, int]]:
-    """The recorded members whose archive still exists and holds them: each must end within
-    the file, and each run of back-to-back members must start with a gzip member header (one
-    read per run, not per member: a one-file change reuses 20,000 members in two runs)."""
+    """The recorded members whose archive still exists and holds them: each run of
+    back-to-back members must start with a gzip member header and be followed by one (two
+    reads per run, not per member: a one-file change reuses 20,000 members in two runs)."""
     out = {}
     by_archive: dict[str, list[tuple[int, int, str]]] = {}
     for key, (path, offset, length) in locations.items():
@@ -591,14 +598,16 @@ def _valid_members(locations: dict[str, tuple[str, int, int]]) -> dict[str, tupl
         except OSError:
             continue
         try:
-            size = os.fstat(fd).st_size
-            run_ok, end = False, -1
-            for offset, length, key in sorted(members):
-                if offset != end:
-                    run_ok = os.pread(fd, len(_GZIP_HEADER), offset) == _GZIP_HEADER
-                end = offset + length
-                if run_ok and end <= size:
-                    out[key] = (path, offset, length)
+            runs: list[list[tuple[int, int, str]]] = []
+            end = -1
+            for member in sorted(members):
+                if member[0] != end:
+                    runs.append([])
+                runs[-1].append(member)
+                end = member[0] + member[1]
+            for run in runs:
+                if _header_at(fd, run[0][0]) and _header_at(fd, run[-1][0] + run[-1][1]):
+                    out.update((key, (path, offset, length)) for offset, length, key in run)
         finally:
             os.close(fd)
     return out

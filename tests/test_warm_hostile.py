@@ -28,6 +28,12 @@ from flyte_jupyter.core.selection import select_files
 from flyte_jupyter.core.warm import bundle_tree
 
 
+def _token(record: Path) -> str:
+    """A record's token: its head is marshalled after an 8-byte length (marshal reads one
+    value and leaves the rest)."""
+    return marshal.loads(record.read_bytes()[8:])[1]
+
+
 @pytest.fixture
 def proj(tmp_path: Path) -> Path:
     root = write_tree(tmp_path / "proj", {**FILES, "config.txt": "debug = false\n"})
@@ -518,7 +524,7 @@ def test_a_delta_whose_token_does_not_match(proj, isolated_cache, tmp_path, monk
     check("foreign delta", bundle_tree(proj), cold(proj, tmp_path / "cold-1", monkeypatch))
     # a delta that names the record but lies about an index beyond it
     fields = list(marshal.loads(delta.read_bytes()))
-    fields[1] = marshal.loads(record.read_bytes())[1]
+    fields[1] = _token(record)
     fields[2] = {10**6: fields[2][next(iter(fields[2]))]}
     delta.write_bytes(marshal.dumps(tuple(fields)))
     check("bad index", bundle_tree(proj), cold(proj, tmp_path / "cold-2", monkeypatch))
@@ -817,13 +823,13 @@ def test_every_file_edited_takes_the_whole_record_path(tmp_path, isolated_cache,
     age(root)
     first_build(root, isolated_cache)
     (record,) = records(isolated_cache)
-    token = marshal.loads(record.read_bytes())[1]
+    token = _token(record)
     for i in range(1100):
         _edit(root / "d" / f"f{i:04d}.txt", f"edited {i}\n".encode())
     warm = bundle_tree(root)
     check("1,100 files edited", warm, cold(root, tmp_path / "c1", monkeypatch))
     assert not _delta(isolated_cache).exists()
-    assert marshal.loads(record.read_bytes())[1] != token  # a whole new record
+    assert _token(record) != token  # a whole new record
     _edit(root / "d" / "f0500.txt", b"once more\n", 20)
     again = bundle_tree(root)
     check("then one more edit", again, cold(root, tmp_path / "c2", monkeypatch))
@@ -970,14 +976,14 @@ def test_many_rounds_of_deltas_then_a_full_rebuild(tmp_path, isolated_cache, mon
     root = _splice_tree(tmp_path)
     first_build(root, isolated_cache)
     (record,) = records(isolated_cache)
-    token = marshal.loads(record.read_bytes())[1]
+    token = _token(record)
     names = ["m01.py", "m07.py", "m11.py", "m00.py"]
     for round_ in range(10):
         rel = names[round_ % len(names)]
         _edit(root / rel, f"R = {round_}\n".encode() * (round_ + 1), 40 - round_)
         warm = bundle_tree(root)
         check(f"round {round_}: {rel}", warm, cold(root, tmp_path / f"c{round_}", monkeypatch))
-        assert marshal.loads(record.read_bytes())[1] == token  # the record stays
+        assert _token(record) == token  # the record stays
     delta = marshal.loads(_delta(isolated_cache).read_bytes())
     assert sorted(delta[3]) == [0, 1, 7, 11] and delta[1] == token
     check("unchanged", bundle_tree(root), cold(root, tmp_path / "cu", monkeypatch))
@@ -986,7 +992,7 @@ def test_many_rounds_of_deltas_then_a_full_rebuild(tmp_path, isolated_cache, mon
     full = bundle_tree(root)
     check("file added", full, cold(root, tmp_path / "ca", monkeypatch))
     assert not _delta(isolated_cache).exists()
-    assert marshal.loads(record.read_bytes())[1] != token
+    assert _token(record) != token
     check("unchanged after", bundle_tree(root), cold(root, tmp_path / "cz", monkeypatch))
     print(f"delta entries before the full rebuild: {len(delta[3])}; after: 0")
 

@@ -31,8 +31,11 @@ import hashlib
 import importlib
 import marshal
 import os
+import struct
 import sys
 import time
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -57,7 +60,7 @@ from .selection import (
     select_files,
 )
 
-_FORMAT = 2
+_FORMAT = 3
 _RACY_NS = 2_000_000_000
 _KEEP = 64
 """Records kept (one per root_dir and options); the least recently used go first."""
@@ -119,15 +122,35 @@ class _Record(NamedTuple):
     noisy: list[str]
     selection: tuple
     """root_dir, copy_style, version, excluded_secrets, warnings, python_path, third_party"""
-    selected: list[tuple]
-    """SelectedFile fields of each file that ships."""
     entries: list[tuple[str, int, int, str]]
-    lengths: list[int] | None
-    """The length of each file's gzip member: the archive is those members back to back
-    (then the end-of-archive member). None when the build did not write the archive."""
     digest: str
     size: int | None
     """The archive's length in bytes (None: not written): one cut short is not reused."""
+    body_crc: int
+    """CRC-32 of the stored body, checked on load: decoded later, it must not fail then."""
+    body: memoryview | tuple[memoryview, dict] | _Body
+    """The rest, read only when needed (an unchanged tree's text summary does not need it):
+    stored marshalled after the record; with a delta's `shipped` entries to apply; decoded."""
+
+
+class _Body(NamedTuple):
+    selected: list[tuple]
+    """SelectedFile fields of each file that ships."""
+    lengths: list[int] | None
+    """The length of each file's gzip member: the archive is those members back to back
+    (then the end-of-archive member). None when the build did not write the archive."""
+
+
+def _body(found: _Record) -> _Body:
+    if isinstance(found.body, _Body):
+        return found.body
+    raw, shipped = found.body if isinstance(found.body, tuple) else (found.body, {})
+    selected, lengths = marshal.loads(raw)
+    for j, (shipped_file, _, length) in shipped.items():  # indexes checked by _applied
+        selected[j] = shipped_file
+        if lengths is not None:
+            lengths[j] = length
+    return _Body(selected, lengths)
 
 
 class _Delta(NamedTuple):
@@ -214,19 +237,13 @@ def _rebuild(
         return None
     _, style, version, secrets, warnings, python_path, third_party = found.selection
 
-    def selection_of(files: list[tuple]) -> Selection:
+    def selection_of(files: Callable[[], list[tuple]]) -> Selection:
         return _RecordedSelection(
             root, style, files, version, secrets, warnings, python_path, third_party
         )
 
-    selection = selection_of(found.selected)
-    base = Bundle(
-        selection,
-        list(map(ManifestEntry._make, found.entries)),
-        found.digest,
-        None,
-        found.lengths,
-    )
+    selection = selection_of(lambda: _body(found).selected)
+    base = Bundle(selection, list(map(ManifestEntry._make, found.entries)), found.digest, None)
     if not dry_run and base.entries:
         archive = archive_path(base.hex)
         try:
@@ -239,10 +256,12 @@ def _rebuild(
         base.archive = archive
     if not changed:
         return base
+    body = _body(found)
+    base.member_lengths = body.lengths
     paths = {found.files[i][0] for i in changed}
-    if paths & set(found.noisy) or (found.lengths is None and not dry_run):
+    if paths & set(found.noisy) or (body.lengths is None and not dry_run):
         return None
-    at = {j: f for j, f in enumerate(found.selected) if f[0] in paths}  # index -> shipped
+    at = {j: f for j, f in enumerate(body.selected) if f[0] in paths}  # index -> shipped
     if len(at) != len(paths):
         return None  # an edited file that did not ship: only a full selection says why
     restatted = TreeRecord()
@@ -257,18 +276,18 @@ def _rebuild(
     if fresh is None or restatted.followed:
         return None
     edits = {j: fresh[f[0]] for j, f in at.items()}
-    grown = sum(f.size - found.selected[j][2] for j, f in edits.items())
+    grown = sum(f.size - body.selected[j][2] for j, f in edits.items())
     if sum(e[2] for e in found.entries) + grown > max_bytes:
         return None
-    files = list(found.selected)
+    files = list(body.selected)
     for j, f in edits.items():
         files[j] = f
     try:
-        bundle = splice_bundle(selection_of(files), base, edits, dry_run=dry_run)
+        bundle = splice_bundle(selection_of(lambda: files), base, edits, dry_run=dry_run)
     except BundleError:
         return None
     if not dry_run:
-        _save_edits(key, found, delta, changed, restatted, bundle, edits)
+        _save_edits(key, found, body, delta, changed, restatted, bundle, edits)
     return bundle
 
 
@@ -277,7 +296,7 @@ class _RecordedSelection(Selection):
     text summary of a big tree reads only the manifest, and 20,000 named tuples made for
     nothing cost more than the rest of its answer."""
 
-    def __init__(self, root: Path, style: str, files: list[tuple], *rest: object):
+    def __init__(self, root: Path, style: str, files: Callable[[], list[tuple]], *rest: object):
         super().__init__(root, style, [], *rest)  # type: ignore[arg-type]
         self._raw = files
         self._files: list[SelectedFile] | None = None
@@ -285,7 +304,7 @@ class _RecordedSelection(Selection):
     @property  # type: ignore[override]
     def files(self) -> list[SelectedFile]:
         if self._files is None:
-            self._files = list(map(SelectedFile._make, self._raw))
+            self._files = list(map(SelectedFile._make, self._raw()))
         return self._files
 
     @files.setter
@@ -432,13 +451,18 @@ def _load(key: str, root: Path) -> tuple[_Record, _Delta | None] | None:
     means building afresh."""
     path, delta_path = _paths(key)
     try:
-        found = _Record._make(marshal.loads(path.read_bytes()))
+        data = path.read_bytes()
+        (head_length,) = struct.unpack_from("<Q", data)
+        rest = memoryview(data)[8:]
+        found = _Record._make((*marshal.loads(rest[:head_length]), rest[head_length:]))
         if found.format != _FORMAT or found.key != key or found.selection[0] != str(root):
+            return None
+        if zlib.crc32(rest[head_length:]) != found.body_crc:
             return None
         delta = _load_delta(delta_path, found.token)
         if delta is not None:
             found = _applied(found, delta)
-    except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError):
+    except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError, struct.error):
         return None
     with contextlib.suppress(OSError):
         os.utime(path)  # recently used: pruned last
@@ -457,21 +481,18 @@ def _load_delta(path: Path, token: str) -> _Delta | None:
 
 
 def _applied(found: _Record, delta: _Delta) -> _Record:
-    files, selected, entries = list(found.files), list(found.selected), list(found.entries)
-    lengths = None if found.lengths is None else list(found.lengths)
+    """The record with the delta's edits; those to the body are applied when it is decoded."""
+    files, entries = list(found.files), list(found.entries)
     for i, stat_now in delta.files.items():
         files[_index(i, files)] = stat_now
-    for j, (shipped, entry, length) in delta.shipped.items():
-        selected[_index(j, selected)], entries[j] = shipped, entry
-        if lengths is not None:
-            lengths[j] = length
+    for j, (_, entry, _) in delta.shipped.items():
+        entries[_index(j, entries)] = entry  # one entry per shipped file, as in the body
     return found._replace(
         files=files,
-        selected=selected,
         entries=entries,
-        lengths=lengths,
         digest=delta.digest,
         size=delta.size,
+        body=(found.body, delta.shipped),
     )
 
 
@@ -488,33 +509,35 @@ def _save(key: str, bundle: Bundle, record: TreeRecord) -> None:
     if not record.usable or record.newest_mtime_ns() >= time.time_ns() - _RACY_NS:
         return
     sel = bundle.selection
-    found = _Record(
-        _FORMAT,
-        os.urandom(8).hex(),
-        key,
-        record.dirs,
-        record.files,
-        record.followed,
-        record.noisy,
+    body = marshal.dumps(([tuple(f) for f in sel.files], bundle.member_lengths))
+    head = marshal.dumps(
         (
-            str(sel.root_dir),
-            sel.copy_style,
-            sel.version,
-            sel.excluded_secrets,
-            sel.warnings,
-            sel.python_path,
-            sel.third_party,
-        ),
-        [tuple(f) for f in sel.files],
-        [tuple(e) for e in bundle.entries],
-        bundle.member_lengths,
-        bundle.digest,
-        _archive_size(bundle),
+            _FORMAT,
+            os.urandom(8).hex(),
+            key,
+            record.dirs,
+            record.files,
+            record.followed,
+            record.noisy,
+            (
+                str(sel.root_dir),
+                sel.copy_style,
+                sel.version,
+                sel.excluded_secrets,
+                sel.warnings,
+                sel.python_path,
+                sel.third_party,
+            ),
+            [tuple(e) for e in bundle.entries],
+            bundle.digest,
+            _archive_size(bundle),
+            zlib.crc32(body),
+        )
     )
     path, delta_path = _paths(key)
     with contextlib.suppress(OSError):
         private_dir(path.parent)
-        write_local_atomic(str(path), marshal.dumps(tuple(found)))
+        write_local_atomic(str(path), struct.pack("<Q", len(head)) + head + body)
         delta_path.unlink(missing_ok=True)
         _prune(path.parent)
 
@@ -522,6 +545,7 @@ def _save(key: str, bundle: Bundle, record: TreeRecord) -> None:
 def _save_edits(
     key: str,
     found: _Record,
+    body: _Body,
     delta: _Delta | None,
     changed: list[int],
     restatted: TreeRecord,
@@ -537,7 +561,7 @@ def _save_edits(
     files = dict(delta.files) if delta else {}
     files.update((i, stats[found.files[i][0]]) for i in changed)
     lengths = bundle.member_lengths
-    if found.lengths is None or lengths is None or len(files) > _DELTA_FILES:
+    if body.lengths is None or lengths is None or len(files) > _DELTA_FILES:
         record = TreeRecord()
         record.dirs, record.followed, record.noisy = found.dirs, found.followed, found.noisy
         record.files = list(found.files)

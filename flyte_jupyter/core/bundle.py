@@ -256,7 +256,9 @@ class _Builder:
         self.workers = min(8, os.cpu_count() or 1)
 
     def build(self, output: str | os.PathLike[str] | None, dry_run: bool) -> Bundle:
-        known = self._known_hashes()
+        stat_keys = {f.path: _stat_key(f) for f in self.files}
+        cached = self.cache.file_hashes(stat_keys.values())
+        known = {path: cached[key[0]] for path, key in stat_keys.items() if key[0] in cached}
         archives = cache_dir() / "archives"
         partial: _Partial | None = None
         if dry_run or len(known) == len(self.files):
@@ -264,7 +266,7 @@ class _Builder:
         else:  # something must be read: hash it while writing the archive, in one pass
             hashes, partial = self._write_partial(archives, known)
         self.cache.store_file_hashes(
-            (_stat_key(f), hashes[f.path]) for f in self.files if f.path not in known
+            (stat_keys[p], sha) for p, sha in hashes.items() if p not in known
         )
         entries = [ManifestEntry(f.path, f.mode, f.size, hashes[f.path]) for f in self.files]
         bundle = Bundle(self.selection, entries, compute_digest(entries), None)
@@ -286,12 +288,6 @@ class _Builder:
         if output is not None:
             copy_archive(bundle, output)
         return bundle
-
-    def _known_hashes(self) -> dict[str, str]:
-        """sha256 of the files whose content is known without reading them."""
-        stat_keys = {f.path: _stat_key(f) for f in self.files}
-        cached = self.cache.file_hashes(stat_keys.values())
-        return {path: cached[key[0]] for path, key in stat_keys.items() if key[0] in cached}
 
     def _write_partial(
         self, archives: Path, known: dict[str, str]

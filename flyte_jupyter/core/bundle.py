@@ -18,7 +18,7 @@ import struct
 import sys
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple, TypeVar
@@ -202,8 +202,7 @@ def splice_bundle(
                 entries[i] = ManifestEntry(f.path, f.mode, f.size, sha)
                 copied = offsets[i + 1]
             _copy_from(src, str(base.archive), copied, offsets[-1] - copied, out)
-            raw = sum(map(_entry_length, [e.path for e in entries], [e.size for e in entries]))
-            out.write(gzip_member(end_of_archive(raw), level))
+            out.write(_archive_tail(entries, level))
         bundle = Bundle(selection, entries, compute_digest(entries), None, lengths)
         final = archive_path(bundle.hex)
         os.replace(tmp, final)
@@ -612,14 +611,18 @@ def _valid_members(locations: dict[str, tuple[str, int, int]]) -> dict[str, tupl
 def _is_whole(archive: Path, files: list[SelectedFile], level: int) -> bool:
     """Whether `archive` ends with the end-of-archive member this build would write: an
     archive cut short (a full disk, an interrupted copy) is written again, never reused."""
-    raw = sum(_entry_length(f.path, f.size) for f in files)
-    tail = gzip_member(end_of_archive(raw), level)
+    tail = _archive_tail(files, level)
     try:
         with open(archive, "rb") as f:
             f.seek(-len(tail), os.SEEK_END)
             return f.read() == tail
     except OSError:  # missing, or shorter than the tail
         return False
+
+
+def _archive_tail(files: Iterable[SelectedFile | ManifestEntry], level: int) -> bytes:
+    """The end-of-archive member of an archive of these files, which their tar length sets."""
+    return gzip_member(end_of_archive(sum(_entry_length(f.path, f.size) for f in files)), level)
 
 
 def _touch(path: str) -> None:

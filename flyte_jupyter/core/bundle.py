@@ -219,8 +219,8 @@ def _open_archive(path: Path) -> BinaryIO:
     """An earlier archive, held open while it is copied from (another build may prune it)."""
     try:
         return open(path, "rb")
-    except OSError as exc:
-        raise BundleError(f"cached archive {path} went away: build it afresh") from exc
+    except OSError as exc:  # pruned by another build since its members were checked
+        raise BundleError(f"cached archive {path} went away while being read: run again") from exc
 
 
 def _check_runs(src: BinaryIO, path: Path, offsets: list[int], changed: list[int]) -> None:
@@ -549,11 +549,7 @@ class _RangeCopier:
 
 def _copy_range(path: str, offset: int, length: int, out: BinaryIO) -> None:
     """Append `length` bytes at `offset` of file `path` to `out`, in the kernel if possible."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:  # pruned by another build since _valid_members looked
-        raise BundleError(f"cached archive {path} went away while being read: run again") from exc
-    with open(fd, "rb") as src:
+    with _open_archive(Path(path)) as src:
         _copy_from(src, path, offset, length, out)
 
 

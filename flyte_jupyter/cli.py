@@ -38,8 +38,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser. Given `only`, the command on the line, the other commands get their name
-    and help line but no options: every command's options cost a warm `bundle` ~8 ms."""
+    """The parser. Given `only`, the command on the line, the parser has that command alone:
+    each other command's subparser and options would cost a warm `bundle` milliseconds."""
     parser = _Parser(
         prog="flyte-jupyter",
         description="Package notebook and project code into content-hashed bundles and run "
@@ -47,9 +47,8 @@ def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, (help_text, description, add) in _COMMANDS.items():
-        command = sub.add_parser(name, help=help_text, description=description)
         if only in (None, name):
-            add(command)
+            add(sub.add_parser(name, help=help_text, description=description))
     return parser
 
 

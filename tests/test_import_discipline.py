@@ -187,12 +187,14 @@ WARM_BUNDLE_LAZY = (
     "sqlite3",
     "tarfile",
     "dataclasses",
+    "hashlib",
 )
 """Thread pools (and the logging they import) serve files that must be read: an unchanged
 tree reads none. Where installed code lives (sysconfig) matters to imports followed from an
 entry, the Python version (platform) to a warning, tomllib to a project with settings files:
 a copy-style-all tree without them needs none. The hash cache (sqlite3) and the tar writer
-serve a build the tree's record cannot answer; no class on that path is a dataclass."""
+serve a build the tree's record cannot answer; no class on that path is a dataclass. Nor
+does an unchanged tree hash anything (hashlib loads OpenSSL)."""
 
 
 def test_a_warm_bundle_of_an_unchanged_tree_imports_no_pool_and_no_logging(tmp_path, tree):

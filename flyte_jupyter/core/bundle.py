@@ -11,7 +11,6 @@ rebuild after a one-file change copy every other member from the previous archiv
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import struct
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, BinaryIO, NamedTuple, TypeVar
 from ..runtime.locations import cache_dir, private_dir
 from ..runtime.manifest import ManifestEntry, compute_digest
 from .errors import BundleError
-from .files import read_bytes
+from .files import read_bytes, sha256
 from .hashcache import HashCache
 from .selection import SelectedFile, Selection
 
@@ -320,9 +319,9 @@ class _Builder:
         """sha256 of each file, read on all cores (dry runs and fully cached trees only)."""
         return _hash_files(files, self.workers)
 
-    def _member_key(self, path: str, mode: int, sha256: str) -> str:
-        ident = f"{self.level}\0{path}\0{mode}\0{sha256}"
-        return hashlib.sha256(ident.encode()).hexdigest()
+    def _member_key(self, path: str, mode: int, file_sha256: str) -> str:
+        ident = f"{self.level}\0{path}\0{mode}\0{file_sha256}"
+        return sha256(ident.encode()).hexdigest()
 
     def _write_archive(
         self, known: dict[str, str], out: BinaryIO
@@ -417,7 +416,7 @@ def _hash_files(files: list[SelectedFile], workers: int) -> dict[str, str]:
     def read_and_hash(f: SelectedFile) -> tuple[str, str]:
         if f.size > STREAM_BYTES:
             return f.path, _stream(f.source, f.path, f.size, lambda chunk: None)
-        return f.path, hashlib.sha256(_read(f)).hexdigest()
+        return f.path, sha256(_read(f)).hexdigest()
 
     def hash_batch(batch: list[SelectedFile]) -> list[tuple[str, str]]:
         return [read_and_hash(f) for f in batch]
@@ -483,7 +482,7 @@ def _compress_batch(
     members = []
     for f, expected in batch:
         data = _read(f)
-        sha = hashlib.sha256(data).hexdigest()
+        sha = sha256(data).hexdigest()
         if expected not in (None, sha):
             raise BundleError(f"{f.path} changed while it was being bundled: run again")
         members.append((sha, gzip_member(tar_entry(f.path, f.mode, data), level)))
@@ -673,7 +672,7 @@ def gzip_member(data: bytes, level: int) -> bytes:
 def _stream(source: str, display: str, size: int, consume: Callable[[bytes], None]) -> str:
     """sha256 hex of a file read in chunks, each also handed to `consume`; the file must
     still be `size` bytes long."""
-    digest, seen = hashlib.sha256(), 0
+    digest, seen = sha256(), 0
     try:
         with open(source, "rb") as f:
             while chunk := f.read(_CHUNK):

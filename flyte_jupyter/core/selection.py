@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import operator
 import os
 import re
@@ -25,7 +24,7 @@ from ..runtime.blobs import write_local_atomic
 from ..runtime.locations import cache_dir, private_dir
 from . import ignore as ig
 from .errors import BundleError, UsageError
-from .files import archive_mode, read_bytes
+from .files import archive_mode, read_bytes, sha256
 from .notebook_outputs import strip_outputs
 from .sizes import human_size
 
@@ -591,7 +590,7 @@ def _file_id(path: str) -> tuple[int, int] | None:
 def _content_file(data: bytes, suffix: str) -> Path:
     """`data` in a file under the cache named by its hash: the stable source of bytes that
     exist only in memory (generated modules, stripped notebooks)."""
-    digest = hashlib.sha256(data).hexdigest()
+    digest = sha256(data).hexdigest()
     path = cache_dir() / "generated" / digest[:2] / f"{digest}{suffix}"
     if not path.is_file():
         private_dir(path.parent)

@@ -27,7 +27,6 @@ the same mtime tick as the stat could otherwise change unseen (the hash cache's 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import marshal
 import os
@@ -60,7 +59,7 @@ from .selection import (
     select_files,
 )
 
-_FORMAT = 3
+_FORMAT = 4
 _RACY_NS = 2_000_000_000
 _KEEP = 64
 """Records kept (one per root_dir and options); the least recently used go first."""
@@ -114,8 +113,8 @@ class _Record(NamedTuple):
     token: str
     """Names this record: a delta applies only to the record it was written against."""
     key: str
-    """The key it was stored under: a record copied to another key's path (another root, or
-    other options) is not trusted."""
+    """What it is the record of (root_dir, options, code): one found under another key's name
+    (copied there, or two keys whose names collide) is not used."""
     dirs: list[_DirStat]
     files: list[_FileStat]
     followed: list[_Followed]
@@ -402,13 +401,12 @@ def _followed(rel: str, path: str) -> _Followed:
 
 
 def _record_key(root: Path, options: dict) -> str:
-    """Names the record of one root_dir built with one set of options by this code: the stats
-    of the modules that decide the outcome stand for their version (an upgrade or an edit of
-    a checkout starts afresh; reading the package metadata would cost more than the whole
-    warm build)."""
+    """What the record of one root_dir built with one set of options by this code is for: the
+    stats of the modules that decide the outcome stand for their version (an upgrade or an
+    edit of a checkout starts afresh; reading the package metadata would cost more than the
+    whole warm build). The record holds it whole and is used only where it is equal."""
     code = [(st.st_size, st.st_mtime_ns) for st in map(os.stat, _code_files())]
-    material = repr((_FORMAT, code, str(root), sorted(options.items())))
-    return hashlib.sha256(material.encode("utf-8", "surrogateescape")).hexdigest()
+    return repr((_FORMAT, code, str(root), sorted(options.items())))
 
 
 _DECIDING = (
@@ -440,9 +438,13 @@ def _code_files() -> list[str]:
 
 
 def _paths(key: str) -> tuple[Path, Path]:
-    """The record of `key` and its delta."""
+    """The record of `key` and its delta. Two checksums of the key name them: keys that
+    collide share a file, and each then finds the other's record and builds afresh (hashlib
+    would load OpenSSL, ~4 ms, in a build that otherwise hashes nothing)."""
+    data = key.encode("utf-8", "surrogateescape")
+    name = f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}"
     folder = cache_dir() / "warm"
-    return folder / f"{key}.marshal", folder / f"{key}.delta"
+    return folder / f"{name}.marshal", folder / f"{name}.delta"
 
 
 def _load(key: str, root: Path) -> tuple[_Record, _Delta | None] | None:

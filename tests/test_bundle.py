@@ -287,6 +287,7 @@ def test_manifest_is_canonical_json():
     entries = [
         ManifestEntry('b/ü "q"\\.py', 0o755, 3, "ab" * 32),
         ManifestEntry("a.py", 0o644, 0, "cd" * 32),
+        ManifestEntry("c.py", 0o600, 1, "ef" * 32),  # no bundle holds it; a runtime may read one
     ]
     doc = {"format": 1, "files": [e.as_json() for e in sorted(entries, key=lambda e: e.path)]}
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

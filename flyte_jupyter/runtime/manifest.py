@@ -22,16 +22,21 @@ class ManifestEntry(NamedTuple):
         return {"path": self.path, "mode": mode, "size": self.size, "sha256": self.sha256}
 
 
+_MODES = {0o644: "0644", 0o755: "0755"}
+
+
 def manifest_bytes(entries: list[ManifestEntry]) -> bytes:
     """Canonical JSON of a manifest: sorted entries, sorted keys, no whitespace.
 
     Equal to `json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`,
     written out by hand because it is on the path of every warm rebuild."""
     dump = encode_basestring  # what json.dumps(..., ensure_ascii=False) uses for a str
+    modes = _MODES  # the two a bundle holds, formatted once (a third is formatted as it comes)
     files = ",".join(
         [
-            f'{{"mode":"{e.mode:04o}","path":{dump(e.path)},"sha256":"{e.sha256}","size":{e.size}}}'
-            for e in sorted(entries, key=itemgetter(0))
+            f'{{"mode":"{modes.get(mode) or format(mode, "04o")}","path":{dump(path)},'
+            f'"sha256":"{sha256}","size":{size}}}'
+            for path, mode, size, sha256 in sorted(entries, key=itemgetter(0))
         ]
     )
     return f'{{"files":[{files}],"format":{MANIFEST_FORMAT}}}'.encode()

@@ -5,6 +5,7 @@ Built on imports.py's scanner and resolver; nothing is imported or executed."""
 
 from __future__ import annotations
 
+import ast
 import os
 from collections import deque
 from collections.abc import Mapping
@@ -156,6 +157,8 @@ class ImportGraph:
             )
         if path in self.generated:
             importer = (rel.removesuffix(".py").replace("/", "."), False)
+            cell_refs, cell_declared = _cell_body_imports(source)
+            refs, declared = refs + cell_refs, declared + cell_declared
         else:
             importer = module_name_for(path, self.search_roots)
         out = [self._declared(rel, decl) for decl in declared]
@@ -227,3 +230,22 @@ class ImportGraph:
                 "or import it by its full package path"
             )
         return f"cannot resolve import {module!r} ({where}) under root_dir {self.root}: {hint}"
+
+
+_CELL_SOURCE = b"\nCELL_SOURCE = "
+
+
+def _cell_body_imports(source: bytes) -> tuple[list[ImportRef], list[IncludeDecl]]:
+    """The imports of a generated cell module's own cell. The body is the string CELL_SOURCE
+    (the runtime executes it from there, so tracebacks name the cell), which the module's scan
+    reads as data; its imports are reported at that line. It is the module's last one, after
+    any notebook constant of the same name, and a repr() never spans lines."""
+    at = source.rfind(_CELL_SOURCE)
+    if at < 0:
+        return [], []
+    first = at + len(_CELL_SOURCE)
+    end = source.find(b"\n", first)
+    body = ast.literal_eval(source[first : end if end >= 0 else None].decode())
+    refs, declared = scan(body, "<cell>")
+    lineno = source.count(b"\n", 0, at) + 2
+    return [r._replace(lineno=lineno) for r in refs], [d._replace(lineno=lineno) for d in declared]

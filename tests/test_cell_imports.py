@@ -48,3 +48,24 @@ def test_an_unresolvable_import_in_the_run_cell_is_warned_before_the_run(kernel:
     reply = kernel.execute("%%flyte_run\nimport nosuchmodule_xyz\n1")
     print(reply.stderr)
     assert "cannot resolve import 'nosuchmodule_xyz'" in reply.stderr
+
+
+def test_an_exported_notebook_assigning_cell_source_exports(tmp_path: Path):
+    """The export's job module is generated too; a notebook's own `CELL_SOURCE = ...` that is no
+    string of Python is its business, not an import to follow."""
+    import nbformat
+
+    from flyte_jupyter.core.export import notebook_selection
+
+    project = write_tree(tmp_path / "nb", PROJECT)
+    book = nbformat.v4.new_notebook()
+    book.cells = [
+        nbformat.v4.new_code_cell("import mylib.calc"),
+        nbformat.v4.new_code_cell("CELL_SOURCE = 'this is not python ('\nx = 1"),
+        nbformat.v4.new_code_cell("CELL_SOURCE = compute()"),
+    ]
+    nbformat.write(book, project / "job.ipynb")
+    selection, _, _ = notebook_selection(project / "job.ipynb")
+    shipped = sorted(f.path for f in selection.files)
+    print("shipped:", shipped)
+    assert "mylib/calc.py" in shipped and "mylib/unused.py" not in shipped

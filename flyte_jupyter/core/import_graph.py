@@ -239,13 +239,17 @@ def _cell_body_imports(source: bytes) -> tuple[list[ImportRef], list[IncludeDecl
     """The imports of a generated cell module's own cell. The body is the string CELL_SOURCE
     (the runtime executes it from there, so tracebacks name the cell), which the module's scan
     reads as data; its imports are reported at that line. It is the module's last one, after
-    any notebook constant of the same name, and a repr() never spans lines."""
+    any notebook constant of the same name, and a repr() never spans lines. Another generated
+    module (an exported notebook's job) may assign anything to that name: then nothing."""
     at = source.rfind(_CELL_SOURCE)
     if at < 0:
         return [], []
     first = at + len(_CELL_SOURCE)
     end = source.find(b"\n", first)
-    body = ast.literal_eval(source[first : end if end >= 0 else None].decode())
-    refs, declared = scan(body, "<cell>")
+    try:
+        body = ast.literal_eval(source[first : end if end >= 0 else None].decode())
+        refs, declared = scan(body, "<cell>")
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return [], []
     lineno = source.count(b"\n", 0, at) + 2
     return [r._replace(lineno=lineno) for r in refs], [d._replace(lineno=lineno) for d in declared]

@@ -31,6 +31,7 @@ from .extract import describe_changes, discard_if_changed, fetch_bundle
 from .values import dump, summarize
 
 _RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
+_IMPORT_MACHINERY = (importlib.__file__ or "<importlib>", "<frozen importlib.")
 
 
 class EnvironmentMismatch(Exception):
@@ -332,7 +333,10 @@ def describe_error(exc: BaseException, root: Path | None) -> dict[str, Any]:
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_RUNTIME_DIR):
         tb = tb.tb_next
-    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    user = tb  # importlib's frames above the entry module: `import` would not show them
+    while user is not None and user.tb_frame.f_code.co_filename.startswith(_IMPORT_MACHINERY):
+        user = user.tb_next
+    text = "".join(traceback.format_exception(type(exc), exc, user or tb))
     if root:
         text = text.replace(str(root.resolve()) + os.sep, "")
     cls = type(exc)

@@ -1,0 +1,56 @@
+"""A remote error raised while the runtime imports the entry module (a CLI run's file, a
+cell's generated module) shows the user's frames only, not importlib's machinery, as a local
+`import` would: real CLI processes and a real ipykernel."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import write_tree
+from kernel import Kernel
+
+MACHINERY = ("importlib", "<frozen", "Could not get source")
+
+
+def test_cli_run_of_a_module_failing_at_import_shows_its_frames_only(tmp_path: Path):
+    project = write_tree(
+        tmp_path / "p",
+        {
+            "app.py": "import helper\n\ndef main():\n    return helper.f()\n",
+            "helper.py": "raise ValueError('bad config at import')\n",
+        },
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "flyte_jupyter", "run", "app.py:main"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    print(done.stderr)
+    assert done.returncode == 1
+    assert 'File "app.py", line 1' in done.stderr and 'File "helper.py", line 1' in done.stderr
+    noise = [line for line in done.stderr.splitlines() if any(m in line for m in MACHINERY)]
+    print("machinery lines:", len(noise))
+    assert noise == []
+
+
+def test_cell_whose_definitions_fail_to_import_remotely_shows_the_cell_frames(tmp_path: Path):
+    project = write_tree(tmp_path / "nb", {"mylib/__init__.py": "", "mylib/calc.py": "X = 1\n"})
+    kernel = Kernel(project)
+    try:
+        kernel.ok("%load_ext flyte_jupyter")
+        kernel.ok("from mylib.calc import X")
+        reply = kernel.execute("%%flyte_run --copy-style none --version v1\nX + 1")
+    finally:
+        kernel.shutdown()
+    assert reply.error and reply.error["ename"] == "ModuleNotFoundError"
+    text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(reply.error["traceback"]))
+    print(text)
+    assert "Cell In[2], line 1" in text and "copy_style 'none' ships no code" in text
+    noise = [line for line in text.splitlines() if any(m in line for m in MACHINERY)]
+    print("machinery lines:", len(noise))
+    assert noise == []

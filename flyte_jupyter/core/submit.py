@@ -48,7 +48,7 @@ from .executors.registry import (  # noqa: F401 (re-exported)
     get_executor,
 )
 from .storage import Progress, Store, UploadResult, default_store_url, normalize_url, redact
-from .troubleshoot import missing_module_hint
+from .troubleshoot import missing_file_hint, missing_module_hint
 
 
 @dataclass
@@ -552,7 +552,7 @@ class Run:
             raise RemoteError(
                 self.id, "ProcessDied", "the runtime ended without reporting a result", tail
             )
-        hint = ""
+        hint = missing_file_hint(error["type"], error["message"], self.spec)
         if error.get("missing_module"):
             hint = missing_module_hint(error["missing_module"], self.spec)
         raise remote_error(

@@ -258,7 +258,39 @@ def notebook_selection(
             job: (code, f"notebook {path.name} as a job"),
         },
     )
+    selection.warnings += _unshipped_files_named(code, path.parent, root, selection)
     return selection, job, requirements
+
+
+def _unshipped_files_named(code: str, folder: Path, root: Path, selection: Selection) -> list[str]:
+    """Files under root_dir that the notebook names by a relative path literal
+    (`Path("data/prices.json")`) but that would not ship: only Python modules ship by
+    themselves, so the job would fail in the image with FileNotFoundError."""
+    import ast
+
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return []
+    shipped = {f.path for f in selection.files}
+    out: dict[str, str] = {}
+    for node in ast.walk(tree):
+        name = node.value if isinstance(node, ast.Constant) else None
+        if not isinstance(name, str) or not 0 < len(name) < 256 or "\n" in name:
+            continue
+        if not ("/" in name or "." in name) or Path(name).is_absolute() or name in out:
+            continue
+        file = (folder / name).resolve()
+        if not file.is_relative_to(root) or not file.is_file():
+            continue
+        rel = file.relative_to(root).as_posix()
+        if rel not in shipped:
+            where = "" if rel == name else f", and the job runs from root_dir: name it {rel!r}"
+            out[name] = (
+                f"the notebook names {name!r}, which would not be in the image (only Python "
+                f"modules ship by themselves): add --include '{rel}' if the job reads it{where}"
+            )
+    return list(out.values())
 
 
 @dataclass

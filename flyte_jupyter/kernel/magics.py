@@ -70,6 +70,17 @@ def _options(ns: argparse.Namespace) -> dict[str, Any]:
     return options.values(ns, RUN_GROUPS, "magic")
 
 
+def _parse(parser: Any, magic: str, line: str | None = None, words: list[str] | None = None) -> Any:
+    """A magic's options (`line`, or `words` already split), parsed; a bad one is one line
+    saying what to do, not a traceback through IPython."""
+    try:
+        return parser.parse_args(shlex.split(line) if words is None else words)
+    except ValueError as exc:  # shlex: an unclosed quote
+        raise IPythonUsageError(f"{magic} options: {exc}: close the quote") from None
+    except IPythonUsageError as exc:
+        raise IPythonUsageError(f"{exc} (see {magic} --help)") from None
+
+
 def _usage(exc: Exception) -> IPythonUsageError:
     """One line for the notebook, naming the magics' own flags."""
     return IPythonUsageError(config.front_door_message(str(exc), "magic"))
@@ -135,14 +146,18 @@ class FlyteMagics(Magics):
         """Run a cell (or, as a line magic `%flyte_run [options] EXPR`, one expression)
         remotely, code shipped as source. Unset options come from %flyte_config, the
         project's settings files, FLYTE_JUPYTER_* and the defaults."""
+        magic = "%flyte_run" if cell is None else "%%flyte_run"
         if cell is None:
-            words, code = split_line_options(line)
+            try:
+                words, code = split_line_options(line)
+            except ValueError as exc:  # shlex: an unclosed quote
+                raise IPythonUsageError(f"{magic} options: {exc}: close the quote") from None
             if not code and not {"-h", "--help"} & set(words):
                 raise IPythonUsageError("%flyte_run needs an expression, e.g. %flyte_run f(1)")
         else:
-            words, code = shlex.split(line), cell
+            words, code = None, cell
         parser = _run_parser("%%flyte_run")
-        ns = parser.parse_args(words)
+        ns = _parse(parser, magic, line, words)
         if _help(parser, ns):
             return None
         try:
@@ -291,7 +306,7 @@ class FlyteMagics(Magics):
         """Preview what %%flyte_run would ship: for the given cell body, or (as a line magic)
         for every definition this notebook holds. Accepts %%flyte_run's options."""
         parser = FlyteMagics.flyte_bundle.parser
-        ns = parser.parse_args(shlex.split(line))
+        ns = _parse(parser, "%flyte_bundle" if cell is None else "%%flyte_bundle", line)
         if _help(parser, ns):
             return
         if cell is None:
@@ -316,7 +331,7 @@ class FlyteMagics(Magics):
         """Build an image that runs the notebook as a job. It ships what %flyte_bundle and
         the sidebar preview show: this session's settings and the project's apply."""
         parser = FlyteMagics.flyte_export.parser
-        ns = parser.parse_args(shlex.split(line))
+        ns = _parse(parser, "%flyte_export", line)
         if _help(parser, ns):
             return
         notebook = ns.notebook or os.environ.get("JPY_SESSION_NAME")
@@ -346,7 +361,7 @@ class FlyteMagics(Magics):
     def flyte_runs(self, line: str) -> None:
         """The run history, newest first."""
         parser = FlyteMagics.flyte_runs.parser
-        ns = parser.parse_args(shlex.split(line))
+        ns = _parse(parser, "%flyte_runs", line)
         if _help(parser, ns):
             return
         if ns.limit < 1:

@@ -26,6 +26,7 @@ from .imports import (
     scan_tokens,
     suggest_root,
 )
+from .troubleshoot import imported_below
 
 
 class ImportGraph:
@@ -220,7 +221,10 @@ class ImportGraph:
         # a generated cell module lives in the cache: look upwards from root_dir instead
         starts = [importer.parent] if importer.is_relative_to(self.root) else [self.root]
         candidate = suggest_root(module, starts)
-        if candidate is None:
+        below = imported_below(module.split(".")[0], self.root) if candidate is None else None
+        if below is not None:
+            hint = f"it is imported here from {below}, below root_dir: set root_dir to {below}"
+        elif candidate is None:
             hint = "it is neither under root_dir nor installed in this environment"
         elif self.root.is_relative_to(candidate):
             hint = f"it resolves with root_dir {candidate}"

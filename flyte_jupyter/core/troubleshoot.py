@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,12 @@ def missing_module_hint(module: str, spec: RunSpec) -> str:
                 "(--include) or use copy_style 'all'."
             )
         top = module.split(".")[0]
+        below = imported_below(top, root)
+        if below is not None:
+            return (
+                f"Hint: {top!r} is imported here from {below}, below root_dir {root}: remotely "
+                f"imports start at root_dir, so set root_dir to {below}."
+            )
         if is_installed(top, root, foreign_dirs(root)):
             # before looking above root_dir: a folder there named like an installed package
             # (an example called `fastapi`) would shadow it, not fix anything
@@ -48,6 +55,19 @@ def missing_module_hint(module: str, spec: RunSpec) -> str:
                 f"set root_dir to {above} so it ships."
             )
     return f"Hint: {module!r} is not found locally either: check the name, or install it."
+
+
+def imported_below(top: str, root: Path) -> Path | None:
+    """The folder below root_dir (not an installed packages folder) that this process imported
+    the top-level module `top` from, if any: the root_dir the same import needs remotely."""
+    file = getattr(sys.modules.get(top), "__file__", None)
+    if not file:
+        return None
+    path = Path(file).resolve()
+    folder = path.parent.parent if path.name == "__init__.py" else path.parent
+    if folder == root or not folder.is_relative_to(root):
+        return None
+    return None if any(folder.is_relative_to(d) for d in foreign_dirs(root)) else folder
 
 
 _NO_SUCH_FILE = re.compile(r"\[Errno 2\] No such file or directory: ('[^\n]*'|\"[^\n]*\")$")

@@ -198,6 +198,7 @@ def test_missing_module_hint_for_copy_style_none():
     spec = RunSpec.__new__(RunSpec)
     object.__setattr__(spec, "root_dir", None)
     object.__setattr__(spec, "copy_style", "none")
+    object.__setattr__(spec, "executor", "docker")
     assert "must be in the image" in missing_module_hint("pandas", spec)
 
 

@@ -51,6 +51,7 @@ def test_cell_whose_definitions_fail_to_import_remotely_shows_the_cell_frames(tm
     text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(reply.error["traceback"]))
     print(text)
     assert "Cell In[2], line 1" in text and "copy_style 'none' ships no code" in text
+    assert "must be importable by the run's interpreter" in text  # no image: the local executor
     noise = [line for line in text.splitlines() if any(m in line for m in MACHINERY)]
     print("machinery lines:", len(noise))
     assert noise == []

@@ -67,7 +67,7 @@ def test_cell_missing_data_file_names_the_include(tmp_path: Path):
         )
         shown = reply.error["traceback"][-1]
         print(shown)
-        assert "copy_style 'none' ships no files, so 'data/conf.json' must be in the image" in shown
+        assert "'none' ships no files, so 'data/conf.json' is not in the run's working" in shown
     finally:
         kernel.shutdown()
 

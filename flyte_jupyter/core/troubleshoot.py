@@ -19,6 +19,12 @@ if TYPE_CHECKING:
 def missing_module_hint(module: str, spec: RunSpec) -> str:
     """Why `module` was missing remotely and what would ship it."""
     root = Path(spec.root_dir) if spec.root_dir else None
+    if spec.copy_style == "none" and spec.executor == "local":
+        return (
+            f"Hint: copy_style 'none' ships no code, so {module!r} must be importable by the "
+            "run's interpreter: install it there (pip install -e PROJECT), or use copy_style "
+            "'auto'."
+        )
     if spec.copy_style == "none":
         return (
             f"Hint: copy_style 'none' ships no code, so {module!r} must be in the image: "
@@ -101,9 +107,10 @@ def missing_file_hint(error_type: str, message: str, spec: RunSpec) -> str:
         return ""
     rel = name.as_posix() + ("/**" if local.is_dir() else "")
     if spec.copy_style == "none":
+        where = "the run's working directory" if spec.executor == "local" else "the image"
         return (
-            f"Hint: copy_style 'none' ships no files, so {name.as_posix()!r} must be in the "
-            f"image, or use copy_style 'auto' with include=['{rel}']."
+            f"Hint: copy_style 'none' ships no files, so {name.as_posix()!r} is not in {where}: "
+            f"use copy_style 'auto' with include=['{rel}']."
         )
     if spec.copy_style == "all":
         return (

@@ -133,13 +133,13 @@ def test_values_are_coerced_from_strings():
 
 def test_a_bad_project_file_value_names_the_file(tmp_path):
     root = project(tmp_path, local="copy_style = 'bogus'\n")
-    with pytest.raises(UsageError, match=r"\.flyte-jupyter\.toml: `copy_style` 'bogus'"):
+    with pytest.raises(UsageError, match=r"\.flyte-jupyter\.toml: copy_style 'bogus'"):
         config.resolve(root, environ=NO_ENV)
 
 
 def test_a_bad_environment_value_names_the_variable(tmp_path):
     env = {"FLYTE_JUPYTER_MAX_SIZE_MB": "-3"}
-    with pytest.raises(UsageError, match="FLYTE_JUPYTER_MAX_SIZE_MB: `max_size_mb` must be"):
+    with pytest.raises(UsageError, match="FLYTE_JUPYTER_MAX_SIZE_MB: max_size_mb must be"):
         config.resolve(tmp_path, environ=env)
 
 

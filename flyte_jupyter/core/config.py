@@ -328,7 +328,7 @@ def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
             try:
                 out[key] = coerce(key, raw)
             except UsageError as exc:
-                raise UsageError(f"FLYTE_JUPYTER_{key.upper()}: {exc}") from None
+                raise UsageError(f"FLYTE_JUPYTER_{key.upper()}: {_as_written(exc)}") from None
     return out
 
 
@@ -352,8 +352,14 @@ def from_project(root: Path) -> dict[str, tuple[Any, str]]:
             try:
                 out[key] = (coerce(key, value), name)
             except UsageError as exc:
-                raise UsageError(f"{path}: {exc}") from None
+                raise UsageError(f"{path}: {_as_written(exc)}") from None
     return out
+
+
+def _as_written(exc: UsageError) -> str:
+    """A setting's message with its names as a file or variable writes them (`copy_style`
+    stays copy_style: no front door turns it into its own flag)."""
+    return str(exc).replace("`", "")
 
 
 def _toml(value: Any) -> str:

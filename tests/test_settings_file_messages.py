@@ -1,0 +1,49 @@
+"""A bad value in a settings file or an environment variable is named as it is written there
+(`copy_style`, not the flag `--copy-style` of the front door that read it). Real CLI processes
+and a real ipykernel."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import write_tree
+from kernel import Kernel
+
+
+def bundle(project: Path, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "flyte_jupyter", "bundle", "."],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    return done.stderr
+
+
+def test_bad_settings_are_named_as_written_where_they_are(tmp_path: Path):
+    project = write_tree(
+        tmp_path / "p",
+        {"pyproject.toml": '[tool.flyte-jupyter]\ncopy_style = "bogus"\n', "a.py": "x = 1\n"},
+    )
+    said = bundle(project)
+    print(said)
+    assert "pyproject.toml: copy_style 'bogus' is not allowed: use one of auto, all, none" in said
+    kernel = Kernel(project)
+    try:
+        kernel.ok("%load_ext flyte_jupyter")
+        reply = kernel.execute("%%flyte_run\n1")
+    finally:
+        kernel.shutdown()
+    print(reply.stderr)
+    assert "pyproject.toml: copy_style 'bogus'" in reply.stderr
+    (project / "pyproject.toml").write_text("[project]\nname = 'p'\n")
+    said = bundle(project, {"FLYTE_JUPYTER_COPY_STYLE": "bogus"})
+    print(said)
+    assert "FLYTE_JUPYTER_COPY_STYLE: copy_style 'bogus' is not allowed" in said
+    assert "--copy-style" not in said

@@ -69,3 +69,12 @@ def test_an_exported_notebook_assigning_cell_source_exports(tmp_path: Path):
     shipped = sorted(f.path for f in selection.files)
     print("shipped:", shipped)
     assert "mylib/calc.py" in shipped and "mylib/unused.py" not in shipped
+
+
+def test_a_lazy_import_left_out_by_no_lazy_imports_is_named_as_the_cause(kernel: Kernel):
+    kernel.ok("def avg(xs):\n    from mylib.stats import mean\n    return mean(xs)\n")
+    reply = kernel.execute("%%flyte_run --no-lazy-imports\navg([1, 3])")
+    assert reply.error and reply.error["ename"] == "ModuleNotFoundError"
+    hint = reply.error["traceback"][-1]
+    print(hint)
+    assert "inside a function while lazy_imports is off" in hint and "mylib/**" in hint

@@ -37,7 +37,8 @@ def missing_module_hint(module: str, spec: RunSpec) -> str:
             where = _package_glob(local, module, root)
             return (
                 f"Hint: {module!r} exists under root_dir ({where}) but was not shipped: it is "
-                f"imported in a way the import scan cannot follow. Add include=['{where}'] "
+                "imported in a way the import scan cannot follow (a computed name, or inside a "
+                f"function while lazy_imports is off). Add include=['{where}'] "
                 "(--include) or use copy_style 'all'."
             )
         top = module.split(".")[0]

@@ -72,17 +72,35 @@ def test_cell_missing_data_file_names_the_include(tmp_path: Path):
         kernel.shutdown()
 
 
-def test_cell_in_a_subfolder_of_root_dir_is_told_where_relative_paths_start(tmp_path: Path):
-    workspace = write_tree(tmp_path / "ws", {"nbs/data/x.json": "[1]\n"})
+def test_cell_in_a_subfolder_of_root_dir_opens_files_from_the_same_folder(tmp_path: Path):
+    """A notebook in a subfolder of root_dir (`project/notebooks/`, `pyproject.toml` above):
+    the run starts in the same folder of the shipped tree, so relative paths, `..` included,
+    mean what they mean in the kernel; a file that did not ship is named from root_dir."""
+    workspace = write_tree(
+        tmp_path / "ws",
+        {
+            "pyproject.toml": "[project]\nname = 'ws'\n",
+            "nbs/data/x.json": "[1]\n",
+            "shared/y.json": "[2]\n",
+            "shared/z.json": "[3]\n",
+        },
+    )
     kernel = Kernel(workspace / "nbs")
     try:
         kernel.ok("%load_ext flyte_jupyter")
-        reply = kernel.execute(
-            f"%%flyte_run --root-dir {workspace} --include 'nbs/data/*.json'\n"
-            "open('data/x.json').read()"
+        local = kernel.ok("open('data/x.json').read() + open('../shared/y.json').read()")
+        include = "--include 'nbs/data/*.json' --include 'shared/y.json'"
+        remote = kernel.ok(
+            f"%%flyte_run {include}\n"
+            "import os\nopen('data/x.json').read() + open('../shared/y.json').read()"
         )
+        print("local:", local.result, "remote:", remote.result)
+        assert remote.result == local.result == repr("[1]\n[2]\n")
+        where = kernel.ok(f"%%flyte_run {include}\nimport os\nos.path.basename(os.getcwd())")
+        assert where.result == "'nbs'"
+        reply = kernel.execute(f"%%flyte_run {include}\nopen('../shared/z.json').read()")
     finally:
         kernel.shutdown()
     shown = reply.error["traceback"][-1]
     print(shown)
-    assert "relative paths start there: that file is 'nbs/data/x.json' from root_dir" in shown
+    assert "Add include=['shared/z.json'] (--include 'shared/z.json')" in shown

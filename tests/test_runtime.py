@@ -17,7 +17,7 @@ from conftest import write_tree
 
 from flyte_jupyter.core.bundle import build_bundle
 from flyte_jupyter.core.selection import select_files
-from flyte_jupyter.runtime.execute import EnvironmentMismatch, check_environment
+from flyte_jupyter.runtime.execute import EnvironmentMismatch, check_environment, linked_workdir
 from flyte_jupyter.runtime.extract import BundleVerificationError, fetch_bundle
 
 DIGEST = "sha256:" + "0" * 64
@@ -164,6 +164,48 @@ def test_each_run_gets_its_own_working_copy(tmp_path, tree):
         assert pickle.loads((tmp_path / f"r{i}/outputs.pkl").read_bytes()) == "original"
     cached = Path(os.environ["FLYTE_JUPYTER_CACHE_DIR"]) / "bundles" / built.hex
     assert not cached.exists()  # each run changed it: discarded, so the next run fetched it again
+
+
+def test_a_run_starts_in_the_clients_folder_of_the_shipped_tree(tmp_path, tree):
+    """`flyte-jupyter run` from a subfolder of root_dir: the run's working directory is that
+    folder of the shipped tree, so `../..` reaches root_dir's files as it does here."""
+    from cli_process import cli
+
+    root = tree(
+        {
+            "pyproject.toml": "[project]\nname = 'p'\n",
+            "app.py": """
+                import os
+                from pathlib import Path
+
+                def main():
+                    return os.path.basename(os.getcwd()), Path("../../conf.txt").read_text()
+                """,
+            "conf.txt": "from root_dir",
+            "sub/deeper/notes.md": "not shipped",
+        }
+    )
+    done = cli("run", "../../app.py:main", "--include", "conf.txt", cwd=root / "sub" / "deeper")
+    print(done.stdout, done.stderr)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == ["deeper", "from root_dir"]
+
+
+@pytest.mark.parametrize("sub", ["../escape", "/etc", "a/../../b", "a/.."])
+def test_a_working_directory_that_leaves_the_shipped_tree_is_refused(tmp_path, tree, sub):
+    """spec.json names the run's folder; a tampered one never makes or enters a folder outside
+    the run's private working directory."""
+    root = tree({"app.py": ""})
+    before = set(tmp_path.rglob("*"))
+    here = os.getcwd()
+    try:
+        with pytest.raises(ValueError, match="is not a folder under root_dir"):
+            linked_workdir(root, sub)
+    finally:
+        os.chdir(here)
+    made = set(tmp_path.rglob("*")) - before
+    print(f"{sub!r}: paths made: {len(made)}")
+    assert made == set() and os.getcwd() == here
 
 
 def test_environment_mismatch_is_one_clear_error():

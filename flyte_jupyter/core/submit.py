@@ -82,6 +82,10 @@ class RunSpec:
     """The cell's label, e.g. In[3], for runs of a notebook cell."""
     cell_id: str | None = None
     """JupyterLab's id of that cell, when the front end sent one."""
+    workdir: str = ""
+    """The client's working directory relative to root_dir, as a POSIX path ("" for root_dir
+    itself, or a folder outside it): the run starts in the same folder of the shipped tree, so
+    a relative path means there what it means here (a notebook in a subfolder)."""
 
     def __post_init__(self) -> None:
         self.env_names = sorted(set(self.env_names) | set(self.env))
@@ -222,6 +226,7 @@ def submit(
         notebook=os.environ.get("JPY_SESSION_NAME") or None,
         cell=cell,
         cell_id=cell_id,
+        workdir=relative_workdir(selection.root_dir) if selection else "",
     )
     if not spec.version:
         raise UsageError("a run without a bundle needs an explicit version naming the image code")
@@ -236,6 +241,16 @@ def submit(
         input_digests,
     )
     return Run(spec, store, _launch(runner, spec, store), upload)
+
+
+def relative_workdir(root: Path) -> str:
+    """This process's working directory relative to `root` ("" at or outside it). A kernel's
+    is its notebook's folder (or wherever `%cd` took it)."""
+    try:
+        rel = Path.cwd().resolve().relative_to(Path(root).resolve())
+    except (OSError, ValueError):
+        return ""
+    return rel.as_posix() if rel.parts else ""
 
 
 def _check_launchable(runner: Executor, spec: RunSpec) -> None:

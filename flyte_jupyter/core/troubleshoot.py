@@ -4,6 +4,7 @@ where the local file tree can be looked at."""
 from __future__ import annotations
 
 import ast
+import os
 import re
 import sys
 from pathlib import Path
@@ -81,10 +82,10 @@ _NO_SUCH_FILE = re.compile(r"\[Errno 2\] No such file or directory: ('[^\n]*'|\"
 
 
 def missing_file_hint(error_type: str, message: str, spec: RunSpec) -> str:
-    """What would ship a file the remote code opened by a relative path (the run's working
-    directory mirrors root_dir) that exists under root_dir here: only Python modules ship by
-    themselves. A path relative to this process's folder below root_dir (a notebook in a
-    subfolder) is named from root_dir. Empty when the file is not here either."""
+    """What would ship a file the remote code opened by a relative path that exists here: only
+    Python modules ship by themselves. The run started in the client's folder of the shipped
+    tree (spec.workdir), so the path is looked up from the same folder here, and the include
+    is named from root_dir. Empty when the file is not here either, or not under root_dir."""
     match = _NO_SUCH_FILE.match(message) if error_type == "FileNotFoundError" else None
     if match is None or not spec.root_dir:
         return ""
@@ -93,34 +94,25 @@ def missing_file_hint(error_type: str, message: str, spec: RunSpec) -> str:
     except (ValueError, SyntaxError, TypeError):
         return ""
     root = Path(spec.root_dir)
-    local = root / name
-    if name.is_absolute() or ".." in name.parts:
+    local = Path(os.path.normpath(root / spec.workdir / name))
+    if name.is_absolute() or not local.is_relative_to(root) or not local.exists():
         return ""
-    here = Path.cwd()
-    if not local.exists() and here != root and here.is_relative_to(root) and (here / name).exists():
-        moved = (here / name).relative_to(root).as_posix()
-        return (
-            f"Hint: {name.as_posix()!r} is in {here}, but the run's working directory is a copy "
-            f"of root_dir {root}, so relative paths start there: that file is {moved!r} from "
-            f"root_dir (ship it with include=['{moved}'])."
-        )
-    if not local.exists():
-        return ""
-    rel = name.as_posix() + ("/**" if local.is_dir() else "")
+    rel = local.relative_to(root).as_posix() + ("/**" if local.is_dir() else "")
+    shown = name.as_posix()
     if spec.copy_style == "none":
         where = "the run's working directory" if spec.executor == "local" else "the image"
         return (
-            f"Hint: copy_style 'none' ships no files, so {name.as_posix()!r} is not in {where}: "
+            f"Hint: copy_style 'none' ships no files, so {shown!r} is not in {where}: "
             f"use copy_style 'auto' with include=['{rel}']."
         )
     if spec.copy_style == "all":
         return (
-            f"Hint: {name.as_posix()!r} exists under root_dir but copy_style 'all' left it out: "
+            f"Hint: {shown!r} exists under root_dir but copy_style 'all' left it out: "
             f"an exclude pattern, .flyteignore or .gitignore matches it. Add include=['{rel}'] "
             f"(--include '{rel}') to ship it anyway."
         )
     return (
-        f"Hint: {name.as_posix()!r} exists under root_dir but was not shipped: only Python "
+        f"Hint: {shown!r} exists under root_dir but was not shipped: only Python "
         f"modules ship by themselves. Add include=['{rel}'] (--include '{rel}') or use "
         "copy_style 'all'."
     )

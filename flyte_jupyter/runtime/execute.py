@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import traceback
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import blobs, fd_capture, protocol
@@ -157,7 +157,7 @@ def _run(args: argparse.Namespace, log_file: Any) -> int:
             root = fetch_bundle(args.bundle, args.digest)
         check_environment(spec.get("client", {}))
         if root is not None:
-            workdir = linked_workdir(root)
+            workdir = linked_workdir(root, spec.get("workdir") or "")
             _isolate_sys_path(root, args.python_path or spec.get("python_path") or ["."])
         inputs = {}
         if args.inputs:
@@ -257,16 +257,31 @@ def check_environment(client: dict[str, Any]) -> None:
         raise EnvironmentMismatch("; ".join(problems))
 
 
-def linked_workdir(root: Path) -> str:
+def linked_workdir(root: Path, sub: str = "") -> str:
     """A fresh working directory holding a link to each top-level entry of the extraction, so
     relative data paths work at the cost of a few symlinks. New top-level files stay private;
-    writes through the links reach the extraction, which the post-run check then discards."""
-    workdir = tempfile.mkdtemp(prefix="flyte-jupyter-run-")
-    with os.scandir(root) as entries:
-        for entry in entries:
-            if entry.name != "__pycache__":
-                os.symlink(entry.path, os.path.join(workdir, entry.name))
-    os.chdir(workdir)
+    writes through the links reach the extraction, which the post-run check then discards.
+
+    The run starts in `sub` (the client's folder relative to root_dir, e.g. `notebooks`): each
+    folder on the way is a real one, holding links to the extraction's entries at its level,
+    so `../data/x.csv` from there is root_dir's `data/x.csv`, as it is on the client."""
+    parts = PurePosixPath(sub).parts
+    if sub and (PurePosixPath(sub).is_absolute() or any(p in (".", "..") for p in parts)):
+        raise ValueError(f"the run's working directory {sub!r} is not a folder under root_dir")
+    workdir = here = tempfile.mkdtemp(prefix="flyte-jupyter-run-")
+    source = root
+    for depth in range(len(parts) + 1):
+        step = parts[depth] if depth < len(parts) else None
+        if source.is_dir() and not source.is_symlink():  # a bundle holds no links: defensive
+            with os.scandir(source) as entries:
+                for entry in entries:
+                    if entry.name not in ("__pycache__", step):
+                        os.symlink(entry.path, os.path.join(here, entry.name))
+        if step is not None:
+            here = os.path.join(here, step)
+            os.mkdir(here)
+            source = source / step
+    os.chdir(here)
     return workdir
 
 

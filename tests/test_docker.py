@@ -160,12 +160,13 @@ def test_exported_notebook_runs_as_a_job(engine, tmp_path):
         cells=[
             new_code_cell("%load_ext flyte_jupyter"),
             new_code_cell("import json\nfrom metrics import mean"),
-            new_code_cell("values = json.load(open('data/values.json'))"),
+            new_code_cell("values = json.load(open('../data/values.json'))"),  # as in Jupyter
             new_code_cell("%%flyte_run\naverage = mean(values)\nprint('average', average)"),
         ]
     )
-    nbformat.write(book, root / "analysis.ipynb")
-    result = export_notebook(root / "analysis.ipynb", include=["data/*.json"])
+    (root / "notebooks").mkdir()  # a notebook in a subfolder: the job starts there too
+    nbformat.write(book, root / "notebooks" / "analysis.ipynb")
+    result = export_notebook(root / "notebooks" / "analysis.ipynb", include=["data/*.json"])
     assert result.tag.startswith("flyte-jupyter-analysis:")  # a content-hash tag
     out = tmp_path / "out"
     out.mkdir()

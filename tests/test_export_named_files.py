@@ -45,3 +45,40 @@ def test_export_warns_about_a_named_data_file_the_image_lacks(tmp_path: Path):
     print(shipped.stderr)
     assert "warning:" not in shipped.stderr
     assert (tmp_path / "c2/root/app/data/prices.json").read_text() == "[1, 2]\n"
+
+
+def test_an_exported_notebook_in_a_subfolder_starts_in_that_folder(tmp_path: Path):
+    """`project/nbs/shop.ipynb` reading `data/x.json` (next to it) and `../shared/y.json`: the
+    job starts in nbs/ of the image's tree, as a cell's run does. The job module from the build
+    context runs here with plain Python, from the image's workdir, as its entrypoint would."""
+    project = write_tree(
+        tmp_path / "p",
+        {
+            "pyproject.toml": "[project]\nname = 'p'\n",
+            "nbs/data/x.json": "[1]\n",
+            "shared/y.json": "[2]\n",
+        },
+    )
+    book = nbformat.v4.new_notebook()
+    book.cells = [
+        nbformat.v4.new_code_cell("import json\nx = json.load(open('data/x.json'))"),
+        nbformat.v4.new_code_cell("both = x + json.load(open('../shared/y.json'))"),
+    ]
+    nbformat.write(book, project / "nbs" / "shop.ipynb")
+    warned = export(project / "nbs", "--context-only", str(tmp_path / "c1"))
+    print(warned.stderr)
+    assert "--include 'nbs/data/x.json' if the job reads it" in warned.stderr
+    assert "--include 'shared/y.json' if the job reads it" in warned.stderr
+    includes = ["--include", "nbs/data/*.json", "--include", "shared/*.json"]
+    done = export(project / "nbs", "--context-only", str(tmp_path / "c2"), *includes)
+    assert done.returncode == 0 and "warning:" not in done.stderr, done.stderr
+    app = tmp_path / "c2/root/app"
+    job = subprocess.run(
+        [sys.executable, str(app / "_flyte_notebook/shop_job.py")],
+        cwd=app,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    print(job.stdout, job.stderr)
+    assert 'flyte-jupyter results: {"both": [1, 2], "x": [1]}' in job.stdout

@@ -584,9 +584,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FlyteJupyterError as exc:  # one family; messages name this door's flags
         message = config.front_door_message(str(exc), "cli")
         usage = isinstance(exc, UsageError)
-        print(
-            f"flyte-jupyter {args.command}: {'error: ' if usage else ''}{message}", file=sys.stderr
-        )
+        command = " ".join(filter(None, [args.command, getattr(args, "runs_command", None)]))
+        print(f"flyte-jupyter {command}: {'error: ' if usage else ''}{message}", file=sys.stderr)
         return 2 if usage else 1
 
 

@@ -182,3 +182,12 @@ def test_whole_process_help_is_the_full_parsers_help():
         result = cli(*argv)
         assert result.returncode == 0, result.stderr
         assert result.stdout == _printed(None, argv)[1]
+
+
+def test_an_error_of_a_runs_subcommand_names_it(tmp_path):
+    """`runs show`, `runs prune`...: the error line names the subcommand that was run."""
+    env = {"FLYTE_JUPYTER_DATA_DIR": str(tmp_path / "data")}
+    done = cli("runs", "show", "nosuch", env=env)
+    print(done.stderr)
+    assert done.returncode == 2
+    assert done.stderr.startswith("flyte-jupyter runs show: error: no run 'nosuch'")

@@ -265,23 +265,32 @@ def linked_workdir(root: Path, sub: str = "") -> str:
     The run starts in `sub` (the client's folder relative to root_dir, e.g. `notebooks`): each
     folder on the way is a real one, holding links to the extraction's entries at its level,
     so `../data/x.csv` from there is root_dir's `data/x.csv`, as it is on the client."""
+    bad = f"the run's working directory {sub!r} is not a folder under root_dir"
+    if not isinstance(sub, str) or "\0" in sub:
+        raise ValueError(bad)
     parts = PurePosixPath(sub).parts
     if sub and (PurePosixPath(sub).is_absolute() or any(p in (".", "..") for p in parts)):
-        raise ValueError(f"the run's working directory {sub!r} is not a folder under root_dir")
+        raise ValueError(bad)
     workdir = here = tempfile.mkdtemp(prefix="flyte-jupyter-run-")
-    source = root
-    for depth in range(len(parts) + 1):
-        step = parts[depth] if depth < len(parts) else None
-        if source.is_dir() and not source.is_symlink():  # a bundle holds no links: defensive
-            with os.scandir(source) as entries:
-                for entry in entries:
-                    if entry.name not in ("__pycache__", step):
-                        os.symlink(entry.path, os.path.join(here, entry.name))
-        if step is not None:
-            here = os.path.join(here, step)
-            os.mkdir(here)
-            source = source / step
-    os.chdir(here)
+    source, linked = root, True
+    try:
+        for depth in range(len(parts) + 1):
+            step = parts[depth] if depth < len(parts) else None
+            # a bundle holds no links: defensive, and never past one (it may lead anywhere)
+            linked = linked and source.is_dir() and not source.is_symlink()
+            if linked:
+                with os.scandir(source) as entries:
+                    for entry in entries:
+                        if entry.name not in ("__pycache__", step):
+                            os.symlink(entry.path, os.path.join(here, entry.name))
+            if step is not None:
+                here = os.path.join(here, step)
+                os.mkdir(here)
+                source = source / step
+        os.chdir(here)
+    except (OSError, ValueError) as exc:  # a name too long, or not encodable here
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise ValueError(f"{bad}: {exc}") from None
     return workdir
 
 

@@ -89,15 +89,17 @@ def missing_file_hint(error_type: str, message: str, spec: RunSpec) -> str:
     match = _NO_SUCH_FILE.match(message) if error_type == "FileNotFoundError" else None
     if match is None or not spec.root_dir:
         return ""
-    try:
+    try:  # the message is the remote code's: any text, of any size or nesting
         name = Path(ast.literal_eval(match.group(1)))
-    except (ValueError, SyntaxError, TypeError):
+        root = Path(spec.root_dir)
+        local = Path(os.path.normpath(root / spec.workdir / name))
+        if not name.parts or name.is_absolute() or not local.is_relative_to(root):
+            return ""
+        if not local.exists():
+            return ""
+        rel = local.relative_to(root).as_posix() + ("/**" if local.is_dir() else "")
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError, OSError):
         return ""
-    root = Path(spec.root_dir)
-    local = Path(os.path.normpath(root / spec.workdir / name))
-    if name.is_absolute() or not local.is_relative_to(root) or not local.exists():
-        return ""
-    rel = local.relative_to(root).as_posix() + ("/**" if local.is_dir() else "")
     shown = name.as_posix()
     if spec.copy_style == "none":
         where = "the run's working directory" if spec.executor == "local" else "the image"

@@ -289,8 +289,11 @@ def _unshipped_files_named(code: str, folder: Path, root: Path, selection: Selec
             continue
         if not ("/" in name or "." in name) or Path(name).is_absolute() or name in out:
             continue
-        file = (folder / name).resolve()
-        if not file.is_relative_to(root) or not file.is_file():
+        try:  # any string of the notebook: a NUL or a lone surrogate is no file name
+            file = (folder / name).resolve()
+            if not file.is_relative_to(root) or not file.is_file():
+                continue
+        except (OSError, ValueError):
             continue
         rel = file.relative_to(root).as_posix()
         if rel not in shipped:  # the job starts in the notebook's folder: `name` stays right

@@ -246,12 +246,13 @@ def _cell_body_imports(source: bytes) -> tuple[list[ImportRef], list[IncludeDecl
     any notebook constant of the same name, and a repr() never spans lines. Another generated
     module (an exported notebook's job) may assign anything to that name: then nothing."""
     at = source.rfind(_CELL_SOURCE)
-    if at < 0:
-        return [], []
     first = at + len(_CELL_SOURCE)
     end = source.find(b"\n", first)
+    tail = source[end + 1 :]  # a cell module ends `CELL_SOURCE = ...`, `ASSIGNED = [...]`
+    if at < 0 or end < 0 or not tail.startswith(b"ASSIGNED = [") or tail.count(b"\n") != 1:
+        return [], []
     try:
-        body = ast.literal_eval(source[first : end if end >= 0 else None].decode())
+        body = ast.literal_eval(source[first:end].decode())
         refs, declared = scan(body, "<cell>")
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return [], []

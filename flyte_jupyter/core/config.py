@@ -359,7 +359,8 @@ def from_project(root: Path) -> dict[str, tuple[Any, str]]:
 def _as_written(exc: UsageError) -> str:
     """A setting's message with its names as a file or variable writes them (`copy_style`
     stays copy_style: no front door turns it into its own flag)."""
-    return str(exc).replace("`", "")
+    text = str(exc)  # only the name's quotes: a value keeps its own backticks
+    return text.replace("`", "", 2) if text.startswith("`") else text
 
 
 def _toml(value: Any) -> str:

@@ -76,9 +76,15 @@ def _parse(parser: Any, magic: str, line: str | None = None, words: list[str] | 
     try:
         return parser.parse_args(shlex.split(line) if words is None else words)
     except ValueError as exc:  # shlex: an unclosed quote
-        raise IPythonUsageError(f"{magic} options: {exc}: close the quote") from None
+        raise _unsplittable(magic, exc) from None
     except IPythonUsageError as exc:
         raise IPythonUsageError(f"{exc} (see {magic} --help)") from None
+
+
+def _unsplittable(magic: str, exc: ValueError) -> IPythonUsageError:
+    """shlex's complaint with what to do: an unclosed quote, or a backslash ending the line."""
+    todo = "close the quote" if "quotation" in str(exc) else "double the backslash that ends it"
+    return IPythonUsageError(f"{magic} options: {exc}: {todo}")
 
 
 def _usage(exc: Exception) -> IPythonUsageError:
@@ -151,7 +157,7 @@ class FlyteMagics(Magics):
             try:
                 words, code = split_line_options(line)
             except ValueError as exc:  # shlex: an unclosed quote
-                raise IPythonUsageError(f"{magic} options: {exc}: close the quote") from None
+                raise _unsplittable(magic, exc) from None
             if not code and not {"-h", "--help"} & set(words):
                 raise IPythonUsageError("%flyte_run needs an expression, e.g. %flyte_run f(1)")
         else:

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -94,6 +95,24 @@ def test_a_tampered_workdir_is_one_error_and_leaves_nothing(tmp_path, tree, name
     assert made == set() and leftover == []
 
 
+@pytest.mark.parametrize("name", sorted(BAD_WORKDIRS))
+def test_a_tampered_workdir_in_process_leaves_no_temp_folder(tmp_path, monkeypatch, name):
+    """The same values straight to linked_workdir: the error, and the temp folder it made gone."""
+    root = write_tree(tmp_path / "ext", {"app.py": "", "data/x.csv": "1\n"})
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    here = os.getcwd()
+    try:
+        with pytest.raises(ValueError, match="is not a folder under root_dir"):
+            linked_workdir(root, BAD_WORKDIRS[name])
+    finally:
+        os.chdir(here)
+    leftover = list(private.iterdir())
+    print(f"{name}: temp folders left: {len(leftover)}")
+    assert leftover == []
+
+
 @pytest.mark.parametrize("sub", ["app.py", "__pycache__", "données/ü"])
 def test_an_odd_but_harmless_workdir_starts_in_a_private_folder(tmp_path, tree, sub):
     root = tree({"app.py": APP, "données/ü/x.txt": "x"})
@@ -120,7 +139,7 @@ def test_a_symlink_planted_in_the_extraction_is_not_followed(tmp_path):
         for sub in ("pkg/out", "pkg/out/inner"):
             workdir = Path(linked_workdir(root, sub))
             links = [p for p in workdir.rglob("*") if p.is_symlink()]
-            escaping = [p for p in links if not Path(os.readlink(p)).is_relative_to(root)]
+            escaping = [p for p in links if not p.resolve().is_relative_to(root.resolve())]
             print(f"{sub}: links {len(links)}, links leading outside root: {len(escaping)}")
             assert escaping == [] and Path.cwd() == workdir / sub
             os.chdir(here)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty
@@ -75,3 +77,14 @@ class Kernel:
     def shutdown(self) -> None:
         self.client.stop_channels()
         self.manager.shutdown_kernel(now=True)
+
+
+@contextmanager
+def extension_kernel(cwd: Path, env: dict[str, str] | None = None) -> Iterator[Kernel]:
+    """A kernel in `cwd` with `%load_ext flyte_jupyter` run, shut down on the way out."""
+    kernel = Kernel(cwd, env)
+    try:
+        kernel.ok("%load_ext flyte_jupyter")
+        yield kernel
+    finally:
+        kernel.shutdown()

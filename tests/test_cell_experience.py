@@ -18,7 +18,7 @@ from typing import Any
 import cli_process
 import pytest
 from conftest import write_tree
-from kernel import Kernel
+from kernel import Kernel, extension_kernel
 
 from flyte_jupyter.core import history
 
@@ -43,12 +43,8 @@ def project(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def kernel(project: Path) -> Iterator[Kernel]:
-    k = Kernel(project)
-    try:
-        k.ok("%load_ext flyte_jupyter")
+    with extension_kernel(project) as k:
         yield k
-    finally:
-        k.shutdown()
 
 
 @dataclass
@@ -282,12 +278,8 @@ def test_a_result_fetched_in_another_kernel_shows_project_files_with_their_lines
     kernel.ok("from shop.pricing import price")
     kernel.ok("run = %flyte_run --detach price([])")
     run_id = kernel.ok("print(run.id)").stdout.strip()
-    other = Kernel(project)
-    try:
-        other.ok("%load_ext flyte_jupyter")
+    with extension_kernel(project) as other:
         reply = other.execute(f"%flyte_result {run_id}")
-    finally:
-        other.shutdown()
     text = ANSI.sub("", reply.error_text)
     print(text)
     assert reply.error["ename"] == "ZeroDivisionError"
@@ -311,14 +303,10 @@ def test_a_run_that_dies_is_one_line_without_its_output_again(kernel: Kernel):
 
 
 def test_a_flyte_runs_status_line_links_to_the_flyte_console(project: Path, flyte_emulator):
-    k = Kernel(project, flyte_emulator.client_env)
-    try:
-        k.ok("%load_ext flyte_jupyter")
+    with extension_kernel(project, flyte_emulator.client_env) as k:
         k.ok(f"%flyte_config flyte_config={flyte_emulator.config_path} executor=flyte")
         msg_id = start(k, "%%flyte_run\nprint('on flyte')\n6 * 7")
         cell = collect(k, msg_id, Cell())
-    finally:
-        k.shutdown()
     shown = cell.of("display_data") + cell.of("update_display_data")
     final = [c["data"] for c in shown if "flyte-jupyter-status" in c["data"].get("text/html", "")]
     print(final[-1]["text/plain"])

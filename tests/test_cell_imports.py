@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_tree
-from kernel import Kernel
+from kernel import Kernel, extension_kernel
 
 PROJECT = {
     "pyproject.toml": "[project]\nname='nb-project'\n",
@@ -21,12 +21,8 @@ PROJECT = {
 
 @pytest.fixture
 def kernel(tmp_path: Path) -> Iterator[Kernel]:
-    k = Kernel(write_tree(tmp_path / "nb", PROJECT))
-    try:
-        k.ok("%load_ext flyte_jupyter")
+    with extension_kernel(write_tree(tmp_path / "nb", PROJECT)) as k:
         yield k
-    finally:
-        k.shutdown()
 
 
 def test_modules_imported_in_the_run_cell_itself_ship(kernel: Kernel):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_tree
-from kernel import Kernel, Reply
+from kernel import Kernel, Reply, extension_kernel
 
 from flyte_jupyter.core import history
 from flyte_jupyter.core.notebook import NotebookState, slice_cell
@@ -33,12 +33,8 @@ RUN = "%%flyte_run\ntotal = round(sum(double(prices)), 2)\ntotal"
 
 @pytest.fixture
 def kernel(tmp_path: Path) -> Iterator[Kernel]:
-    k = Kernel(write_tree(tmp_path / "nb", PROJECT))
-    try:
-        k.ok("%load_ext flyte_jupyter")
+    with extension_kernel(write_tree(tmp_path / "nb", PROJECT)) as k:
         yield k
-    finally:
-        k.shutdown()
 
 
 def shipped(kernel: Kernel, cell: str) -> tuple[str, str, Reply]:

@@ -16,7 +16,7 @@ import pytest
 import servers
 from cli_process import cli
 from conftest import process_alive, write_tree
-from kernel import Kernel
+from kernel import extension_kernel
 
 from flyte_jupyter.core import history
 from flyte_jupyter.core.errors import RunError
@@ -167,9 +167,7 @@ def test_cli_timeout_must_be_a_positive_number(app: Path, value: str):
 
 
 def test_magic_timeout_cancels_the_run_and_bad_values_are_usage_errors(app: Path):
-    kernel = Kernel(app)
-    try:
-        kernel.ok("%load_ext flyte_jupyter")
+    with extension_kernel(app) as kernel:
         kernel.ok("import time")
         started = time.monotonic()
         reply = kernel.execute("%%flyte_run --timeout 3\nprint('go', flush=True)\ntime.sleep(20)")
@@ -184,8 +182,6 @@ def test_magic_timeout_cancels_the_run_and_bad_values_are_usage_errors(app: Path
             assert bad.error is None and bad.stderr.startswith("UsageError: "), bad
             assert "--timeout" in bad.stderr and bad.stderr.count("\n") == 1
         assert len(history.recent()) == 1
-    finally:
-        kernel.shutdown()
 
 
 # --- 11: runs refused before start never stay `submitted` ---------------------------------------

@@ -257,14 +257,12 @@ NOTEBOOK_PROJECT = {
 
 def test_notebook_cell_runs_as_a_flyte_task_and_interrupt_aborts(tmp_path, emulator):
     from conftest import write_tree
-    from kernel import Kernel
+    from kernel import extension_kernel
 
     from flyte_jupyter.core import history
 
     project = write_tree(tmp_path / "nb", NOTEBOOK_PROJECT)
-    kernel = Kernel(project, emulator.client_env)
-    try:
-        kernel.ok("%load_ext flyte_jupyter")
+    with extension_kernel(project, emulator.client_env) as kernel:
         kernel.ok(f"%flyte_config flyte_config={emulator.config_path} executor=flyte")
         kernel.ok(
             "from shop.pricing import with_tax\n\n"
@@ -325,8 +323,6 @@ def test_notebook_cell_runs_as_a_flyte_task_and_interrupt_aborts(tmp_path, emula
         assert not emulator.pod_alive(name)
         assert history.recent()[0].status == "cancelled"
         assert "AbortRun" in emulator.calls
-    finally:
-        kernel.shutdown()
 
 
 def test_project_function_in_a_container_pod_with_only_flyte(tree, flyte_emulator_docker, tmp_path):
@@ -443,12 +439,10 @@ def test_big_values_in_a_container_pod_with_only_flyte(tmp_path, flyte_emulator_
 def _big_values_round_trip(tmp_path: Path, emulator: FlyteEmulator) -> None:
     from conftest import write_tree
     from flyteidl2.task import common_pb2
-    from kernel import Kernel
+    from kernel import extension_kernel
 
     project = write_tree(tmp_path / "nb", NOTEBOOK_PROJECT)
-    kernel = Kernel(project, emulator.client_env)
-    try:
-        kernel.ok("%load_ext flyte_jupyter")
+    with extension_kernel(project, emulator.client_env) as kernel:
         kernel.ok(f"%flyte_config flyte_config={emulator.config_path} executor=flyte")
         kernel.ok("import hashlib, os\nblob = os.urandom(24 << 20)\n")
         kernel.ok("sent = hashlib.sha256(blob).hexdigest()")
@@ -496,8 +490,6 @@ def _big_values_round_trip(tmp_path: Path, emulator: FlyteEmulator) -> None:
         (Path(os.environ["FLYTE_JUPYTER_CACHE_DIR"]) / "flyte-uploads.json").unlink()
         kernel.ok(cell, timeout=300)  # uploaded again
         assert kernel.ok(check).result == "True"
-    finally:
-        kernel.shutdown()
 
 
 def _outputs(emulator: FlyteEmulator, run_name: str, common_pb2) -> dict:

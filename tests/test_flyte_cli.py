@@ -95,14 +95,12 @@ def test_detached_cell_result_and_run_listings_name_the_flyte_run(
     tmp_path, flyte_emulator: FlyteEmulator
 ):
     from conftest import write_tree
-    from kernel import Kernel
+    from kernel import extension_kernel
 
     from flyte_jupyter.core import history
 
     project = write_tree(tmp_path / "nb", NOTEBOOK_PROJECT)
-    kernel = Kernel(project, flyte_emulator.client_env)
-    try:
-        kernel.ok("%load_ext flyte_jupyter")
+    with extension_kernel(project, flyte_emulator.client_env) as kernel:
         kernel.ok(f"%flyte_config flyte_config={flyte_emulator.config_path} executor=flyte")
         kernel.ok("from shop.pricing import with_tax")
         detached = kernel.ok("%%flyte_run --detach\ntotal = with_tax(10)\ntotal")
@@ -116,8 +114,6 @@ def test_detached_cell_result_and_run_listings_name_the_flyte_run(
         shown_runs = kernel.ok("%flyte_runs 1").displays[0]
         listing, listing_html = shown_runs["text/plain"], shown_runs["text/html"]
         runs = cli(cli_env(flyte_emulator), tmp_path, "runs", "show", record.id)
-    finally:
-        kernel.shutdown()
     assert runs.returncode == 0, runs.stderr
     shown = json.loads(runs.stdout)
     remote = shown["flyte"]

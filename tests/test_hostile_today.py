@@ -19,7 +19,7 @@ import nbformat
 import pytest
 from cli_process import cli
 from conftest import write_tree
-from kernel import Kernel
+from kernel import extension_kernel
 
 from flyte_jupyter.core import config
 from flyte_jupyter.core.bundle import build_bundle
@@ -273,15 +273,11 @@ def test_crafted_cell_text_is_read_as_data(tmp_path, monkeypatch, name):
 
 
 def test_a_cell_assigning_cell_source_in_a_real_kernel(tmp_path):
-    kernel = Kernel(write_tree(tmp_path / "nb", MYLIB))
-    try:
-        kernel.ok("%load_ext flyte_jupyter")
+    with extension_kernel(write_tree(tmp_path / "nb", MYLIB)) as kernel:
         kernel.ok("CELL_SOURCE = 'import mylib.unused'")
         reply = kernel.ok(
             "%%flyte_run\nimport mylib.calc\ny = '''\nCELL_SOURCE = 'x'\n'''\nmylib.calc.double(1)"
         )
-    finally:
-        kernel.shutdown()
     print("result:", reply.result, reply.error_text)
     assert reply.result == "2", reply.error_text
 
@@ -375,12 +371,8 @@ HOSTILE_MAGICS = {
 
 
 def test_hostile_magic_options_are_one_line(tmp_path):
-    kernel = Kernel(tmp_path)
-    try:
-        kernel.ok("%load_ext flyte_jupyter")
+    with extension_kernel(tmp_path) as kernel:
         replies = {code: kernel.execute(code) for code in HOSTILE_MAGICS}
-    finally:
-        kernel.shutdown()
     tracebacks = [code[:30] for code, reply in replies.items() if reply.error]
     print("tracebacks:", len(tracebacks), tracebacks)
     for code in HOSTILE_MAGICS:

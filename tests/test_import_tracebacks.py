@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from conftest import write_tree
-from kernel import Kernel
+from kernel import extension_kernel
 
 MACHINERY = ("importlib", "<frozen", "Could not get source")
 
@@ -40,13 +40,9 @@ def test_cli_run_of_a_module_failing_at_import_shows_its_frames_only(tmp_path: P
 
 def test_cell_whose_definitions_fail_to_import_remotely_shows_the_cell_frames(tmp_path: Path):
     project = write_tree(tmp_path / "nb", {"mylib/__init__.py": "", "mylib/calc.py": "X = 1\n"})
-    kernel = Kernel(project)
-    try:
-        kernel.ok("%load_ext flyte_jupyter")
+    with extension_kernel(project) as kernel:
         kernel.ok("from mylib.calc import X")
         reply = kernel.execute("%%flyte_run --copy-style none --version v1\nX + 1")
-    finally:
-        kernel.shutdown()
     assert reply.error and reply.error["ename"] == "ModuleNotFoundError"
     text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(reply.error["traceback"]))
     print(text)

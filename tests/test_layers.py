@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_tree
-from kernel import Kernel
+from kernel import Kernel, extension_kernel
 
 import flyte_jupyter
 from flyte_jupyter.core import history
@@ -116,15 +116,11 @@ def test_a_cell_run_records_its_notebook_and_cell_and_every_listing_shows_them(t
         {"pyproject.toml": "[project]\nname='p'\n", "analysis.ipynb": json.dumps(NOTEBOOK)},
     )
     notebook = project / "analysis.ipynb"
-    kernel = Kernel(project, env={"JPY_SESSION_NAME": str(notebook)})
-    try:
-        kernel.ok("%load_ext flyte_jupyter")
+    with extension_kernel(project, env={"JPY_SESSION_NAME": str(notebook)}) as kernel:
         _in_cell(kernel, "c0ffee-1")
         kernel.ok("%%flyte_run\ntotal = 6 * 7")
         count = int(kernel.ok("print(get_ipython().execution_count)").stdout) - 1
         listed = kernel.ok("%flyte_runs 5")
-    finally:
-        kernel.shutdown()
     record = history.recent(1)[0]
     print("recorded:", record.notebook, record.cell, record.cell_id)
     assert (record.notebook, record.cell, record.cell_id) == (

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kernel import Kernel
+from kernel import extension_kernel
 
 BAD = {
     "%%flyte_run --include 'data\n1": "close the quote",
@@ -21,12 +21,8 @@ BAD = {
 
 
 def test_bad_magic_options_are_one_line_saying_what_to_do(tmp_path: Path):
-    kernel = Kernel(tmp_path)
-    try:
-        kernel.ok("%load_ext flyte_jupyter")
+    with extension_kernel(tmp_path) as kernel:
         replies = {code: kernel.execute(code) for code in BAD}
-    finally:
-        kernel.shutdown()
     tracebacks = [code for code, reply in replies.items() if reply.error]
     print("tracebacks:", len(tracebacks), tracebacks)
     assert tracebacks == []

@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from conftest import process_alive, write_tree
-from kernel import Kernel
+from kernel import Kernel, extension_kernel
 
 from flyte_jupyter.core import history
 
@@ -33,12 +33,8 @@ def project(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def kernel(project: Path) -> Iterator[Kernel]:
-    k = Kernel(project)
-    try:
-        k.ok("%load_ext flyte_jupyter")
+    with extension_kernel(project) as k:
         yield k
-    finally:
-        k.shutdown()
 
 
 def usage_error(reply) -> str:
@@ -196,9 +192,7 @@ def test_config_precedence_is_shown_with_sources(project: Path, monkeypatch):
     )
     monkeypatch.setenv("FLYTE_JUPYTER_EXECUTOR", "local")
     monkeypatch.setenv("FLYTE_JUPYTER_MAX_SIZE_MB", "50")
-    k = Kernel(project)
-    try:
-        k.ok("%load_ext flyte_jupyter")
+    with extension_kernel(project) as k:
         k.ok("%flyte_config max_size_mb=20 copy_style=auto")
         table = k.ok("%flyte_config").displays[0]["text/plain"]
         rows = {line.split()[0]: line.split()[-1] for line in table.splitlines()[1:]}
@@ -211,8 +205,6 @@ def test_config_precedence_is_shown_with_sources(project: Path, monkeypatch):
         assert "unknown setting 'colour'" in usage_error(k.execute("%flyte_config colour=blue"))
         preview = k.ok("%%flyte_bundle --copy-style auto\n1").displays[0]["text/plain"]
         assert "(copy_style auto)" in preview  # the magic option beats everything else
-    finally:
-        k.shutdown()
 
 
 def test_interrupt_cancels_the_run(kernel: Kernel, project: Path):

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from conftest import write_tree
-from kernel import Kernel
+from kernel import extension_kernel
 
 PROJECT = {
     "app.py": (
@@ -54,9 +54,7 @@ def test_cli_run_missing_data_file_names_the_include(tmp_path: Path):
 
 def test_cell_missing_data_file_names_the_include(tmp_path: Path):
     project = write_tree(tmp_path / "nb", {"data/conf.json": '{"a": 1}\n'})
-    kernel = Kernel(project)
-    try:
-        kernel.ok("%load_ext flyte_jupyter")
+    with extension_kernel(project) as kernel:
         reply = kernel.execute("%%flyte_run\nimport json\njson.load(open('data/conf.json'))")
         assert reply.error and reply.error["ename"] == "FileNotFoundError"
         shown = reply.error["traceback"][-1]
@@ -68,8 +66,6 @@ def test_cell_missing_data_file_names_the_include(tmp_path: Path):
         shown = reply.error["traceback"][-1]
         print(shown)
         assert "'none' ships no files, so 'data/conf.json' is not in the run's working" in shown
-    finally:
-        kernel.shutdown()
 
 
 def test_cell_in_a_subfolder_of_root_dir_opens_files_from_the_same_folder(tmp_path: Path):
@@ -85,9 +81,7 @@ def test_cell_in_a_subfolder_of_root_dir_opens_files_from_the_same_folder(tmp_pa
             "shared/z.json": "[3]\n",
         },
     )
-    kernel = Kernel(workspace / "nbs")
-    try:
-        kernel.ok("%load_ext flyte_jupyter")
+    with extension_kernel(workspace / "nbs") as kernel:
         local = kernel.ok("open('data/x.json').read() + open('../shared/y.json').read()")
         include = "--include 'nbs/data/*.json' --include 'shared/y.json'"
         remote = kernel.ok(
@@ -99,8 +93,6 @@ def test_cell_in_a_subfolder_of_root_dir_opens_files_from_the_same_folder(tmp_pa
         where = kernel.ok(f"%%flyte_run {include}\nimport os\nos.path.basename(os.getcwd())")
         assert where.result == "'nbs'"
         reply = kernel.execute(f"%%flyte_run {include}\nopen('../shared/z.json').read()")
-    finally:
-        kernel.shutdown()
     shown = reply.error["traceback"][-1]
     print(shown)
     assert "Add include=['shared/z.json'] (--include 'shared/z.json')" in shown

@@ -197,12 +197,10 @@ HOOKS = (
 
 
 def test_reload_ext_leaves_one_recording_hook_and_unload_removes_the_magics(tree):
-    from kernel import Kernel
+    from kernel import extension_kernel
 
     project = tree({"pyproject.toml": "[project]\nname='nb'\n"})
-    kernel = Kernel(project)
-    try:
-        kernel.ok("%load_ext flyte_jupyter")
+    with extension_kernel(project) as kernel:
         kernel.ok("def double(x):\n    return x * 2\n")
         counts = [kernel.ok(HOOKS).stdout.strip()]
         for _ in range(2):
@@ -218,8 +216,6 @@ def test_reload_ext_leaves_one_recording_hook_and_unload_removes_the_magics(tree
         assert "Cell magic `%%flyte_run` not found" in (gone.error_text + gone.stderr)
         kernel.ok("%load_ext flyte_jupyter")
         assert kernel.ok("%%flyte_run\ndouble(5)").result == "10"
-    finally:
-        kernel.shutdown()
 
 
 # --- missing-module advice -------------------------------------------------------------------
@@ -329,20 +325,16 @@ def test_a_symlink_loop_is_not_called_dangling_and_sizes_are_human(tree):
 
 
 def test_flyte_bundle_shows_a_large_file_warning_once(tree):
-    from kernel import Kernel
+    from kernel import extension_kernel
 
     project = tree({"pyproject.toml": "[project]\nname='nb'\n", "data/big.bin": b"\0" * 11 * 2**20})
-    kernel = Kernel(project)
-    try:
-        kernel.ok("%load_ext flyte_jupyter")
+    with extension_kernel(project) as kernel:
         reply = kernel.ok("%%flyte_bundle --include 'data/*'\nx = 1")
         # what a notebook shows: the streams and each display's richest form (its HTML)
         shown = reply.stdout + reply.stderr + "".join(d["text/html"] for d in reply.displays)
         count = shown.count("data/big.bin is 11.0 MB: large files slow every upload")
         print(f"large-file warnings shown: {count}")
         assert count == 1
-    finally:
-        kernel.shutdown()
 
 
 # --- packaging -------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import write_tree
-from kernel import Kernel
+from kernel import extension_kernel
 
 
 def test_root_dir_above_the_import_folder_names_that_folder(tmp_path: Path):
@@ -15,13 +15,9 @@ def test_root_dir_above_the_import_folder_names_that_folder(tmp_path: Path):
         tmp_path / "ws" / "project",
         {"mylib/__init__.py": "", "mylib/calc.py": "def double(x):\n    return 2 * x\n"},
     )
-    kernel = Kernel(project)
-    try:
-        kernel.ok("%load_ext flyte_jupyter")
+    with extension_kernel(project) as kernel:
         kernel.ok("import mylib.calc")
         reply = kernel.execute(f"%%flyte_run --root-dir {tmp_path / 'ws'}\nmylib.calc.double(2)")
-    finally:
-        kernel.shutdown()
     print(reply.stderr)
     assert "neither under root_dir" not in reply.stderr
     assert f"imported here from {project}, below root_dir" in reply.stderr

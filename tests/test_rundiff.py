@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from cli_process import cli
-from kernel import Kernel, Reply
+from kernel import Kernel, Reply, extension_kernel
 
 from flyte_jupyter.core import history
 from flyte_jupyter.core.rundiff import diff_runs, render
@@ -128,12 +128,8 @@ def test_a_bundle_gone_from_the_store_and_cache_is_a_warning(tree, isolated_cach
 @pytest.fixture
 def kernel(tree) -> Iterator[Kernel]:
     project = tree(SHOP, name="nb")
-    k = Kernel(project)
-    try:
-        k.ok("%load_ext flyte_jupyter")
+    with extension_kernel(project) as k:
         yield k
-    finally:
-        k.shutdown()
 
 
 def test_cell_runs_diff_by_definition_and_input_name(kernel: Kernel):

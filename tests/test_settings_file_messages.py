@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from conftest import write_tree
-from kernel import Kernel
+from kernel import extension_kernel
 
 
 def bundle(project: Path, env: dict[str, str] | None = None) -> str:
@@ -34,12 +34,8 @@ def test_bad_settings_are_named_as_written_where_they_are(tmp_path: Path):
     said = bundle(project)
     print(said)
     assert "pyproject.toml: copy_style 'bogus' is not allowed: use one of auto, all, none" in said
-    kernel = Kernel(project)
-    try:
-        kernel.ok("%load_ext flyte_jupyter")
+    with extension_kernel(project) as kernel:
         reply = kernel.execute("%%flyte_run\n1")
-    finally:
-        kernel.shutdown()
     print(reply.stderr)
     assert "pyproject.toml: copy_style 'bogus'" in reply.stderr
     (project / "pyproject.toml").write_text("[project]\nname = 'p'\n")

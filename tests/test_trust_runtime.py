@@ -20,7 +20,7 @@ from pathlib import Path
 import cli_process
 import pytest
 from conftest import process_alive, write_tree
-from kernel import Kernel
+from kernel import extension_kernel
 
 from flyte_jupyter.core import history
 from flyte_jupyter.core.bundle import Bundle, build_bundle
@@ -116,13 +116,9 @@ def run_pid(run_id: str) -> int | None:
 
 
 def test_cell_run_summary_lists_assigned_names_and_the_cells_value(tmp_path):
-    kernel = Kernel(tmp_path)
-    try:
-        kernel.ok("%load_ext flyte_jupyter")
+    with extension_kernel(tmp_path) as kernel:
         reply = kernel.ok("%%flyte_run\nprices = [1.5, 2.5]\nlabel = 'x' * 5000\nsum(prices)")
         assert reply.result == "4.0"
-    finally:
-        kernel.shutdown()
     shown = cli("runs", "show", history.recent()[0].id)
     assert shown.returncode == 0, shown.stderr
     outcome = json.loads(shown.stdout)["outcome"]

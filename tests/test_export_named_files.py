@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+from cli_process import cli
 from conftest import write_tree
 
 CELLS = [
@@ -20,13 +21,7 @@ CELLS = [
 
 
 def export(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flyte_jupyter", "export", "shop.ipynb", *args],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return cli("export", "shop.ipynb", *args, cwd=project)
 
 
 def test_export_warns_about_a_named_data_file_the_image_lacks(tmp_path: Path):

@@ -5,10 +5,9 @@ cell's generated module) shows the user's frames only, not importlib's machinery
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
+from cli_process import cli
 from conftest import write_tree
 from kernel import extension_kernel
 
@@ -23,13 +22,7 @@ def test_cli_run_of_a_module_failing_at_import_shows_its_frames_only(tmp_path: P
             "helper.py": "raise ValueError('bad config at import')\n",
         },
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "flyte_jupyter", "run", "app.py:main"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = cli("run", "app.py:main", cwd=project)
     print(done.stderr)
     assert done.returncode == 1
     assert 'File "app.py", line 1' in done.stderr and 'File "helper.py", line 1' in done.stderr

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
+from cli_process import cli
 from conftest import write_tree
 from kernel import extension_kernel
 
@@ -24,13 +24,7 @@ PROJECT = {
 
 
 def run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flyte_jupyter", "run", *args],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return cli("run", *args, cwd=project)
 
 
 def test_cli_run_missing_data_file_names_the_include(tmp_path: Path):

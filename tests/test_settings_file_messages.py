@@ -4,24 +4,15 @@ and a real ipykernel."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+from cli_process import cli
 from conftest import write_tree
 from kernel import extension_kernel
 
 
 def bundle(project: Path, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "flyte_jupyter", "bundle", "."],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
+    done = cli("bundle", ".", cwd=project, env=env)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     return done.stderr
 

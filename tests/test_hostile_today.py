@@ -422,3 +422,16 @@ def test_a_warm_record_copied_under_another_name_is_not_used(tmp_path, monkeypat
     )  # fmt: skip
     assert again.digest == fresh_two.digest != first.digest
     assert odd.digest == bundle_tree(two, force_root=True, include=["\ud800", "\udcff"]).digest
+
+
+def test_notebook_variables_named_like_the_generated_module_s_own_travel(tmp_path):
+    """`CELL_SOURCE` and `ASSIGNED` were the generated module's names for the cell and what it
+    assigns: a notebook's own variables so named replaced them remotely. Now they are plain
+    inputs and outputs."""
+    with extension_kernel(write_tree(tmp_path / "nb", MYLIB)) as kernel:
+        kernel.ok("CELL_SOURCE = 'mine'\nASSIGNED = ['a', 'b']")
+        reply = kernel.ok("%%flyte_run\nASSIGNED = CELL_SOURCE + '!'\nlen(ASSIGNED)")
+        back = kernel.ok("ASSIGNED")
+    print("out:", reply.result, "ASSIGNED back:", back.result)
+    assert reply.result == "5", reply.error_text
+    assert back.result == "'mine!'"

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 
+from ..runtime.cells import ASSIGNED, CELL_SOURCE
 from . import ignore as ig
 from .environment import foreign_dirs, is_installed, is_stdlib
 from .files import read_bytes
@@ -236,7 +237,8 @@ class ImportGraph:
         return f"cannot resolve import {module!r} ({where}) under root_dir {self.root}: {hint}"
 
 
-_CELL_SOURCE = b"\nCELL_SOURCE = "
+_CELL_SOURCE = f"\n{CELL_SOURCE} = ".encode()
+_ASSIGNED = f"{ASSIGNED} = [".encode()
 
 
 def _cell_body_imports(source: bytes) -> tuple[list[ImportRef], list[IncludeDecl]]:
@@ -249,7 +251,7 @@ def _cell_body_imports(source: bytes) -> tuple[list[ImportRef], list[IncludeDecl
     first = at + len(_CELL_SOURCE)
     end = source.find(b"\n", first)
     tail = source[end + 1 :]  # a cell module ends `CELL_SOURCE = ...`, `ASSIGNED = [...]`
-    if at < 0 or end < 0 or not tail.startswith(b"ASSIGNED = [") or tail.count(b"\n") != 1:
+    if at < 0 or end < 0 or not tail.startswith(_ASSIGNED) or tail.count(b"\n") != 1:
         return [], []
     try:
         body = ast.literal_eval(source[first:end].decode())

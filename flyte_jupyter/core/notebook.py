@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..runtime.cells import CELL_FILE
+from ..runtime.cells import ASSIGNED, CELL_FILE, CELL_SOURCE
 from .errors import NotebookError  # re-exported: callers import it from here
 
 GENERATED_PACKAGE = "_flyte_notebook"
@@ -523,8 +523,8 @@ def _module_text(
             lines.append("")
     lines += [
         "",
-        f"CELL_SOURCE = {source!r}",
-        f"ASSIGNED = {assigned!r}",
+        f"{CELL_SOURCE} = {source!r}",
+        f"{ASSIGNED} = {assigned!r}",
         "",
     ]
     return "\n".join(lines), tuple(spans)

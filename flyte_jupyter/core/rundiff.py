@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..runtime import protocol
+from ..runtime.cells import ASSIGNED, CELL_SOURCE
 from ..runtime.locations import cache_dir
 from ..runtime.manifest import ManifestEntry, compute_digest
 from . import history
@@ -29,7 +30,10 @@ _CELL_PREFIX = f"{GENERATED_PACKAGE}/cell_"
 _MAX_MODULE_TEXT = 4 * 1024**2
 """Generated cell modules are read as text up to this size; beyond it only hashed."""
 _MEMO_OPS = {"MEMOIZE", "BINPUT", "LONG_BINPUT", "PUT", "FRAME"}
-_CELL_NAMES = {"CELL_SOURCE": "the cell's own code", "ASSIGNED": None, "<module>": None}
+_CELL_NAMES = {
+    CELL_SOURCE: "the cell's own code", ASSIGNED: None, "<module>": None,
+    "CELL_SOURCE": "the cell's own code", "ASSIGNED": None,  # their names before 2026-11-27
+}  # fmt: skip
 """The generated module's own names: shown as the cell's code, or not at all."""
 _SAME_BY_DESIGN = (
     "run_id", "run_dir", "created", "name", "digest", "bundle_url", "version",

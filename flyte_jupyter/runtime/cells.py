@@ -20,6 +20,11 @@ ENTRY = "flyte_jupyter.runtime.cells:run_cell"
 """The entry point a notebook cell run calls."""
 
 CELL_FILE = "<notebook cell>"
+CELL_SOURCE = "__flyte_cell_source__"
+"""The generated module's name for the cell's own code, which the runtime compiles as
+CELL_FILE; dunder names, so no notebook variable shadows it (or ASSIGNED)."""
+ASSIGNED = "__flyte_assigned__"
+"""The generated module's name for the names the cell assigns: what comes back."""
 """The cell body's file name in remote tracebacks. The shipped module holds no cell label
 (that would change the bundle on every re-run); the client maps this name to `In[n]`."""
 
@@ -43,9 +48,10 @@ def run_cell(
     instead of failing the run, and its size is known without a second copy.
     """
     namespace = importlib.import_module(module).__dict__
+    source: str = namespace[CELL_SOURCE]
+    names: list[str] = namespace[ASSIGNED]
     namespace.update(objects or {})
     namespace.update({name: pickle.loads(blob) for name, blob in (values or {}).items()})
-    source: str = namespace["CELL_SOURCE"]
     linecache.cache[CELL_FILE] = (len(source), None, source.splitlines(keepends=True), CELL_FILE)
     tree = ast.parse(source, CELL_FILE)
     last = None
@@ -65,7 +71,7 @@ def run_cell(
         summaries[name] = summarize(value, size)
         return True
 
-    assigned = [n for n in namespace["ASSIGNED"] if n in namespace]
+    assigned = [n for n in names if n in namespace]
     back = {n: namespace[n] for n in assigned if travels(n, namespace[n])}
     has_out = last is not None and travels(_OUT, out)
     summary = {

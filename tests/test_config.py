@@ -169,7 +169,9 @@ def test_messages_name_the_flag_of_the_front_door():
 
 
 def test_free_and_assigned_names():
-    assert free_names("y = x + 1\nprint(y, z)") == ["x", "print", "z"]
+    assert free_names("y = x + 1\nprint(y, z)") == (["x", "print", "z"], [])
+    rebinding = "df = df.dropna()\nn += 1\nfor i in range(n): pass\ny = [v for v in vs]"
+    assert free_names(rebinding) == (["range", "vs"], ["df", "n"])
     assert assigned_names("import os\ndef f(): pass\na, b = 1, 2") == ["a", "b"]
 
 

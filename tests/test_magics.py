@@ -305,3 +305,16 @@ def test_big_uploads_show_a_progress_bar(kernel: Kernel, project: Path):
     assert reply.result == "600000"
     bars = [d for d in reply.displays if "application/vnd.jupyter.widget-view+json" in d]
     assert bars, reply.displays  # an ipywidgets FloatProgress was displayed
+
+
+def test_a_cell_reads_the_notebook_value_of_a_name_it_rebinds(kernel: Kernel):
+    """`rows = sorted(rows)`, `n += 1`: the statement reads the notebook's value before it binds
+    the name, so the value travels. A name the cell only binds (`with ... as handle`) is sent
+    when the notebook has it and it pickles; one that cannot (an open file) stays behind."""
+    kernel.ok("import io\nrows = [3, 1, 2]\nn = 10\nhandle = io.StringIO('not picklable')")
+    code = "rows = sorted(rows)\nn += 1\nwith open('out.txt', 'w') as handle:\n    pass\n(rows, n)"
+    reply = kernel.ok("%%flyte_run\n" + code)
+    back = kernel.ok("(rows, n, type(handle).__name__)")
+    print("remote:", reply.result, "notebook after:", back.result)
+    assert reply.result == "([1, 2, 3], 11)", reply.error_text
+    assert back.result == "([1, 2, 3], 11, 'StringIO')"  # the remote file cannot come back

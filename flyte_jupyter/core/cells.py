@@ -91,7 +91,14 @@ def prepare_cell(
     """Slice the cell, check its inputs can travel, and build its bundle."""
     cell = slice_cell(state, source, label, namespace, hidden)
     referenced: set[str] = set()
-    inputs = {n: check_value(cell, v, n, referenced) for n, v in cell.values.items()}
+    inputs = {}
+    for name, value in list(cell.values.items()):
+        try:
+            inputs[name] = check_value(cell, value, name, referenced)
+        except NotebookError:
+            if name not in cell.optional:
+                raise
+            del cell.values[name]  # the cell rebinds it before any read, or fails as locally
     value = {k: s.value for k, s in settings.items()}
     cells = ", ".join(dict.fromkeys(d.cell for d in cell.definitions)) or "none"
     generated = {

@@ -279,17 +279,41 @@ def _import_text(stmt: ast.Import | ast.ImportFrom, alias: ast.alias) -> str:
     return f"from {'.' * stmt.level}{stmt.module or ''} import {part}"
 
 
-def free_names(source: str) -> list[str]:
-    """Names the cell reads before (or without) binding them, in order of first use."""
+def free_names(source: str) -> tuple[list[str], list[str]]:
+    """Names the cell reads before (or without) binding them, in order of first use; then the
+    names a statement may read before binding them itself (`df = df.dropna()`, `n += 1`)."""
     tree = ast.parse(source)
     bound: set[str] = set()
     free: list[str] = []
+    maybe: list[str] = []
     for stmt in tree.body:
         for name in sorted(_loaded_names(stmt)):
             if name not in bound and name not in free:
                 free.append(name)
+        for name in sorted(_rebound_reads(stmt) - bound):
+            if name not in free and name not in maybe:
+                maybe.append(name)
         bound |= _bound_names(stmt)
-    return free
+    return free, maybe
+
+
+def _rebound_reads(stmt: ast.stmt) -> set[str]:
+    """Names a top-level statement reads (or deletes) and also binds: `df = df.dropna()` and
+    `n += 1` read the notebook's value first, while `for i in ...: print(i)` need not. The
+    order inside a statement is not worked out: each is sent when the notebook has it (and
+    can be pickled), and is never reported missing. Definitions and imports bind their name
+    before anything reads it."""
+    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Import):
+        return set()
+    if isinstance(stmt, ast.ImportFrom):
+        return set()
+    reads = set()
+    for node in ast.walk(stmt):
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Store):
+            reads.add(node.id)
+        elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
+            reads.add(node.target.id)
+    return reads & _bound_names(stmt)
 
 
 def assigned_names(source: str) -> list[str]:
@@ -364,6 +388,9 @@ class CellSlice:
     module_text: str
     line_map: LineMap
     undefined: list[str]
+    optional: frozenset[str] = frozenset()
+    """Names among `values` the cell may rebind before reading (`_rebound_reads`): one that
+    cannot be pickled stays behind instead of failing the run."""
 
     @property
     def module_path(self) -> str:
@@ -391,7 +418,8 @@ def slice_cell(
     chosen: dict[str, Definition] = {}
     values: dict[str, Any] = {}
     undefined: list[str] = []
-    queue = list(free_names(source))
+    free, maybe = free_names(source)
+    queue = [*free, *maybe]
     seen: set[str] = set()
     while queue:
         name = queue.pop(0)
@@ -412,7 +440,7 @@ def slice_cell(
                 queue.extend(sorted(d.uses))
         elif name in namespace and name not in skip:
             values[name] = namespace[name]
-        elif name not in skip:
+        elif name not in skip and name not in maybe:
             undefined.append(name)
     ordered = canonical_order(chosen.values())
     assigned = assigned_names(source)
@@ -430,6 +458,7 @@ def slice_cell(
             module_name.replace(".", "/") + ".py", label, spans, tuple(d.source for d in ordered)
         ),
         undefined=undefined,
+        optional=frozenset(maybe) & set(values),
     )
 
 

@@ -303,9 +303,8 @@ def _rebound_reads(stmt: ast.stmt) -> set[str]:
     order inside a statement is not worked out: each is sent when the notebook has it (and
     can be pickled), and is never reported missing. Definitions and imports bind their name
     before anything reads it."""
-    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Import):
-        return set()
-    if isinstance(stmt, ast.ImportFrom):
+    defining = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Import | ast.ImportFrom
+    if isinstance(stmt, defining):
         return set()
     reads = set()
     for node in ast.walk(stmt):

@@ -20,13 +20,14 @@ ENTRY = "flyte_jupyter.runtime.cells:run_cell"
 """The entry point a notebook cell run calls."""
 
 CELL_FILE = "<notebook cell>"
+"""The cell body's file name in remote tracebacks. The shipped module holds no cell label
+(that would change the bundle on every re-run); the client maps this name to `In[n]`."""
+
 CELL_SOURCE = "__flyte_cell_source__"
 """The generated module's name for the cell's own code, which the runtime compiles as
 CELL_FILE; dunder names, so no notebook variable shadows it (or ASSIGNED)."""
 ASSIGNED = "__flyte_assigned__"
 """The generated module's name for the names the cell assigns: what comes back."""
-"""The cell body's file name in remote tracebacks. The shipped module holds no cell label
-(that would change the bundle on every re-run); the client maps this name to `In[n]`."""
 
 
 def import_attribute(module: str, name: str) -> Any:

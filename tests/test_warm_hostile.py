@@ -783,6 +783,17 @@ def _splice_tree(tmp_path: Path, count: int = 12) -> Path:
     return root
 
 
+def _twin_build(tmp_path: Path, root: Path, files: dict[str, bytes], monkeypatch) -> Bundle:
+    """A cold build, in a cache of its own, of a copy of `root` with `files` rewritten: an
+    archive of another tree to rename over the recorded one."""
+    twin = tmp_path / "twin"
+    shutil.copytree(root, twin)
+    for rel, data in files.items():
+        (twin / rel).write_bytes(data)
+    age(twin)
+    return cold(twin, tmp_path / "twin-cache", monkeypatch)
+
+
 def _edit(path: Path, data: bytes, seconds: float = 30) -> None:
     """Write `data` in place (same inode) and date it `seconds` ago: old enough to record."""
     with open(path, "r+b") as f:
@@ -951,11 +962,8 @@ def test_the_recorded_archive_replaced_by_another_of_the_same_length(
     and the splice must give what the ordinary build from the same cache gives."""
     root = _splice_tree(tmp_path)
     first = first_build(root, isolated_cache)
-    twin = tmp_path / "twin"
-    shutil.copytree(root, twin)
-    (twin / "m01.py").write_text((root / "m01.py").read_text().replace("1", "7"))
-    age(twin)
-    other = cold(twin, tmp_path / "twin-cache", monkeypatch)
+    m01 = (root / "m01.py").read_bytes().replace(b"1", b"7")
+    other = _twin_build(tmp_path, root, {"m01.py": m01}, monkeypatch)
     assert other.digest != first.digest and other.member_lengths == first.member_lengths
     os.replace(other.archive, first.archive)
     _edit(root / "m08.py", b"AFTER = 'replaced'\n")
@@ -1182,11 +1190,8 @@ def test_the_recorded_archive_replaced_by_one_of_another_layout(
     every archive) when it does not end where the next member starts."""
     root = _splice_tree(tmp_path)
     first = first_build(root, isolated_cache)
-    twin = tmp_path / "twin"
-    shutil.copytree(root, twin)
-    (twin / "m01.py").write_text((root / "m01.py").read_text().replace("1", "777"))
-    age(twin)
-    other = cold(twin, tmp_path / "twin-cache", monkeypatch)
+    m01 = (root / "m01.py").read_bytes().replace(b"1", b"777")
+    other = _twin_build(tmp_path, root, {"m01.py": m01}, monkeypatch)
     assert other.member_lengths[1] != first.member_lengths[1]
     os.replace(other.archive, first.archive)
     _edit(root / "m08.py", b"AFTER = 'replaced'\n")
@@ -1222,12 +1227,7 @@ def test_the_recorded_archive_replaced_by_one_of_the_same_length_shifted_inside(
         and member("m01.py", a) + member("m05.py", b)
         == member("m01.py", m01) + member("m05.py", m05)
     )
-    twin = tmp_path / "twin"
-    shutil.copytree(root, twin)
-    (twin / "m01.py").write_bytes(longer)
-    (twin / "m05.py").write_bytes(shorter)
-    age(twin)
-    other = cold(twin, tmp_path / "twin-cache", monkeypatch)
+    other = _twin_build(tmp_path, root, {"m01.py": longer, "m05.py": shorter}, monkeypatch)
     assert other.archive.stat().st_size == first.archive.stat().st_size
     assert other.member_lengths[6:] == first.member_lengths[6:]
     assert other.member_lengths[1] != first.member_lengths[1]
